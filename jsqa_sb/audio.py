@@ -1,0 +1,123 @@
+"""Audio reading and resampling shared by data preparation, mixing and inference.
+
+Reading goes through SpeechBrain's soundfile-based ``audio_io`` (torchaudio 2.9+
+no longer reads files without torchcodec); resampling uses torchaudio.
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+import torchaudio
+
+# Bound once: attribute access through SpeechBrain's lazy module costs ~0.2 ms per call.
+from speechbrain.dataio.audio_io import AudioInfo
+from speechbrain.dataio.audio_io import info as _sb_info
+from speechbrain.dataio.audio_io import load as _sb_load
+
+PathLike = Union[str, Path]
+
+#: Audio file extensions the preparers and the scorer look for.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
+
+
+class AudioReadError(RuntimeError):
+    """An audio file could not be read; the message names the file."""
+
+
+def audio_info(path: PathLike) -> AudioInfo:
+    """Read an audio file's header (no decoding).
+
+    Arguments
+    ---------
+    path : str or Path
+        The audio file.
+
+    Returns
+    -------
+    speechbrain.dataio.audio_io.AudioInfo
+        Sample rate, frames, channels, subtype and format.
+
+    Raises
+    ------
+    AudioReadError
+        If the header cannot be read.
+    """
+    try:
+        return _sb_info(str(path))
+    except Exception as err:  # soundfile raises several unrelated types
+        raise AudioReadError(f"{path}: cannot read audio header ({_reason(err)})") from err
+
+
+def read_audio(
+    path: PathLike, start: int = 0, frames: int = -1, target_sr: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Read (part of) an audio file as mono float32, optionally resampled.
+
+    Arguments
+    ---------
+    path : str or Path
+        The audio file.
+    start : int
+        First frame to read, at the file's own sample rate.
+    frames : int
+        Number of frames to read at the file's rate (-1: to the end).
+    target_sr : int, optional
+        If given and different from the file's rate, the audio is resampled.
+
+    Returns
+    -------
+    audio : numpy.ndarray
+        1-D float32 signal (channels averaged).
+    sample_rate : int
+        The rate of ``audio`` (``target_sr`` when given).
+
+    Raises
+    ------
+    AudioReadError
+        If the file cannot be decoded.
+    """
+    try:
+        audio, sr = _sb_load(
+            str(path),
+            channels_first=False,
+            dtype=torch.float32,
+            frame_offset=start,
+            num_frames=frames,
+        )
+    except Exception as err:
+        raise AudioReadError(f"{path}: cannot decode audio ({_reason(err)})") from err
+    audio = audio.numpy()
+    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if target_sr is not None and sr != target_sr:
+        audio = resample(audio, sr, target_sr)
+        sr = target_sr
+    return np.ascontiguousarray(audio, dtype=np.float32), sr
+
+
+def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Resample a 1-D signal with torchaudio's band-limited sinc interpolation.
+
+    Example
+    -------
+    >>> resample(np.zeros(48000, dtype=np.float32), 48000, 16000).shape
+    (16000,)
+    """
+    if orig_sr == new_sr:
+        return audio
+    out = torchaudio.functional.resample(torch.from_numpy(audio), orig_sr, new_sr)
+    return out.numpy()
+
+
+def _reason(err: Exception) -> str:
+    """Shortest useful description of an I/O error (drops audio_io's path prefix)."""
+    text = str(err).strip() or type(err).__name__
+    if ": " in text and text.startswith(("Failed to", "Error opening")):
+        text = text.split(": ", 1)[1] if text.count(": ") == 1 else text.rsplit(": ", 1)[1]
+    return text

@@ -1,0 +1,262 @@
+"""Signal levels, SNR mixing and the sampling of JND view groups.
+
+A *view group* is one clean speech excerpt mixed with one noise excerpt at K
+signal-to-noise ratios. The SNRs are drawn so that every group holds at least one
+pair closer than the just-noticeable difference (``jnd_db``: a positive pair) and
+at least one pair ``neg_margin_db`` or more apart (a hard negative pair).
+
+Levels follow the usual speech-quality conventions: the SNR is the speech *active*
+level (an ITU-T P.56-style estimate that ignores pauses) against the noise RMS over
+the same excerpt; mixtures are normalised to a fixed active level in dBFS, where
+0 dBFS is the RMS of a full-scale square wave.
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Levels below this (dBFS) count as digital silence.
+SILENCE_DB = -90.0
+
+
+class SilentSignalError(ValueError):
+    """A signal whose level is too low to define an SNR or a level."""
+
+
+def rms_db(x: np.ndarray) -> float:
+    """Return the RMS level of a signal in dBFS (``-inf`` for digital silence).
+
+    Example
+    -------
+    >>> round(rms_db(np.full(100, 0.1)), 2)
+    -20.0
+    """
+    power = float(np.mean(np.square(x, dtype=np.float64))) if x.size else 0.0
+    return float(10.0 * np.log10(power)) if power > 0 else float("-inf")
+
+
+def active_level_db(
+    x: np.ndarray, sample_rate: int = 16000, frame_ms: float = 10.0, margin_db: float = 15.9
+) -> float:
+    """Estimate the active speech level of a signal in dBFS (P.56-style).
+
+    Frames whose power lies within ``margin_db`` of the active level are counted as
+    active; the level and the set of active frames are found by a few fixed-point
+    iterations starting from the overall RMS, as in ITU-T P.56 (method B) but on
+    frame powers instead of a smoothed envelope.
+
+    Arguments
+    ---------
+    x : numpy.ndarray
+        1-D signal.
+    sample_rate : int
+        Its sample rate.
+    frame_ms : float
+        Frame length for the activity decision.
+    margin_db : float
+        Distance below the active level under which a frame is a pause (P.56: 15.9 dB).
+
+    Returns
+    -------
+    float
+        The active level in dBFS, ``-inf`` for digital silence.
+
+    Example
+    -------
+    >>> t = np.arange(16000) / 16000
+    >>> tone = 0.1 * np.sin(2 * np.pi * 440 * t)
+    >>> with_pause = np.concatenate([tone, np.zeros(16000)])
+    >>> round(active_level_db(with_pause) - rms_db(tone), 2)
+    0.0
+    """
+    powers = frame_powers(x, sample_rate, frame_ms)
+    if powers.size == 0:
+        return rms_db(x)
+    return level_from_frame_powers(powers, margin_db)
+
+
+def frame_powers(
+    x: np.ndarray, sample_rate: int = 16000, frame_ms: float = 10.0, y: np.ndarray | None = None
+) -> np.ndarray:
+    """Mean of ``x * y`` (``y`` defaults to ``x``: the power) over consecutive frames.
+
+    Non-overlapping frames of ``frame_ms``; the incomplete tail is dropped.
+    """
+    frame = max(1, int(sample_rate * frame_ms / 1000))
+    n_frames = x.size // frame
+    xs = x[: n_frames * frame].reshape(n_frames, frame)
+    ys = xs if y is None else y[: n_frames * frame].reshape(n_frames, frame)
+    return np.einsum("ij,ij->i", xs, ys, dtype=np.float64) / frame
+
+
+def level_from_frame_powers(powers: np.ndarray, margin_db: float = 15.9) -> float:
+    """Active level (dB) from frame powers: see :func:`active_level_db`."""
+    if not (powers > 0).any():
+        return float("-inf")
+    threshold_ratio = 10.0 ** (-margin_db / 10.0)
+    level = float(np.mean(powers))
+    active = None
+    for _ in range(4):
+        new_active = powers >= level * threshold_ratio
+        level = float(np.mean(powers[new_active]))
+        if active is not None and np.array_equal(new_active, active):
+            break
+        active = new_active
+    return float(10.0 * np.log10(level))
+
+
+def loop_excerpt(noise: np.ndarray, offset: int, length: int) -> np.ndarray:
+    """Cut ``length`` samples from ``noise`` starting at ``offset``, looping if short.
+
+    Example
+    -------
+    >>> loop_excerpt(np.arange(4.0), 3, 6).tolist()
+    [3.0, 0.0, 1.0, 2.0, 3.0, 0.0]
+    """
+    if noise.size == 0:
+        raise SilentSignalError("cannot cut an excerpt from an empty noise signal")
+    idx = (offset + np.arange(length)) % noise.size
+    return noise[idx]
+
+
+def mix_at_snrs(
+    speech: np.ndarray,
+    noise: np.ndarray,
+    snrs_db: np.ndarray,
+    sample_rate: int = 16000,
+    target_level_db: float = -26.0,
+    peak_limit: float = 0.99,
+) -> np.ndarray:
+    """Mix one speech excerpt with one noise excerpt at several SNRs.
+
+    Each mixture is ``speech + g * noise`` with ``g`` chosen so that the speech
+    active level minus the noise RMS level equals the requested SNR; the mixture
+    is then scaled to ``target_level_db`` (active level), or less if that scaling
+    would push its peak above ``peak_limit`` (no clipping, ever).
+
+    Arguments
+    ---------
+    speech : numpy.ndarray
+        1-D clean speech.
+    noise : numpy.ndarray
+        1-D noise, same length as ``speech``.
+    snrs_db : numpy.ndarray
+        The K SNRs in dB.
+    sample_rate : int
+        Sample rate of both signals.
+    target_level_db : float
+        Active level of every mixture after normalisation, dBFS.
+    peak_limit : float
+        Maximum absolute sample value of a mixture.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(K, len(speech))`` float32 mixtures.
+
+    Raises
+    ------
+    SilentSignalError
+        If the speech or the noise excerpt is digital silence.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> s, n = rng.standard_normal(16000) * 0.1, rng.standard_normal(16000) * 0.1
+    >>> mix_at_snrs(s, n, np.array([0.0, 10.0])).shape
+    (2, 16000)
+    """
+    if speech.shape != noise.shape:
+        raise ValueError(f"speech {speech.shape} and noise {noise.shape} differ in shape")
+    speech = np.asarray(speech, dtype=np.float32)
+    noise = np.asarray(noise, dtype=np.float32)
+    speech_db = active_level_db(speech, sample_rate)
+    noise_db = rms_db(noise)
+    if speech_db < SILENCE_DB:
+        raise SilentSignalError("the speech excerpt is digital silence")
+    if noise_db < SILENCE_DB:
+        raise SilentSignalError("the noise excerpt is digital silence")
+    snrs = np.asarray(snrs_db, dtype=np.float64)
+    gains = 10.0 ** ((speech_db - snrs - noise_db) / 20.0)
+    mixtures = speech[None, :] + gains[:, None].astype(np.float32) * noise[None, :]
+    # Frame powers of s + g n from those of s, n and their cross term: one pass, not K.
+    p_ss = frame_powers(speech, sample_rate)
+    p_nn = frame_powers(noise, sample_rate)
+    p_sn = frame_powers(speech, sample_rate, y=noise)
+    scales = np.empty_like(gains)
+    for k, gain in enumerate(gains):
+        powers = p_ss + gain * gain * p_nn + 2.0 * gain * p_sn
+        level = level_from_frame_powers(powers) if powers.size else rms_db(mixtures[k])
+        scales[k] = 10.0 ** ((target_level_db - level) / 20.0)
+    peaks = np.abs(mixtures).max(axis=1) * scales
+    scales = np.where(peaks > peak_limit, scales * peak_limit / np.maximum(peaks, 1e-30), scales)
+    mixtures *= scales[:, None].astype(np.float32)
+    return mixtures
+
+
+def sample_group_snrs(
+    rng: np.random.Generator,
+    num_views: int,
+    snr_min: float = -5.0,
+    snr_max: float = 30.0,
+    jnd_db: float = 3.0,
+    neg_margin_db: float = 6.0,
+) -> np.ndarray:
+    """Draw the K SNRs of one view group.
+
+    The anchor is uniform in ``[snr_min, snr_max]``; its partner lies less than
+    ``jnd_db`` away (a positive pair); one view is drawn uniformly from the part of
+    the range at least ``neg_margin_db`` from the anchor (a hard negative); any
+    further views are uniform in the range. The order is shuffled.
+
+    Arguments
+    ---------
+    rng : numpy.random.Generator
+        Source of randomness (seeded by the caller for reproducibility).
+    num_views : int
+        K, at least 3.
+    snr_min, snr_max : float
+        The SNR range in dB.
+    jnd_db : float
+        Positive pairs differ by less than this.
+    neg_margin_db : float
+        Negative pairs differ by at least this.
+
+    Returns
+    -------
+    numpy.ndarray
+        K SNRs in dB.
+
+    Example
+    -------
+    >>> snrs = sample_group_snrs(np.random.default_rng(0), 4)
+    >>> d = np.abs(snrs[:, None] - snrs[None, :])[np.triu_indices(4, 1)]
+    >>> bool((d < 3.0).any() and (d >= 6.0).any())
+    True
+    """
+    if num_views < 3:
+        raise ValueError(f"a view group needs at least 3 views (got {num_views})")
+    if not jnd_db <= neg_margin_db:
+        raise ValueError(f"neg_margin_db ({neg_margin_db}) must be >= jnd_db ({jnd_db})")
+    if snr_max - snr_min <= 2 * neg_margin_db + jnd_db:
+        raise ValueError(
+            f"the SNR range [{snr_min}, {snr_max}] dB is too narrow: it must be wider than "
+            f"2 * neg_margin_db + jnd_db = {2 * neg_margin_db + jnd_db} dB so that every "
+            "anchor has a negative partner"
+        )
+    # Keep the anchor where the positive partner fits on one side and a negative on the other.
+    anchor = rng.uniform(snr_min, snr_max)
+    step = rng.uniform(0.0, jnd_db) * 0.999
+    partner = anchor + step if anchor + step <= snr_max else anchor - step
+    lo, hi = min(anchor, partner), max(anchor, partner)
+    # The negative is >= neg_margin_db from both members of the positive pair.
+    below = max(0.0, (lo - neg_margin_db) - snr_min)
+    above = max(0.0, snr_max - (hi + neg_margin_db))
+    u = rng.uniform(0.0, below + above)
+    negative = snr_min + u if u < below else hi + neg_margin_db + (u - below)
+    rest = rng.uniform(snr_min, snr_max, size=num_views - 3)
+    snrs = np.concatenate([[anchor, partner, negative], rest])
+    return rng.permutation(snrs)

@@ -1,0 +1,179 @@
+"""Machinery shared by the data preparers: skip-if-done records, reports, header scans.
+
+SpeechBrain's own preparers skip when the manifests exist. Ours also remember the
+options and a fingerprint of the input listing (relative path, size, mtime of every
+input file), so a changed option or an added, removed or replaced file triggers a new
+preparation, while an unchanged one is skipped in the time it takes to list the files.
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from tqdm import tqdm
+
+from jsqa_sb.audio import AudioReadError, audio_info
+
+logger = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+
+
+class DataPreparationError(RuntimeError):
+    """Input data that cannot be prepared; the message says what and where."""
+
+
+def list_files(root: Path, suffixes: Sequence[str]) -> list[Path]:
+    """List files under ``root`` (recursively) whose name ends with one of ``suffixes``.
+
+    Uses ``os.scandir`` so that hundreds of thousands of files list in seconds; the
+    result is sorted for reproducibility.
+    """
+    found, stack = [], [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append(entry.path)
+                elif entry.name.endswith(tuple(suffixes)):
+                    found.append(Path(entry.path))
+    return sorted(found)
+
+
+def fingerprint(files: Iterable[Path], root: Path) -> str:
+    """Hash the (relative path, size, mtime) listing of ``files``: cheap change detection."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+class PrepareRecord:
+    """The record of one finished preparation, kept next to its manifests.
+
+    Arguments
+    ---------
+    save_folder : str or Path
+        Where the manifests go.
+    name : str
+        Name of the preparation (``prepare_jnd``, ``prepare_nisqa``).
+    options : dict
+        Every option that changes the output (JSON-serialisable).
+    input_fingerprint : str
+        See :func:`fingerprint`.
+    """
+
+    def __init__(self, save_folder: PathLike, name: str, options: dict, input_fingerprint: str):
+        self.path = Path(save_folder) / f"{name}.record.json"
+        self.options = json.loads(json.dumps(options, sort_keys=True, default=str))
+        self.input_fingerprint = input_fingerprint
+
+    def is_done(self) -> bool:
+        """Return True if the same preparation finished before and its outputs still exist."""
+        if not self.path.is_file():
+            return False
+        try:
+            record = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        same = (
+            record.get("options") == self.options
+            and record.get("input_fingerprint") == self.input_fingerprint
+        )
+        outputs = [self.path.parent / name for name in record.get("outputs", [])]
+        return same and all(p.exists() for p in outputs)
+
+    def mark_done(self, outputs: Iterable[PathLike], counts: dict) -> None:
+        """Write the record (last, so an interrupted preparation is redone)."""
+        record = {
+            "options": self.options,
+            "input_fingerprint": self.input_fingerprint,
+            "outputs": sorted(Path(p).name for p in outputs),
+            "counts": counts,
+        }
+        write_json(self.path, record)
+
+    def invalidate(self) -> None:
+        """Remove the record before rewriting outputs."""
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class SkipReport:
+    """Files left out of a preparation, with the reason for each."""
+
+    skipped: list[dict] = field(default_factory=list)
+
+    def add(self, file: PathLike, reason: str, **extra: Any) -> None:
+        """Record one left-out file and log it."""
+        self.skipped.append({"file": str(file), "reason": reason, **extra})
+        logger.warning("Skipping %s: %s", file, reason)
+
+    def write(self, path: Path, counts: dict, strict: bool) -> None:
+        """Write the report as JSON; raise if ``strict`` and anything was skipped."""
+        write_json(path, {"counts": counts, "skipped": self.skipped})
+        if self.skipped:
+            logger.warning("%d file(s) left out; the list is in %s", len(self.skipped), path)
+            if strict:
+                listing = "\n".join(f"  {s['file']}: {s['reason']}" for s in self.skipped[:20])
+                more = len(self.skipped) - 20
+                raise DataPreparationError(
+                    f"strict mode: {len(self.skipped)} file(s) could not be used (see {path}):\n"
+                    + listing
+                    + (f"\n  ... and {more} more" if more > 0 else "")
+                )
+
+
+def scan_headers(paths: Sequence[Path], num_workers: int = 8, desc: str = "Reading headers"):
+    """Read the audio headers of ``paths`` in parallel (no decoding).
+
+    Returns
+    -------
+    list
+        For each path, its ``AudioInfo`` or the ``AudioReadError`` that reading raised.
+    """
+
+    def one(path):
+        try:
+            return audio_info(path)
+        except AudioReadError as err:
+            return err
+
+    workers = max(1, min(num_workers, len(paths)))
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(one, paths)
+        return list(tqdm(results, total=len(paths), desc=desc, disable=len(paths) < 500))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file + rename), so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def describe_folder(folder: Path, limit: int = 10) -> str:
+    """Say what a folder holds, for layout errors."""
+    if not folder.exists():
+        return f"{folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return f"{folder} is empty"
+    shown = ", ".join(names[:limit]) + (
+        f", ... ({len(names)} entries)" if len(names) > limit else ""
+    )
+    return f"{folder} holds: {shown}"
