@@ -9,17 +9,18 @@ Authors
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Union
 
 import numpy as np
+import soundfile as sf
 import torch
 import torchaudio
 
 # Bound once: attribute access through SpeechBrain's lazy module costs ~0.2 ms per call.
 from speechbrain.dataio.audio_io import AudioInfo
 from speechbrain.dataio.audio_io import info as _sb_info
-from speechbrain.dataio.audio_io import load as _sb_load
 
 PathLike = Union[str, Path]
 
@@ -49,6 +50,8 @@ def audio_info(path: PathLike) -> AudioInfo:
     AudioReadError
         If the header cannot be read.
     """
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise AudioReadError(f"{path}: empty file (0 bytes)")
     try:
         return _sb_info(str(path))
     except Exception as err:  # soundfile raises several unrelated types
@@ -84,17 +87,13 @@ def read_audio(
         If the file cannot be decoded.
     """
     try:
-        audio, sr = _sb_load(
-            str(path),
-            channels_first=False,
-            dtype=torch.float32,
-            frame_offset=start,
-            num_frames=frames,
-        )
+        # soundfile directly (what SpeechBrain's audio_io wraps): mono comes back 1-D, with
+        # no tensor round trip; this is the data loader's hot path.
+        audio, sr = sf.read(str(path), start=start, frames=frames, dtype="float32")
     except Exception as err:
         raise AudioReadError(f"{path}: cannot decode audio ({_reason(err)})") from err
-    audio = audio.numpy()
-    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
     if target_sr is not None and sr != target_sr:
         audio = resample(audio, sr, target_sr)
         sr = target_sr

@@ -16,8 +16,6 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from jsqa_sb.prepare_utils import DataPreparationError
-
 logger = logging.getLogger("jsqa_sb")
 
 
@@ -157,9 +155,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from jsqa_sb.prepare_utils import DataPreparationError  # after parsing: --help stays fast
+
     try:
         return args.func(args)
-    except (DataPreparationError, FileExistsError, ValueError) as err:
+    except (DataPreparationError, OSError, ValueError) as err:
         print(f"jsqa: error: {err}", file=sys.stderr)
         return 2
 

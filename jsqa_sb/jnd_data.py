@@ -282,11 +282,18 @@ def jnd_collate(items: list) -> JNDBatch:
     """
     max_len = max(item["views"].shape[1] for item in items)
     total = sum(item["views"].shape[0] for item in items)
-    wavs = torch.zeros(total, max_len)
+    if torch.utils.data.get_worker_info() is None:
+        wavs = torch.empty(total, max_len)
+    else:
+        # In a loader worker, allocate the batch in shared memory directly, as torch's
+        # default_collate does, instead of copying it there when it is sent.
+        storage = torch.empty(0)._typed_storage()._new_shared(total * max_len)
+        wavs = torch.empty(0).new(storage).view(total, max_len)
     lens, snrs, groups, row = [], [], [], 0
     for g, item in enumerate(items):
         k, length = item["views"].shape
         wavs[row : row + k, :length] = item["views"]
+        wavs[row : row + k, length:] = 0.0  # each page is written once: no zero-fill pass
         lens += [length / max_len] * k
         snrs.append(item["mix_snrs"])
         groups += [g] * k

@@ -34,7 +34,8 @@ def rms_db(x: np.ndarray) -> float:
     >>> round(rms_db(np.full(100, 0.1)), 2)
     -20.0
     """
-    power = float(np.mean(np.square(x, dtype=np.float64))) if x.size else 0.0
+    x = np.ravel(x)
+    power = float(np.einsum("i,i->", x, x, dtype=np.float64)) / x.size if x.size else 0.0
     return float(10.0 * np.log10(power)) if power > 0 else float("-inf")
 
 
@@ -92,34 +93,23 @@ def frame_powers(
     return np.einsum("ij,ij->i", xs, ys, dtype=np.float64) / frame
 
 
-def level_from_frame_powers(powers: np.ndarray, margin_db: float = 15.9) -> float:
-    """Active level (dB) from frame powers: see :func:`active_level_db`."""
-    if not (powers > 0).any():
-        return float("-inf")
-    threshold_ratio = 10.0 ** (-margin_db / 10.0)
-    level = float(np.mean(powers))
-    active = None
-    for _ in range(4):
-        new_active = powers >= level * threshold_ratio
-        level = float(np.mean(powers[new_active]))
-        if active is not None and np.array_equal(new_active, active):
-            break
-        active = new_active
-    return float(10.0 * np.log10(level))
+def level_from_frame_powers(powers: np.ndarray, margin_db: float = 15.9) -> np.ndarray | float:
+    """Active level (dB) from frame powers: see :func:`active_level_db`.
 
-
-def loop_excerpt(noise: np.ndarray, offset: int, length: int) -> np.ndarray:
-    """Cut ``length`` samples from ``noise`` starting at ``offset``, looping if short.
-
-    Example
-    -------
-    >>> loop_excerpt(np.arange(4.0), 3, 6).tolist()
-    [3.0, 0.0, 1.0, 2.0, 3.0, 0.0]
+    ``powers`` is (F,) for one signal or (K, F) for K signals (one level each).
     """
-    if noise.size == 0:
-        raise SilentSignalError("cannot cut an excerpt from an empty noise signal")
-    idx = (offset + np.arange(length)) % noise.size
-    return noise[idx]
+    powers = np.asarray(powers, dtype=np.float64)
+    rows = np.atleast_2d(powers)
+    threshold_ratio = 10.0 ** (-margin_db / 10.0)
+    level = rows.mean(axis=1)
+    for _ in range(4):  # the fixed point is reached in two or three steps
+        active = rows >= (level * threshold_ratio)[:, None]
+        level = np.where(
+            active.any(axis=1), (rows * active).sum(axis=1) / np.maximum(active.sum(axis=1), 1), 0
+        )
+    with np.errstate(divide="ignore"):
+        levels = 10.0 * np.log10(level)
+    return float(levels[0]) if powers.ndim == 1 else levels
 
 
 def mix_at_snrs(
@@ -173,7 +163,8 @@ def mix_at_snrs(
         raise ValueError(f"speech {speech.shape} and noise {noise.shape} differ in shape")
     speech = np.asarray(speech, dtype=np.float32)
     noise = np.asarray(noise, dtype=np.float32)
-    speech_db = active_level_db(speech, sample_rate)
+    p_ss = frame_powers(speech, sample_rate)
+    speech_db = level_from_frame_powers(p_ss) if p_ss.size else rms_db(speech)
     noise_db = rms_db(noise)
     if speech_db < SILENCE_DB:
         raise SilentSignalError("the speech excerpt is digital silence")
@@ -181,19 +172,21 @@ def mix_at_snrs(
         raise SilentSignalError("the noise excerpt is digital silence")
     snrs = np.asarray(snrs_db, dtype=np.float64)
     gains = 10.0 ** ((speech_db - snrs - noise_db) / 20.0)
-    mixtures = speech[None, :] + gains[:, None].astype(np.float32) * noise[None, :]
-    # Frame powers of s + g n from those of s, n and their cross term: one pass, not K.
-    p_ss = frame_powers(speech, sample_rate)
+    # Levels of s + g n from the frame powers of s, n and their cross term: no mixture needed.
     p_nn = frame_powers(noise, sample_rate)
     p_sn = frame_powers(speech, sample_rate, y=noise)
-    scales = np.empty_like(gains)
-    for k, gain in enumerate(gains):
-        powers = p_ss + gain * gain * p_nn + 2.0 * gain * p_sn
-        level = level_from_frame_powers(powers) if powers.size else rms_db(mixtures[k])
-        scales[k] = 10.0 ** ((target_level_db - level) / 20.0)
-    peaks = np.abs(mixtures).max(axis=1) * scales
-    scales = np.where(peaks > peak_limit, scales * peak_limit / np.maximum(peaks, 1e-30), scales)
-    mixtures *= scales[:, None].astype(np.float32)
+    if p_ss.size:
+        powers = p_ss + np.outer(gains**2, p_nn) + np.outer(2.0 * gains, p_sn)
+        levels = level_from_frame_powers(powers)
+    else:  # shorter than one frame
+        levels = np.array([rms_db(speech + g * noise) for g in gains])
+    scales = 10.0 ** ((target_level_db - levels) / 20.0)
+    # One pass builds the scaled mixtures; rows whose peak is too high are scaled down.
+    mixtures = scales.astype(np.float32)[:, None] * speech[None, :]
+    mixtures += (scales * gains).astype(np.float32)[:, None] * noise[None, :]
+    peaks = np.maximum(mixtures.max(axis=1), -mixtures.min(axis=1))  # no |x| temporary
+    for k in np.flatnonzero(peaks > peak_limit):
+        mixtures[k] *= np.float32(peak_limit / peaks[k])
     return mixtures
 
 

@@ -39,6 +39,7 @@ from jsqa_sb.prepare_utils import (
     describe_folder,
     fingerprint,
     list_files,
+    make_save_folder,
     scan_headers,
     write_json,
 )
@@ -129,7 +130,6 @@ def prepare_jnd(
         If a folder does not have the expected layout, or (with ``strict``) a file
         is unusable.
     """
-    save_folder = Path(save_folder)
     neg_margin_db = 2 * jnd_db if neg_margin_db is None else neg_margin_db
     libri_root = _librispeech_root(Path(librispeech_folder), [*train_subsets, *valid_subsets])
     noise_dir = _backgrounds_dir(Path(chime3_folder))
@@ -137,6 +137,7 @@ def prepare_jnd(
         s: list_files(libri_root / s, (".flac",)) for s in (*train_subsets, *valid_subsets)
     }
     noise_files = sorted(noise_dir.glob(f"BGD_*.CH{channel}.wav"))
+    save_folder = make_save_folder(save_folder)
     if not noise_files:
         raise DataPreparationError(
             f"no CHiME-3 background for channel {channel}; expected {CHIME3_LAYOUT}; "
@@ -219,11 +220,11 @@ def prepare_jnd(
         "valid_hours": round(sum(e["duration"] for e in valid.values()) / 3600, 4),
         "skipped": len(report.skipped),
     }
+    report.write(outputs["report"], counts, strict)  # raises in strict mode: no manifest written
     write_json(outputs["train"], train)
     write_json(outputs["valid"], valid)
     write_json(outputs["noise_train"], train_noise)
     write_json(outputs["noise_valid"], valid_noise)
-    report.write(outputs["report"], counts, strict)
     record.mark_done([v for k, v in outputs.items()], counts)
     logger.info("JND manifests written: %s", json.dumps(counts))
     return {k: str(v) for k, v in outputs.items()}

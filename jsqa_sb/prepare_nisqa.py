@@ -17,7 +17,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
@@ -32,6 +31,7 @@ from jsqa_sb.prepare_utils import (
     describe_folder,
     fingerprint,
     list_files,
+    make_save_folder,
     scan_headers,
     write_json,
 )
@@ -85,9 +85,9 @@ def prepare_nisqa(
     DataPreparationError
         If the folder is not a NISQA corpus or a CSV lacks required columns.
     """
-    save_folder = Path(save_folder)
     corpus = Path(nisqa_folder) / "NISQA_Corpus"
     csv_files = _csv_files(Path(nisqa_folder), corpus)
+    save_folder = make_save_folder(save_folder)
     deg_files = list_files(corpus, (".wav",))
     splits_cfg = {"train": list(train_dbs), "valid": list(valid_dbs), "test": list(test_dbs)}
     record = PrepareRecord(
@@ -107,9 +107,9 @@ def prepare_nisqa(
     table = pd.concat([_read_csv(f) for f in csv_files], ignore_index=True)
     report = SkipReport()
     rows = _usable_rows(table, corpus, report)
-    infos = scan_headers([corpus / p for p in rows["filepath_deg"]], num_workers, "Reading NISQA")
-    manifests: dict[str, dict] = {str(db): {} for db in table["db"].unique()}
-    for (_, row), info in zip(rows.iterrows(), infos):
+    infos = scan_headers([corpus / r["filepath_deg"] for r in rows], num_workers, "Reading NISQA")
+    manifests: dict[str, dict] = {db: {} for db in table["db"].str.strip().unique() if db}
+    for row, info in zip(rows, infos):
         path = corpus / row["filepath_deg"]
         if isinstance(info, AudioReadError):
             report.add(path, str(info).split(": ", 1)[1], db=row["db"])
@@ -117,16 +117,15 @@ def prepare_nisqa(
         if info.frames == 0:
             report.add(path, "empty (no audio frames)", db=row["db"])
             continue
-        key = str(row["file"]) if "file" in row and _present(row["file"]) else Path(path).stem
-        manifests[str(row["db"])][key] = {
+        manifests[row["db"]][row["key"]] = {
             "wav": f"{{nisqa_folder}}/NISQA_Corpus/{Path(row['filepath_deg']).as_posix()}",
-            "mos": float(row["mos"]),
-            **{d: (float(row[d]) if d in row and _present(row[d]) else None) for d in DIMENSIONS},
-            "con": str(row["con"]),
-            "db": str(row["db"]),
+            **{label: row[label] for label in ("mos", *DIMENSIONS, "con", "db")},
             "duration": round(info.duration, 5),
             "sample_rate": info.sample_rate,
         }
+    for db, entries in manifests.items():
+        if not entries:
+            logger.warning("NISQA database %s has no usable row (see %s)", db, report_path)
 
     splits = _resolve_splits(splits_cfg, sorted(manifests))
     counts = {db: len(entries) for db, entries in sorted(manifests.items())}
@@ -134,10 +133,10 @@ def prepare_nisqa(
     counts["sample_rates"] = sorted(
         {e["sample_rate"] for m in manifests.values() for e in m.values()}
     )
+    report.write(report_path, counts, strict)  # raises in strict mode: no manifest written
     for db, entries in manifests.items():
         write_json(save_folder / f"{db}.json", entries)
     write_json(splits_path, splits)
-    report.write(report_path, counts, strict)
     record.mark_done(
         [save_folder / f"{db}.json" for db in manifests] + [splits_path, report_path], counts
     )
@@ -164,9 +163,9 @@ def _csv_files(folder: Path, corpus: Path) -> list[Path]:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    """Read one NISQA CSV and check its columns."""
+    """Read one NISQA CSV as text (numbers are parsed per row) and check its columns."""
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as err:  # pandas raises several parser errors
         raise DataPreparationError(f"{path}: cannot read CSV ({err})") from err
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
@@ -176,34 +175,63 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"(required: {', '.join(REQUIRED_COLUMNS)}; "
             f"found: {', '.join(map(str, table.columns))})"
         )
+    table["_csv"] = str(path)
+    table["_line"] = range(2, len(table) + 2)  # line numbers in the file (1 is the header)
     return table
 
 
-def _usable_rows(table: pd.DataFrame, corpus: Path, report: SkipReport) -> pd.DataFrame:
-    """Drop (and report) rows with an empty MOS or a missing degraded file."""
-    keep = []
-    for index, row in table.iterrows():
-        path = corpus / str(row["filepath_deg"])
-        if not _present(row["mos"]):
-            report.add(path, "empty MOS", db=row["db"])
-        elif not _present(row["filepath_deg"]) or not path.is_file():
-            report.add(path, "file listed in the CSV does not exist", db=row["db"])
-        else:
-            keep.append(index)
-    return table.loc[keep]
+_EMPTY = {"", "nan", "na", "n/a", "none", "null"}
 
 
-def _present(value) -> bool:
-    """True for a non-empty CSV cell."""
-    if value is None:
-        return False
-    if isinstance(value, float) and math.isnan(value):
-        return False
-    return str(value).strip() != ""
+def _usable_rows(table: pd.DataFrame, corpus: Path, report: SkipReport) -> list:
+    """Parse the rows; drop (and report) those that cannot be used.
+
+    Returns one dict per usable row: ``db``, ``con``, ``key``, ``filepath_deg``, ``mos``
+    and the dimensions (floats or None).
+    """
+    rows, seen = [], {}
+    for record in table.to_dict("records"):
+        where = f"{record['_csv']} line {record['_line']}"
+        row = {"db": record["db"].strip(), "filepath_deg": record["filepath_deg"].strip()}
+        path = corpus / row["filepath_deg"]
+        row["con"] = record["con"].strip() or None
+        row["key"] = (record.get("file") or "").strip() or path.stem
+        reason = _row_problem(record, row, seen)
+        if reason is None and not path.is_file():
+            reason = "file listed in the CSV does not exist"
+        if reason:
+            report.add(path, f"{reason} ({where})", db=row["db"])
+            continue
+        seen[row["db"], row["key"]] = where
+        rows.append(row)
+    return rows
+
+
+def _row_problem(record: dict, row: dict, seen: dict):
+    """Parse the labels of one row into ``row``; return why it is unusable, or None."""
+    if not row["db"]:
+        return "empty db"
+    if not row["filepath_deg"]:
+        return "empty filepath_deg"
+    if (row["db"], row["key"]) in seen:
+        first = seen[row["db"], row["key"]]
+        return f"duplicate file id '{row['key']}' in {row['db']} (first at {first})"
+    for label in ("mos", *DIMENSIONS):
+        text = str(record.get(label, "")).strip()
+        if text.lower() in _EMPTY:
+            row[label] = None
+            if label == "mos":
+                return "empty MOS"
+            continue
+        try:
+            row[label] = float(text)
+        except ValueError:
+            return f"{label} is not a number: {text!r}"
+    return None
 
 
 def _resolve_splits(cfg: dict, available: list[str]) -> dict:
-    """Expand patterns to the databases present; warn about absent ones."""
+    """Expand patterns to the databases present; warn about absent or shared ones."""
     splits = {}
     for split, patterns in cfg.items():
         chosen = []
@@ -215,6 +243,9 @@ def _resolve_splits(cfg: dict, available: list[str]) -> dict:
                 )
             chosen += [m for m in matches if m not in chosen]
         splits[split] = chosen
+    for first, second in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        for db in sorted(set(splits[first]) & set(splits[second])):
+            logger.warning("NISQA database %s is in both the %s and %s splits", db, first, second)
     return splits
 
 

@@ -33,6 +33,18 @@ class DataPreparationError(RuntimeError):
     """Input data that cannot be prepared; the message says what and where."""
 
 
+def make_save_folder(path: PathLike) -> Path:
+    """Create the output folder, or say clearly why it cannot be used."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataPreparationError(f"save folder {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataPreparationError(f"cannot create save folder {path}: {err.strerror}") from err
+    return path
+
+
 def list_files(root: Path, suffixes: Sequence[str]) -> list[Path]:
     """List files under ``root`` (recursively) whose name ends with one of ``suffixes``.
 

@@ -1,0 +1,158 @@
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+from jsqa_sb.audio import read_audio, resample
+from jsqa_sb.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
+from jsqa_sb.jnd_mixing import active_level_db, mix_at_snrs
+from jsqa_sb.minicorpus import build_chime3, build_librispeech
+from jsqa_sb.prepare_jnd import prepare_jnd
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("jnd")
+    build_librispeech(root / "libri")
+    build_chime3(root / "chime")
+    out = prepare_jnd(root / "libri", root / "chime", root / "manifests", segment_seconds=1.5)
+    folders = {"librispeech_folder": str(root / "libri"), "chime3_folder": str(root / "chime")}
+    return root, out, folders
+
+
+def _maker(out, folders, **kwargs):
+    kwargs.setdefault("segment_seconds", 1.5)
+    return JNDViewMaker(out["noise_train"], folders, **kwargs)
+
+
+def test_training_items_are_groups_of_levelled_views(prepared):
+    _, out, folders = prepared
+    dataset = make_jnd_dataset(out["train"], folders, _maker(out, folders), fixed=False)
+    for i in range(len(dataset)):
+        item = dataset[i]
+        views, snrs = item["views"], item["mix_snrs"]
+        assert views.shape == (4, int(1.5 * SR))  # all mini utterances are longer than 1.5 s
+        assert snrs.shape == (4,) and torch.isfinite(views).all()
+        assert views.abs().max() <= 0.99
+        for view in views.numpy():
+            assert active_level_db(view) == pytest.approx(-26.0, abs=0.05)
+        gaps = (snrs[:, None] - snrs[None, :]).abs()[np.triu_indices(4, 1)]
+        assert (gaps < 3).any() and (gaps >= 6).any()
+        assert snrs.min() >= -5 and snrs.max() <= 30
+        # Same excerpt, same noise, different SNRs: the views differ, but not in length.
+        assert not torch.allclose(views[0], views[1])
+
+
+def test_validation_items_are_the_manifest_mixtures(prepared):
+    _, out, folders = prepared
+    maker = _maker(out, folders)
+    dataset = make_jnd_dataset(out["valid"], folders, maker, fixed=True)
+    manifest = json.loads(open(out["valid"]).read())
+    for i in range(len(dataset)):
+        item = dataset[i]
+        entry = manifest[item["id"]]
+        start, seg = entry["crop_start"], int(1.5 * SR)
+        speech, _ = read_audio(entry["wav"].format(**folders), start, seg)
+        noise_path = entry["noise_wav"].format(**folders)
+        noise_all, _ = read_audio(noise_path)
+        idx = (entry["noise_offset"] + np.arange(seg)) % noise_all.size
+        expected = mix_at_snrs(speech, noise_all[idx], np.array(entry["snrs"]), SR)
+        np.testing.assert_allclose(item["views"].numpy(), expected, atol=1e-6)
+        assert item["mix_snrs"].tolist() == pytest.approx(entry["snrs"])
+        # No randomness left in validation: every epoch and seed gives the same.
+        maker.set_epoch(7)
+        assert torch.equal(dataset[i]["views"], item["views"])
+        maker.set_epoch(0)
+
+
+def test_mixing_is_reproducible_per_epoch_and_new_per_epoch(prepared):
+    _, out, folders = prepared
+    a = make_jnd_dataset(out["train"], folders, maker_a := _maker(out, folders), fixed=False)
+    b = make_jnd_dataset(out["train"], folders, maker_b := _maker(out, folders), fixed=False)
+    c = make_jnd_dataset(out["train"], folders, _maker(out, folders, seed=99), fixed=False)
+    maker_a.set_epoch(3)
+    maker_b.set_epoch(3)
+    first = a[0]
+    assert torch.equal(first["views"], b[0]["views"])  # rerun of the same epoch
+    assert torch.equal(first["mix_snrs"], b[0]["mix_snrs"])
+    assert not torch.equal(first["mix_snrs"], c[0]["mix_snrs"])  # another seed
+    maker_b.set_epoch(4)
+    assert not torch.equal(first["mix_snrs"], b[0]["mix_snrs"])  # a new epoch
+
+
+def test_dataloader_with_workers_is_deterministic_and_follows_the_epoch(prepared):
+    _, out, folders = prepared
+    maker = _maker(out, folders)
+    dataset = make_jnd_dataset(out["train"], folders, maker, fixed=False)
+
+    def epoch_batches(epoch, workers):
+        maker.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=3, collate_fn=jnd_collate, num_workers=workers)
+        return list(loader)
+
+    serial, parallel = epoch_batches(1, 0), epoch_batches(1, 2)
+    assert len(serial) == len(parallel) == -(-len(dataset) // 3)
+    for x, y in zip(serial, parallel):
+        assert x.ids == y.ids and torch.equal(x.wavs, y.wavs) and torch.equal(x.snrs, y.snrs)
+    batch = serial[0]
+    assert batch.wavs.shape == (12, int(1.5 * SR))
+    assert batch.groups.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert torch.equal(batch.wav_lens, torch.ones(12))
+    assert batch.has_nonfinite() == []
+    next_epoch = epoch_batches(2, 2)
+    assert not torch.equal(next_epoch[0].snrs, parallel[0].snrs)
+
+
+def test_short_utterances_and_other_sample_rates(prepared, tmp_path):
+    root, out, folders = prepared
+    manifest = json.loads(open(out["train"]).read())
+    uid, entry = sorted(manifest.items())[0]
+    audio, _ = read_audio(entry["wav"].format(**folders))
+    hi_rate = tmp_path / "hi.wav"
+    sf.write(hi_rate, resample(audio, SR, 48000), 48000, subtype="FLOAT")
+    short = tmp_path / "short.flac"
+    sf.write(short, audio[:SR], SR)
+    small = {
+        "hi": {**entry, "wav": str(hi_rate), "sample_rate": 48000},
+        "short": {**entry, "wav": str(short), "duration": 1.0},
+    }
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(small))
+    dataset = make_jnd_dataset(path, folders, _maker(out, folders), fixed=False)
+    batch = jnd_collate([dataset[0], dataset[1]])
+    assert batch.wavs.shape == (8, int(1.5 * SR))  # 48 kHz input resampled to 16 kHz
+    assert batch.wav_lens.tolist() == pytest.approx([1.0] * 4 + [1.0 / 1.5] * 4, abs=1e-6)
+    assert (batch.wavs[4:, SR:] == 0).all()  # padding after the short group
+
+
+def test_unreadable_file_gives_nan_views_named_in_the_log(prepared, tmp_path, caplog):
+    _, out, folders = prepared
+    manifest = json.loads(open(out["train"]).read())
+    uid, entry = sorted(manifest.items())[0]
+    broken = tmp_path / "broken.flac"
+    broken.write_bytes(b"fLaC" + bytes(300))
+    good = tmp_path / "good.flac"
+    shutil.copy(entry["wav"].format(**folders), good)
+    path = tmp_path / "m.json"
+    path.write_text(
+        json.dumps({"ok": {**entry, "wav": str(good)}, "bad": {**entry, "wav": str(broken)}})
+    )
+    dataset = make_jnd_dataset(path, folders, _maker(out, folders), fixed=False)
+    with caplog.at_level(logging.WARNING):
+        batch = jnd_collate([dataset[0], dataset[1]])
+    assert str(broken) in caplog.text
+    assert batch.has_nonfinite() == ["bad"]
+
+
+def test_training_views_need_noise(prepared):
+    _, out, folders = prepared
+    dataset = make_jnd_dataset(out["train"], folders, JNDViewMaker(), fixed=False)
+    with pytest.raises(ValueError, match="noise_manifest"):
+        dataset[0]
