@@ -1,0 +1,513 @@
+"""Validation metrics of JND pretraining that a researcher can read.
+
+* :func:`pair_auc`: how well embedding distances separate perceptually *similar*
+  pairs (SNRs less than ``jnd_db`` apart) from *different* ones (at least
+  ``neg_margin_db`` apart); 1 is perfect, 0.5 chance. Computed within view groups
+  (same utterance and noise: does the encoder hear the SNR?) or across groups
+  (different content: does the embedding carry quality rather than content?).
+* :func:`linear_probe_spearman`: how linearly readable the SNR is from the embedding.
+* :class:`JNDMetricTracker`: collects a validation epoch and reports both AUCs.
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+ArrayLike = Union[np.ndarray, torch.Tensor, list]
+
+#: Upper bound on the number of elements of one block of the similarity matrix.
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def _to_numpy(x: ArrayLike, dtype=np.float64) -> np.ndarray:
+    """Return ``x`` (tensor, array or list) as a numpy array of ``dtype``."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.is_floating_point():
+            x = x.double()
+        x = x.numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _check_views(embeddings: ArrayLike, snrs: ArrayLike, groups: ArrayLike):
+    emb = _to_numpy(embeddings)
+    snr = _to_numpy(snrs).ravel()
+    grp = _to_numpy(groups, dtype=np.int64).ravel()
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {emb.shape}")
+    if not (emb.shape[0] == snr.size == grp.size):
+        raise ValueError(
+            f"embeddings, snrs and groups must have the same number of views, got "
+            f"{emb.shape[0]}, {snr.size} and {grp.size}"
+        )
+    return emb, snr, grp
+
+
+def jnd_pair_scores(
+    embeddings: ArrayLike,
+    snrs: ArrayLike,
+    groups: ArrayLike,
+    jnd_db: float = 3.0,
+    neg_margin_db: Optional[float] = None,
+    within_group: Optional[bool] = True,
+    normalize: bool = True,
+    max_pairs: Optional[int] = 2_000_000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity scores of the similar and of the different pairs of views.
+
+    Pairs are unordered (i < j). A pair is *similar* when its SNRs differ by less
+    than ``jnd_db``, *different* when they differ by at least ``neg_margin_db``; pairs
+    in between are left out. The score of a pair is its cosine similarity after
+    L2-normalisation (``normalize=True``; a monotone function of the Euclidean
+    distance between the normalised embeddings, so both rank pairs alike), or minus
+    the Euclidean distance of the raw embeddings (``normalize=False``). Higher
+    scores mean closer embeddings.
+
+    Arguments
+    ---------
+    embeddings : numpy.ndarray or torch.Tensor
+        (N, D) embeddings.
+    snrs : numpy.ndarray or torch.Tensor
+        (N,) SNRs, dB.
+    groups : numpy.ndarray or torch.Tensor
+        (N,) group indices (same index: same utterance and noise excerpt).
+    jnd_db : float
+        Similar pairs are closer than this, dB.
+    neg_margin_db : float, optional
+        Different pairs are at least this far apart, dB; ``None``: ``2 * jnd_db``.
+    within_group : bool or None
+        ``True``: same-group pairs only; ``False``: different-group pairs only;
+        ``None``: all pairs.
+    normalize : bool
+        L2-normalise the embeddings and score by cosine similarity.
+    max_pairs : int, optional
+        When more pairs are labelled, keep a random subset of them of this expected
+        size (each pair kept with the same probability, drawn from ``seed``: the same
+        inputs give the same subset). ``None``: keep all.
+    seed : int
+        Seed of the subsampling.
+
+    Returns
+    -------
+    similar : numpy.ndarray
+        Float64 scores of the similar pairs.
+    different : numpy.ndarray
+        Float64 scores of the different pairs.
+
+    Example
+    -------
+    >>> emb = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+    >>> sim, diff = jnd_pair_scores(emb, [0.0, 1.0, 20.0], [0, 0, 0])
+    >>> len(sim), len(diff)
+    (1, 2)
+    """
+    neg_margin_db = 2.0 * jnd_db if neg_margin_db is None else float(neg_margin_db)
+    if neg_margin_db < jnd_db:
+        raise ValueError(f"neg_margin_db ({neg_margin_db}) must be at least jnd_db ({jnd_db})")
+    emb, snr, grp = _check_views(embeddings, snrs, groups)
+    n = emb.shape[0]
+    if normalize:
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    if within_group is True:
+        return _within_group_scores(
+            emb, snr, grp, jnd_db, neg_margin_db, normalize, max_pairs, seed
+        )
+    sq_norms = np.einsum("ij,ij->i", emb, emb)
+    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    cols = np.arange(n)
+
+    def labelled_pairs(start: int, stop: int):
+        """Masks of the similar and different pairs (i, j), i in [start, stop), j > i."""
+        diff_db = np.abs(snr[start:stop, None] - snr[None, :])
+        keep = cols[None, :] > np.arange(start, stop)[:, None]
+        if within_group is not None:
+            same = grp[start:stop, None] == grp[None, :]
+            keep &= same if within_group else ~same
+        return keep & (diff_db < jnd_db), keep & (diff_db >= neg_margin_db)
+
+    keep_prob = 1.0
+    if max_pairs is not None:
+        total = _count_labelled_pairs(snr, grp, jnd_db, neg_margin_db, within_group)
+        if total > max_pairs:
+            keep_prob = max_pairs / total
+    rng = np.random.default_rng(seed)
+
+    similar, different = [], []
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        is_sim, is_diff = labelled_pairs(start, stop)
+        if keep_prob < 1.0:
+            kept = rng.random(is_sim.shape) < keep_prob
+            is_sim &= kept
+            is_diff &= kept
+        dots = emb[start:stop] @ emb.T
+        if normalize:
+            scores = dots
+        else:
+            sq = sq_norms[start:stop, None] + sq_norms[None, :] - 2.0 * dots
+            scores = -np.sqrt(np.maximum(sq, 0.0))
+        similar.append(scores[is_sim])
+        different.append(scores[is_diff])
+    if not similar:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(similar), np.concatenate(different)
+
+
+def _same_group_pairs(grp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (i, j) of all unordered same-group pairs, in O(N * group size)."""
+    order = np.argsort(grp, kind="stable")
+    sorted_groups = grp[order]
+    first, second = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for offset in range(1, len(order)):
+        same = sorted_groups[:-offset] == sorted_groups[offset:]
+        if not same.any():  # groups are contiguous: no pair further apart either
+            break
+        first.append(order[:-offset][same])
+        second.append(order[offset:][same])
+    return np.concatenate(first), np.concatenate(second)
+
+
+def _count_labelled_pairs(
+    snr: np.ndarray,
+    grp: np.ndarray,
+    jnd_db: float,
+    neg_margin_db: float,
+    within_group: Optional[bool],
+) -> int:
+    """Number of similar plus different pairs, in O(N log N) (to set the subsampling).
+
+    Exact up to SNR differences within rounding of ``jnd_db`` or ``neg_margin_db``.
+    """
+    i, j = _same_group_pairs(grp)
+    diff_db = np.abs(snr[i] - snr[j])
+    within = int((diff_db < jnd_db).sum()) + int((diff_db >= neg_margin_db).sum())
+    if within_group:
+        return within
+    ordered = np.sort(snr)
+    n = ordered.size
+    above = np.arange(1, n + 1)
+
+    def closer_than(threshold: float) -> int:
+        return int((np.searchsorted(ordered, ordered + threshold, side="left") - above).sum())
+
+    all_pairs = closer_than(jnd_db) + n * (n - 1) // 2 - closer_than(neg_margin_db)
+    return all_pairs if within_group is None else all_pairs - within
+
+
+def _within_group_scores(
+    emb: np.ndarray,
+    snr: np.ndarray,
+    grp: np.ndarray,
+    jnd_db: float,
+    neg_margin_db: float,
+    normalize: bool,
+    max_pairs: Optional[int],
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`jnd_pair_scores` of same-group pairs, without an N x N matrix."""
+    i, j = _same_group_pairs(grp)
+    diff_db = np.abs(snr[i] - snr[j])
+    is_sim, is_diff = diff_db < jnd_db, diff_db >= neg_margin_db
+    total = int(is_sim.sum()) + int(is_diff.sum())
+    if max_pairs is not None and total > max_pairs:
+        kept = np.random.default_rng(seed).random(i.size) < max_pairs / total
+        is_sim &= kept
+        is_diff &= kept
+    if normalize:
+        scores = np.einsum("ij,ij->i", emb[i], emb[j])
+    else:
+        scores = -np.linalg.norm(emb[i] - emb[j], axis=1)
+    return scores[is_sim], scores[is_diff]
+
+
+def auc_from_scores(positive: ArrayLike, negative: ArrayLike) -> float:
+    """Probability that a positive score exceeds a negative one, ties counting 1/2.
+
+    The Mann-Whitney U statistic divided by ``len(positive) * len(negative)``,
+    computed by sorting (O(n log n)). NaN when either set is empty or a score is NaN.
+
+    Arguments
+    ---------
+    positive : numpy.ndarray
+        Scores that should be high.
+    negative : numpy.ndarray
+        Scores that should be low.
+
+    Returns
+    -------
+    float
+        The AUC.
+
+    Example
+    -------
+    >>> auc_from_scores([3.0, 2.0], [1.0, 2.0])
+    0.875
+    """
+    pos = _to_numpy(positive).ravel()
+    neg = _to_numpy(negative).ravel()
+    if pos.size == 0 or neg.size == 0 or np.isnan(pos).any() or np.isnan(neg).any():
+        return float("nan")
+    neg = np.sort(neg)
+    pos = np.sort(pos)  # sorted queries make searchsorted several times faster
+    below = np.searchsorted(neg, pos, side="left").astype(np.int64)
+    below_or_equal = np.searchsorted(neg, pos, side="right").astype(np.int64)
+    # 2 * U = sum over positives of (2 * #below + #equal); exact in int64.
+    twice_u = int(below.sum()) + int(below_or_equal.sum())
+    return twice_u / (2.0 * pos.size * neg.size)
+
+
+def pair_auc(
+    embeddings: ArrayLike,
+    snrs: ArrayLike,
+    groups: ArrayLike,
+    jnd_db: float = 3.0,
+    neg_margin_db: Optional[float] = None,
+    within_group: Optional[bool] = True,
+    normalize: bool = True,
+    max_pairs: Optional[int] = 2_000_000,
+    seed: int = 0,
+) -> float:
+    """AUC of embedding closeness for similar (< JND) versus different (>= margin) pairs.
+
+    The probability that a randomly drawn similar pair (SNRs less than ``jnd_db``
+    apart) is closer in the embedding space than a randomly drawn different pair (at
+    least ``neg_margin_db`` apart), ties counting one half. Pairs are unordered and
+    restricted to the same view group (``within_group=True``), to different groups
+    (``False``) or not restricted (``None``). Embeddings are L2-normalised first and
+    compared by cosine similarity, which ranks pairs as the Euclidean distance between
+    normalised embeddings does (``normalize=False``: Euclidean distance of the raw
+    embeddings). See :func:`jnd_pair_scores` for the arguments.
+
+    Returns
+    -------
+    float
+        The AUC in [0, 1] (0.5: chance), NaN when there are no similar or no
+        different pairs, or when an embedding is not finite.
+
+    Example
+    -------
+    >>> snrs = np.array([0.0, 1.0, 10.0, 11.0, 20.0])
+    >>> emb = np.stack([np.cos(snrs / 20), np.sin(snrs / 20)], axis=1)
+    >>> pair_auc(emb, snrs, np.zeros(5, dtype=int))
+    1.0
+    """
+    emb = _to_numpy(embeddings)
+    if emb.size and not np.isfinite(emb).all():
+        return float("nan")
+    similar, different = jnd_pair_scores(
+        emb, snrs, groups, jnd_db, neg_margin_db, within_group, normalize, max_pairs, seed
+    )
+    return auc_from_scores(similar, different)
+
+
+def linear_probe_spearman(
+    train_emb: ArrayLike,
+    train_snr: ArrayLike,
+    valid_emb: ArrayLike,
+    valid_snr: ArrayLike,
+    alpha: float = 1.0,
+) -> float:
+    """Spearman correlation of a ridge-regression SNR probe on held-out embeddings.
+
+    Features are standardised with the training mean and standard deviation
+    (constant features are only centred), an unpenalised intercept is added, and the
+    ridge solution ``w = (X'X + alpha I)^-1 X'(y - mean(y))`` is fitted in closed form
+    (float64) on the training set. Returns ``scipy.stats.spearmanr`` of the
+    predictions against the true SNRs of the validation set.
+
+    Arguments
+    ---------
+    train_emb : numpy.ndarray or torch.Tensor
+        (N, D) training embeddings.
+    train_snr : numpy.ndarray or torch.Tensor
+        (N,) training SNRs, dB.
+    valid_emb : numpy.ndarray or torch.Tensor
+        (M, D) validation embeddings.
+    valid_snr : numpy.ndarray or torch.Tensor
+        (M,) validation SNRs, dB.
+    alpha : float
+        Ridge penalty (>= 0; with 0, least squares with the minimum-norm solution).
+
+    Returns
+    -------
+    float
+        Spearman's rho in [-1, 1]; NaN when the predictions or the validation SNRs are
+        constant, or an input is not finite.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> snr = rng.uniform(-5, 30, 200)
+    >>> emb = np.stack([np.tanh(snr / 10), rng.normal(size=200)], axis=1)
+    >>> rho = linear_probe_spearman(emb[:100], snr[:100], emb[100:], snr[100:])
+    >>> rho > 0.95
+    True
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be non-negative, got {alpha}")
+    x_tr = _to_numpy(train_emb)
+    x_va = _to_numpy(valid_emb)
+    y_tr = _to_numpy(train_snr).ravel()
+    y_va = _to_numpy(valid_snr).ravel()
+    if x_tr.ndim != 2 or x_va.ndim != 2 or x_tr.shape[1] != x_va.shape[1]:
+        raise ValueError(
+            f"train_emb and valid_emb must be (N, D) and (M, D), got {x_tr.shape} and {x_va.shape}"
+        )
+    if x_tr.shape[0] != y_tr.size or x_va.shape[0] != y_va.size:
+        raise ValueError(
+            f"embeddings and SNRs must have the same number of rows, got {x_tr.shape[0]} "
+            f"and {y_tr.size} (train), {x_va.shape[0]} and {y_va.size} (valid)"
+        )
+    if x_tr.shape[0] == 0 or x_va.shape[0] < 2:
+        raise ValueError("need at least one training and two validation points")
+    if not all(np.isfinite(a).all() for a in (x_tr, x_va, y_tr, y_va)):
+        return float("nan")
+    mean = x_tr.mean(axis=0)
+    std = x_tr.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    x_tr = (x_tr - mean) / std
+    x_va = (x_va - mean) / std
+    y_mean = y_tr.mean()
+    if alpha > 0:
+        gram = x_tr.T @ x_tr + alpha * np.eye(x_tr.shape[1])
+        w = np.linalg.solve(gram, x_tr.T @ (y_tr - y_mean))
+    else:
+        w = np.linalg.lstsq(x_tr, y_tr - y_mean, rcond=None)[0]
+    pred = x_va @ w + y_mean
+    if np.ptp(pred) == 0 or np.ptp(y_va) == 0:
+        return float("nan")
+    return float(spearmanr(pred, y_va)[0])
+
+
+class JNDMetricTracker:
+    """Collects the embeddings of a validation epoch and reports the pair AUCs.
+
+    Group indices are made unique across batches: the groups of each appended batch
+    are renumbered after those seen before, so group 0 of two batches are two groups.
+
+    Arguments
+    ---------
+    jnd_db : float
+        Similar pairs are closer than this, dB.
+    neg_margin_db : float, optional
+        Different pairs are at least this far apart, dB; ``None``: ``2 * jnd_db``.
+    max_pairs : int, optional
+        Pair subsampling bound of :func:`pair_auc`.
+    seed : int
+        Seed of the subsampling.
+
+    Example
+    -------
+    >>> tracker = JNDMetricTracker()
+    >>> snrs = torch.tensor([0.0, 1.0, 12.0, 0.5, 20.0, 21.0])
+    >>> emb = torch.stack([torch.cos(snrs / 20), torch.sin(snrs / 20)], dim=1)
+    >>> tracker.append(emb[:3], snrs[:3], torch.tensor([0, 0, 0]))
+    >>> tracker.append(emb[3:], snrs[3:], torch.tensor([0, 0, 0]))
+    >>> tracker.summarize()
+    {'within_auc': 1.0, 'cross_auc': 1.0}
+    """
+
+    def __init__(
+        self,
+        jnd_db: float = 3.0,
+        neg_margin_db: Optional[float] = None,
+        max_pairs: Optional[int] = 2_000_000,
+        seed: int = 0,
+    ):
+        self.jnd_db = jnd_db
+        self.neg_margin_db = neg_margin_db
+        self.max_pairs = max_pairs
+        self.seed = seed
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything appended so far."""
+        self.embeddings: list[torch.Tensor] = []
+        self.snrs: list[torch.Tensor] = []
+        self.groups: list[torch.Tensor] = []
+        self._next_group = 0
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.snrs)
+
+    def append(self, embeddings: torch.Tensor, snrs: torch.Tensor, groups: torch.Tensor) -> None:
+        """Add a batch of views (detached, moved to the CPU as float32).
+
+        Arguments
+        ---------
+        embeddings : torch.Tensor
+            (N, D) embeddings.
+        snrs : torch.Tensor
+            (N,) SNRs, dB.
+        groups : torch.Tensor
+            (N,) group indices within the batch (any integers).
+        """
+        emb = torch.as_tensor(embeddings).detach().to("cpu", torch.float32)
+        snr = torch.as_tensor(snrs).detach().to("cpu", torch.float64).reshape(-1)
+        grp = torch.as_tensor(groups).detach().to("cpu").reshape(-1)
+        if emb.dim() != 2 or not (emb.shape[0] == snr.numel() == grp.numel()):
+            raise ValueError(
+                f"expected (N, D) embeddings with (N,) snrs and groups, got shapes "
+                f"{tuple(emb.shape)}, {tuple(snr.shape)} and {tuple(grp.shape)}"
+            )
+        if self.embeddings and emb.shape[1] != self.embeddings[0].shape[1]:
+            raise ValueError(
+                f"embedding size changed from {self.embeddings[0].shape[1]} to {emb.shape[1]}"
+            )
+        _, local = torch.unique(grp, return_inverse=True)
+        self.embeddings.append(emb)
+        self.snrs.append(snr)
+        self.groups.append(local.to(torch.long) + self._next_group)
+        self._next_group += int(local.max()) + 1 if local.numel() else 0
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Everything appended so far, concatenated on the CPU.
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            (N, D) float32 (``(0, 1)`` when empty).
+        snrs : torch.Tensor
+            (N,) float64 SNRs, dB.
+        groups : torch.Tensor
+            (N,) long group indices, unique across batches.
+        """
+        if not self.embeddings:
+            return torch.zeros(0, 1), torch.zeros(0, dtype=torch.float64), torch.zeros(0).long()
+        return torch.cat(self.embeddings), torch.cat(self.snrs), torch.cat(self.groups)
+
+    def summarize(self, field: Optional[str] = None) -> Union[dict[str, float], float]:
+        """Within-group and cross-group pair AUCs of everything appended.
+
+        Arguments
+        ---------
+        field : str, optional
+            Return only this entry (``"within_auc"`` or ``"cross_auc"``).
+
+        Returns
+        -------
+        dict or float
+            ``{"within_auc": ..., "cross_auc": ...}`` (NaN where undefined), or one value.
+        """
+        emb, snr, grp = self.tensors()
+        args = dict(
+            jnd_db=self.jnd_db,
+            neg_margin_db=self.neg_margin_db,
+            max_pairs=self.max_pairs,
+            seed=self.seed,
+        )
+        stats = {
+            "within_auc": pair_auc(emb, snr, grp, within_group=True, **args),
+            "cross_auc": pair_auc(emb, snr, grp, within_group=False, **args),
+        }
+        if field is not None:
+            return stats[field]
+        return stats
