@@ -1,0 +1,222 @@
+"""SpeechBrain ``Brain`` subclasses of the JSQA recipe.
+
+``JNDContrastiveBrain`` pretrains the quality encoder with the JND-masked contrastive
+loss on on-the-fly noisy view groups and validates it with metrics a researcher can
+read: the loss, the within-group and cross-group pair AUC, and a linear-probe SNR
+correlation. The best checkpoint is the one with the highest cross-group AUC.
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import if_main_process
+
+from jsqa_sb.jnd_metrics import JNDMetricTracker, linear_probe_spearman
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteBatchMixin:
+    """Skip batches whose inputs hold NaN or Inf (a corrupt file that slipped through).
+
+    The batch is named in a warning and counted in ``self.skipped_batches``; its loss
+    is reported as NaN, which SpeechBrain's running average ignores.
+    """
+
+    skipped_batches = 0
+
+    def _is_bad(self, batch) -> bool:
+        bad = batch.has_nonfinite()
+        if bad:
+            self.skipped_batches += 1
+            logger.warning(
+                "Skipping a batch with non-finite audio (item(s) %s); %d batch(es) skipped so far",
+                ", ".join(map(str, bad)),
+                self.skipped_batches,
+            )
+        return bool(bad)
+
+    def fit_batch(self, batch):
+        """Train on one batch unless its inputs are not finite."""
+        if self._is_bad(batch):
+            return torch.tensor(float("nan"))
+        return super().fit_batch(batch)
+
+    def evaluate_batch(self, batch, stage):
+        """Evaluate one batch unless its inputs are not finite."""
+        if self._is_bad(batch):
+            return torch.tensor(float("nan"))
+        return super().evaluate_batch(batch, stage)
+
+
+class GlooDDPMixin:
+    """DDP on the CPU (``--distributed_backend=gloo``) without SyncBatchNorm.
+
+    SpeechBrain converts every BatchNorm to SyncBatchNorm under DDP, which PyTorch
+    supports on GPUs only; with gloo each process keeps its own BatchNorm statistics
+    (as in plain per-device training), and everything else is SpeechBrain's.
+    """
+
+    def _wrap_distributed(self):
+        if not (self.distributed_launch and self.distributed_backend == "gloo"):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = torch.nn.parallel.DistributedDataParallel(
+                    module, device_ids=None, find_unused_parameters=self.find_unused_parameters
+                )
+
+
+class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
+    """Contrastive JND pretraining of a quality encoder.
+
+    Expected ``modules``: ``encoder`` (``(wavs, wav_lens) -> (B, D)``) and
+    ``projector`` (L2-normalised projection head). Expected hparams: ``loss``
+    (:class:`jsqa_sb.losses.JNDContrastiveLoss`), ``jnd_db``, ``neg_margin_db``,
+    ``train_view_maker`` (set to the epoch at each training stage),
+    ``epoch_counter``, ``train_logger``, optionally ``lr_scheduler``.
+    Batches are :class:`jsqa_sb.jnd_data.JNDBatch`.
+
+    Call :meth:`set_probe_data` with a fixed set of training mixtures to get the
+    linear-probe SNR correlation at each validation.
+    """
+
+    probe_loader = None
+
+    def set_probe_data(self, loader) -> None:
+        """Training mixtures (a loader of JNDBatch) for the linear SNR probe."""
+        self.probe_loader = loader
+
+    def compute_forward(self, batch, stage):
+        """Embed every view; project for the loss."""
+        batch = batch.to(self.device)
+        embeddings = self.modules.encoder(batch.wavs, batch.wav_lens)
+        projections = self.modules.projector(embeddings)
+        return embeddings, projections
+
+    def compute_objectives(self, predictions, batch, stage):
+        """JND-masked contrastive loss; collect validation embeddings."""
+        embeddings, projections = predictions
+        batch = batch.to(self.device)
+        loss = self.hparams.loss(projections.float(), batch.snrs, batch.groups)
+        if stage != sb.Stage.TRAIN:
+            self.tracker.append(embeddings.float(), batch.snrs, batch.groups)
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        """Select the epoch's mixtures; reset the validation metrics."""
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            self.hparams.train_view_maker.set_epoch(epoch)
+        if stage != sb.Stage.TRAIN:
+            self.tracker = JNDMetricTracker(self.hparams.jnd_db, self.hparams.neg_margin_db)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the metrics; keep the checkpoint with the best cross-group AUC."""
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss}
+            return
+        stats = {"loss": stage_loss, **self.tracker.summarize()}
+        stats["probe_snr_spearman"] = self._probe_spearman()
+        stats = {k: round(float(v), 4) for k, v in stats.items()}
+        if stage == sb.Stage.VALID and epoch == 0:
+            # The randomly initialised encoder: the baseline of every curve; not saved.
+            self.hparams.train_logger.log_stats({"Epoch": 0, "init": "random"}, valid_stats=stats)
+            self.initial_stats = stats
+        elif stage == sb.Stage.VALID:
+            meta = {"lr": self.optimizer.param_groups[0]["lr"]}
+            if getattr(self.hparams, "lr_scheduler", None) is not None:
+                _, new_lr = self.hparams.lr_scheduler(stats["loss"])  # anneals on the loss
+                sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.hparams.train_logger.log_stats(
+                {"Epoch": epoch, **meta},
+                train_stats=getattr(self, "train_stats", None),
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={**stats, "epoch": epoch}, max_keys=["cross_auc"], num_to_keep=1
+            )
+        else:
+            self.hparams.train_logger.log_stats(
+                {"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+            )
+        self.last_stats = stats
+
+    def _probe_spearman(self) -> float:
+        """Fit a ridge SNR probe on training mixtures, score it on the validation ones."""
+        if self.probe_loader is None or not self.tracker.embeddings:
+            return float("nan")
+        train_emb, train_snr = [], []
+        with torch.no_grad():
+            for batch in self.probe_loader:
+                if batch.has_nonfinite():
+                    continue
+                batch = batch.to(self.device)
+                with self.evaluation_ctx:
+                    emb = self.modules.encoder(batch.wavs, batch.wav_lens)
+                train_emb.append(emb.float().cpu())
+                train_snr.append(batch.snrs.cpu())
+        if not train_emb:
+            return float("nan")
+        valid_emb, valid_snr = self.tracker.tensors()[:2]
+        return linear_probe_spearman(
+            torch.cat(train_emb).numpy(),
+            torch.cat(train_snr).numpy(),
+            valid_emb.numpy(),
+            valid_snr.numpy(),
+        )
+
+    def validate_initial(self, valid_set, loader_kwargs: Optional[dict] = None) -> Optional[dict]:
+        """Validate the randomly initialised encoder as "epoch 0" (skipped on resume)."""
+        if self.checkpointer is not None and self.checkpointer.find_checkpoint() is not None:
+            return None
+        if not isinstance(valid_set, torch.utils.data.DataLoader):
+            valid_set = self.make_dataloader(
+                valid_set, sb.Stage.VALID, ckpt_prefix=None, **(loader_kwargs or {})
+            )
+        self.on_evaluate_start()  # nothing to recover yet: keeps the random weights
+        self._fit_valid(valid_set, 0, enable=not self.noprogressbar and if_main_process())
+        return self.initial_stats
+
+    def export_encoder(self, path, summary_path=None) -> dict:
+        """Save the best checkpoint's encoder state dict (the stable ``encoder.ckpt``).
+
+        Also writes ``summary_path`` (JSON: best epoch, its validation metrics and the
+        random-initialisation metrics) when given. Returns the summary.
+        """
+        ckpt = self.checkpointer.recover_if_possible(max_key="cross_auc")
+        summary = {
+            "best_epoch": ckpt.meta.get("epoch") if ckpt else None,
+            "best_valid": {
+                k: v
+                for k, v in (ckpt.meta if ckpt else {}).items()
+                if k not in ("epoch", "unixtime")
+            },
+            "random_init_valid": getattr(self, "initial_stats", None),
+            "selection": "max cross_auc",
+            "skipped_batches": self.skipped_batches,
+        }
+        if if_main_process():
+            encoder = self.hparams.encoder  # the bare module, also under DDP
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(encoder.state_dict(), path)
+            if summary_path is not None:
+                Path(summary_path).write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+        return summary
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,176 @@
+"""End-to-end runs of ``recipes/JSQA/train.py hparams/pretrain.yaml`` on tiny corpora.
+
+Every run here is a real subprocess with a tiny model, so the recipe is tested the way
+a user runs it (command line, YAML overrides, SpeechBrain run options).
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from jsqa_sb.minicorpus import build_chime3, build_librispeech
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "JSQA"
+TINY = [
+    "--cnn_channels=4",
+    "--d_model=16",
+    "--att_layers=1",
+    "--att_heads=2",
+    "--emb_dim=16",
+    "--proj_hidden=16",
+    "--proj_dim=8",
+    "--segment_seconds=1.0",
+    "--batch_size=2",
+    "--num_workers=0",
+    "--probe_groups=4",
+]
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpora")
+    build_librispeech(root / "libri")
+    build_chime3(root / "chime")
+    return root
+
+
+def _command(corpora, out, *extra, launcher=(sys.executable,)):
+    return [
+        *launcher,
+        "train.py",
+        "hparams/pretrain.yaml",
+        f"--librispeech_folder={corpora / 'libri'}",
+        f"--chime3_folder={corpora / 'chime'}",
+        f"--output_folder={out}",
+        *TINY,
+        *extra,
+    ]
+
+
+def _run(cmd, timeout=300, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        cmd, cwd=RECIPE, capture_output=True, text=True, timeout=timeout, env=env, **kwargs
+    )
+
+
+def _epochs_logged(out):
+    text = (Path(out) / "train_log.txt").read_text()
+    return [int(m) for m in re.findall(r"^Epoch: (\d+)", text, flags=re.M)]
+
+
+def test_debug_run_leaves_the_usual_files(corpora, tmp_path):
+    out = tmp_path / "run"
+    result = _run(_command(corpora, out, "--debug"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in (
+        "hyperparams.yaml",
+        "log.txt",
+        "env.log",
+        "train_log.txt",
+        "encoder.ckpt",
+        "pretrain_summary.json",
+        "manifests/jnd_train.json",
+    ):
+        assert (out / name).exists(), name
+    # (--debug checkpoints into a temporary folder, by SpeechBrain's design.)
+    log = (out / "train_log.txt").read_text()
+    assert "Epoch: 0, init: random" in log and "cross_auc" in log
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert summary["best_epoch"] >= 1 and "cross_auc" in summary["best_valid"]
+    assert "cross_auc" in summary["random_init_valid"]
+    state = torch.load(out / "encoder.ckpt", weights_only=True)
+    assert state and all(torch.is_tensor(v) for v in state.values())
+
+
+def test_bf16_precision_and_device_options(corpora, tmp_path):
+    result = _run(
+        _command(corpora, tmp_path / "bf16", "--debug", "--precision=bf16", "--device=cpu")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "bf16" / "encoder.ckpt").exists()
+
+
+def test_killed_run_resumes_and_ends_at_the_same_epoch(corpora, tmp_path):
+    out = tmp_path / "resume"
+    cmd = _command(corpora, out, "--number_of_epochs=4")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd,
+        cwd=RECIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+    while not list((out / "save").glob("CKPT+*")) and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # a real kill, no clean-up
+    proc.wait()
+    first = _epochs_logged(out)
+    assert first and max(first) < 4, "killed too late to test resuming"
+    result = _run(cmd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs = _epochs_logged(out)
+    assert max(epochs) == 4
+    resumed = epochs[len(first) :]
+    assert resumed[0] == max(first) + 1  # continued after the checkpoint, not from scratch
+    assert 0 not in resumed  # the random-init validation is not rerun on resume
+    assert (out / "encoder.ckpt").exists()
+    # The best checkpoint and the most recent one (to resume from) are kept, no more.
+    assert 1 <= len(list((out / "save").glob("CKPT+*"))) <= 2
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_with_gloo(corpora, tmp_path):
+    # Not --debug: SpeechBrain's debug mode gives each process its own temporary
+    # checkpoint folder, and their checkpoint clean-ups then wait on each other forever.
+    out = tmp_path / "ddp"
+    launcher = (
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29533",
+    )
+    result = _run(
+        _command(
+            corpora, out, "--number_of_epochs=2", "--distributed_backend=gloo", launcher=launcher
+        ),
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "encoder.ckpt").exists()
+    assert _epochs_logged(out) == [0, 1, 2]  # logged once, by the main process
+
+
+def test_wrong_data_folder_fails_before_training(corpora, tmp_path):
+    out = tmp_path / "bad"
+    cmd = _command(corpora, out, "--debug")
+    cmd[3] = f"--librispeech_folder={tmp_path / 'nowhere'}"
+    result = _run(cmd)
+    assert result.returncode != 0
+    assert "is not a LibriSpeech folder" in result.stderr
+    assert not (out / "save").exists()
+
+
+def test_yaml_errors_name_the_key(corpora, tmp_path):
+    result = _run(_command(corpora, tmp_path / "x", "--debug", "--no_such_key=3"))
+    assert result.returncode != 0 and "no_such_key" in result.stderr
+    cmd = [
+        c
+        for c in _command(corpora, tmp_path / "y", "--debug")
+        if not c.startswith("--chime3_folder")
+    ]
+    result = _run(cmd)
+    assert result.returncode != 0 and "chime3_folder" in result.stderr
