@@ -41,6 +41,24 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 
+#: The settings of a JNDViewMaker that a recipe's hparams hold under the same names.
+MIXING_KEYS = (
+    "sample_rate",
+    "segment_seconds",
+    "views_per_group",
+    "snr_min",
+    "snr_max",
+    "jnd_db",
+    "neg_margin_db",
+    "target_level_db",
+)
+
+
+def mixing_options(hparams: dict) -> dict:
+    """Pick the :class:`JNDViewMaker` settings (``MIXING_KEYS``) out of recipe hparams."""
+    return {key: hparams[key] for key in MIXING_KEYS}
+
+
 class JNDViewMaker:
     """Makes the K views of a view group; the dynamic items of the JND datasets.
 

@@ -738,3 +738,54 @@ class MOSHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (B, input_size) embeddings to (B, n_outputs) scores in [1, 5]."""
         return 1.0 + 4.0 * torch.sigmoid(self.mlp(x).float())
+
+
+class FeatureLobeEncoder(nn.Module):
+    """Any SpeechBrain feature extractor + embedding lobe as a JSQA encoder.
+
+    Gives a lobe that takes features and relative lengths (e.g. ECAPA-TDNN) the
+    encoder contract of :class:`JSQAEncoder`: ``(wavs, wav_lens) -> (B, D)``.
+
+    Arguments
+    ---------
+    features : torch.nn.Module
+        Waveforms (B, T) -> features (B, frames, F), e.g. ``speechbrain.lobes.features.Fbank``.
+    model : torch.nn.Module
+        ``model(features, wav_lens)`` -> (B, D) or (B, 1, D).
+    normalize : torch.nn.Module, optional
+        ``normalize(features, wav_lens)``, e.g. sentence-level ``InputNormalization``.
+    embedding_dim : int, optional
+        Size of the embedding, for the heads that follow.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.features import Fbank
+    >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+    >>> ecapa = ECAPA_TDNN(40, channels=[32, 32, 32, 32, 96], lin_neurons=16)
+    >>> encoder = FeatureLobeEncoder(Fbank(n_mels=40), ecapa, embedding_dim=16)
+    >>> encoder(torch.randn(2, 16000), torch.tensor([1.0, 0.7])).shape
+    torch.Size([2, 16])
+    """
+
+    def __init__(
+        self,
+        features: nn.Module,
+        model: nn.Module,
+        normalize: Optional[nn.Module] = None,
+        embedding_dim: Optional[int] = None,
+    ):
+        super().__init__()
+        self.features = features
+        self.model = model
+        self.normalize = normalize
+        self.embedding_dim = embedding_dim
+
+    def forward(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Embed a batch of waveforms, ``(B, T)`` with relative lengths ``(B,)``."""
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        feats = self.features(wavs)
+        if self.normalize is not None:
+            feats = self.normalize(feats, wav_lens)
+        emb = self.model(feats, wav_lens)
+        return emb.reshape(emb.shape[0], -1)

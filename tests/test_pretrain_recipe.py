@@ -91,6 +91,34 @@ def test_debug_run_leaves_the_usual_files(corpora, tmp_path):
     assert state and all(torch.is_tensor(v) for v in state.values())
 
 
+def test_ecapa_encoder_swapped_in_from_yaml(corpora, tmp_path):
+    out = tmp_path / "ecapa"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "hparams/pretrain_ecapa.yaml",
+        f"--librispeech_folder={corpora / 'libri'}",
+        f"--chime3_folder={corpora / 'chime'}",
+        f"--output_folder={out}",
+        "--ecapa_channels=[16,16,16,16,48]",
+        "--n_mels=40",
+        "--emb_dim=16",
+        "--proj_hidden=16",
+        "--proj_dim=8",
+        "--segment_seconds=1.0",
+        "--batch_size=2",
+        "--num_workers=0",
+        "--probe_groups=4",
+        "--debug",
+    ]
+    result = _run(cmd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(out / "encoder.ckpt", weights_only=True)
+    assert any(key.startswith("model.blocks") for key in state)  # ECAPA-TDNN's weights
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert 0 <= summary["best_valid"]["cross_auc"] <= 1
+
+
 def test_bf16_precision_and_device_options(corpora, tmp_path):
     result = _run(
         _command(corpora, tmp_path / "bf16", "--debug", "--precision=bf16", "--device=cpu")
@@ -161,7 +189,8 @@ def test_wrong_data_folder_fails_before_training(corpora, tmp_path):
     result = _run(cmd)
     assert result.returncode != 0
     assert "is not a LibriSpeech folder" in result.stderr
-    assert not (out / "save").exists()
+    assert not list(out.glob("save/CKPT+*")) and not (out / "train_log.txt").exists()
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_yaml_errors_name_the_key(corpora, tmp_path):

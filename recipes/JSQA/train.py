@@ -20,20 +20,9 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
-from jsqa_sb.jnd_data import JNDViewMaker, make_jnd_dataset
+from jsqa_sb.jnd_data import JNDViewMaker, make_jnd_dataset, mixing_options
 from jsqa_sb.prepare_jnd import prepare_jnd
 from jsqa_sb.prepare_utils import DataPreparationError
-
-MIXING_KEYS = (
-    "sample_rate",
-    "segment_seconds",
-    "views_per_group",
-    "snr_min",
-    "snr_max",
-    "jnd_db",
-    "neg_margin_db",
-    "target_level_db",
-)
 
 
 def prepare_data(hparams):
@@ -70,7 +59,7 @@ def dataio_prep(hparams):
         "librispeech_folder": hparams["librispeech_folder"],
         "chime3_folder": hparams["chime3_folder"],
     }
-    mixing = {key: hparams[key] for key in MIXING_KEYS}
+    mixing = mixing_options(hparams)
     train_views = JNDViewMaker(
         f"{folder}/noise_train.json", replacements, seed=hparams["mix_seed"], **mixing
     )

@@ -1,0 +1,155 @@
+"""Pretraining step throughput against the JND loader's, with the same batch settings.
+
+Measures, in one run:
+
+- ``step``: views per second through forward + backward + optimiser step of the
+  encoder, projection head and JND loss built from ``hparams/pretrain.yaml``, on
+  batches already in memory;
+- ``loader``: views per second the JND loader delivers (``DynamicItemDataset`` ->
+  ``jnd_collate`` -> ``DataLoader`` with ``--workers`` workers, reading from disk);
+
+and prints their ratio as one JSON line. The loader keeps up when the ratio is at
+least 2 (target with 2 workers on the 2-core development machine).
+
+    python benchmarks/bench_train.py [--librispeech_folder D --chime3_folder D] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from torch.utils.data import DataLoader, RandomSampler
+
+from jsqa_sb.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset, mixing_options
+from jsqa_sb.minicorpus import build_all
+from jsqa_sb.prepare_jnd import prepare_jnd
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def loader_rate(dataset, maker, batch_size, workers, num_batches):
+    maker.set_epoch(0)
+    sampler = RandomSampler(
+        dataset,
+        replacement=True,
+        num_samples=batch_size * num_batches,
+        generator=torch.Generator().manual_seed(0),
+    )
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, collate_fn=jnd_collate, num_workers=workers
+    )
+    views, start = 0, time.perf_counter()
+    for batch in loader:
+        views += batch.wavs.shape[0]
+    return views / (time.perf_counter() - start)
+
+
+def step_rate(hparams, batches, device, steps):
+    modules = torch.nn.ModuleDict(hparams["modules"]).to(device).train()
+    optimizer = hparams["opt_class"](modules.parameters())
+    loss_fn = hparams["loss"]
+
+    def step(batch):
+        batch = batch.to(device)
+        emb = modules["encoder"](batch.wavs, batch.wav_lens)
+        loss = loss_fn(modules["projector"](emb), batch.snrs, batch.groups)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for batch in batches[:2]:  # warm-up
+        step(batch)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    views, start = 0, time.perf_counter()
+    for i in range(steps):
+        batch = batches[i % len(batches)]
+        step(batch)
+        views += batch.wavs.shape[0]
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return views / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--librispeech_folder", default=str(SHARED / "librispeech_mini"))
+    parser.add_argument("--chime3_folder", default=str(SHARED / "chime3_mini"))
+    parser.add_argument("--hparams", default=str(ROOT / "hparams" / "pretrain.yaml"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--loader_batches", type=int, default=60)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("overrides", nargs="*", help="YAML overrides, e.g. batch_size=8")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    libri, chime = Path(args.librispeech_folder), Path(args.chime3_folder)
+    if not (libri / "LibriSpeech").is_dir() or not (chime / "CHiME3").is_dir():
+        folders = build_all(work / "mini")
+        libri, chime = folders["librispeech_folder"], folders["chime3_folder"]
+    overrides = {
+        "librispeech_folder": str(libri),
+        "chime3_folder": str(chime),
+        "output_folder": str(work / "out"),
+    }
+    for item in args.overrides:
+        key, value = item.split("=", 1)
+        overrides[key] = json.loads(value) if value[:1].isdigit() or value[:1] == "-" else value
+    with open(args.hparams) as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    mixing = mixing_options(hparams)
+    out = prepare_jnd(
+        libri,
+        chime,
+        work / "manifests",
+        segment_seconds=mixing["segment_seconds"],
+        views_per_group=mixing["views_per_group"],
+    )
+    replacements = {"librispeech_folder": str(libri), "chime3_folder": str(chime)}
+    maker = JNDViewMaker(out["noise_train"], replacements, **mixing)
+    dataset = make_jnd_dataset(out["train"], replacements, maker, fixed=False)
+    batch_size = hparams["batch_size"]
+
+    loader = loader_rate(dataset, maker, batch_size, args.workers, args.loader_batches)
+    batches = list(
+        DataLoader(
+            dataset,
+            batch_size=batch_size,
+            collate_fn=jnd_collate,
+            sampler=RandomSampler(dataset, num_samples=batch_size * 4),
+        )
+    )
+    step = step_rate(hparams, batches, args.device, args.steps)
+    print(
+        json.dumps(
+            {
+                "benchmark": "pretrain_step_vs_loader",
+                "unit": "views per second",
+                "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+                "batch_size_groups": batch_size,
+                "views_per_group": mixing["views_per_group"],
+                "segment_seconds": mixing["segment_seconds"],
+                "loader_workers": args.workers,
+                "step_views_per_s": round(step, 1),
+                "loader_views_per_s": round(loader, 1),
+                "loader_to_step_ratio": round(loader / step, 2),
+                "target_ratio": 2.0,
+                "meets_target": loader / step >= 2.0,
+                "torch_threads": torch.get_num_threads(),
+                "machine": platform.machine(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
