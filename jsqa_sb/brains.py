@@ -3,7 +3,10 @@
 ``JNDContrastiveBrain`` pretrains the quality encoder with the JND-masked contrastive
 loss on on-the-fly noisy view groups and validates it with metrics a researcher can
 read: the loss, the within-group and cross-group pair AUC, and a linear-probe SNR
-correlation. The best checkpoint is the one with the highest cross-group AUC.
+correlation; its best checkpoint has the highest cross-group AUC. ``MOSBrain``
+fine-tunes an encoder and a MOS head on NISQA (or trains them from scratch: the
+paper's baseline), selects the checkpoint by validation PCC and collects test
+predictions for the reports.
 
 Authors
  * JSQA contributors 2026
@@ -36,7 +39,11 @@ class NonFiniteBatchMixin:
     skipped_batches = 0
 
     def _is_bad(self, batch) -> bool:
-        bad = batch.has_nonfinite()
+        if hasattr(batch, "has_nonfinite"):  # JNDBatch
+            bad = batch.has_nonfinite()
+        else:  # SpeechBrain PaddedBatch with a ``sig`` entry
+            rows = ~torch.isfinite(batch.sig.data).all(dim=1)
+            bad = [batch.id[i] for i in torch.nonzero(rows).flatten().tolist()]
         if bad:
             self.skipped_batches += 1
             logger.warning(
@@ -220,3 +227,108 @@ def _jsonable(value):
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
+    """MOS (and NISQA dimensions) prediction: encoder + MOS head.
+
+    Expected ``modules``: ``encoder`` and ``head`` (:class:`jsqa_sb.models.MOSHead`).
+    Expected hparams: ``dims`` (names of the head's outputs, ``mos`` first),
+    ``epoch_counter``, ``train_logger``; optional ``lr_encoder`` (learning rate of the
+    encoder's parameter group; default: the optimiser's), ``freeze_encoder`` (train the
+    head only, the encoder in eval mode: a linear probe), ``lr_scheduler``.
+    Batches are SpeechBrain ``PaddedBatch`` es with ``sig``, ``targets``, ``con``,
+    ``db``. The loss is the mean squared error over the labels present.
+    """
+
+    def init_optimizers(self):
+        """One optimiser, with the encoder in its own parameter group (or frozen)."""
+        if self.opt_class is None:
+            return
+        encoder, head = self.hparams.encoder, self.hparams.head
+        groups = [{"params": list(head.parameters())}]
+        if getattr(self.hparams, "freeze_encoder", False):
+            encoder.requires_grad_(False)
+        else:
+            group = {"params": list(encoder.parameters())}
+            if getattr(self.hparams, "lr_encoder", None) is not None:
+                group["lr"] = self.hparams.lr_encoder
+            groups.append(group)
+        self.optimizer = self.opt_class(groups)
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
+    def compute_forward(self, batch, stage):
+        """Predict every dimension of every file, in 1..5."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        if getattr(self.hparams, "freeze_encoder", False):
+            self.modules.encoder.eval()
+        return self.modules.head(self.modules.encoder(wavs, wav_lens)).float()
+
+    def compute_objectives(self, predictions, batch, stage):
+        """MSE over the labels present; collect predictions outside training."""
+        targets = batch.targets.data.to(self.device)  # (B, dims); stacked, no padding
+        present = torch.isfinite(targets)
+        if not present.any():
+            loss = predictions.sum() * 0.0
+        else:
+            loss = ((predictions - torch.nan_to_num(targets)) ** 2)[present].mean()
+        if stage != sb.Stage.TRAIN:
+            self.collected.append(
+                (
+                    list(batch.id),
+                    list(batch.con),
+                    list(batch.db),
+                    targets.cpu(),
+                    predictions.detach().cpu(),
+                )
+            )
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the collected predictions."""
+        self.collected = []
+
+    def predictions_frame(self):
+        """The collected predictions as a DataFrame: file, con, db, true_<d>, pred_<d>."""
+        import pandas as pd
+
+        rows = []
+        for ids, cons, dbs, targets, preds in self.collected:
+            for i, uid in enumerate(ids):
+                row = {"file": uid, "con": cons[i], "db": dbs[i]}
+                for j, dim in enumerate(self.hparams.dims):
+                    row[f"true_{dim}"] = float(targets[i, j])
+                    row[f"pred_{dim}"] = float(preds[i, j])
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log; keep the checkpoint with the best validation PCC of the MOS."""
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss}
+            return
+        if stage == sb.Stage.VALID:
+            frame = self.predictions_frame()
+            stats = {"loss": round(float(stage_loss), 4), **_mos_stats(frame)}
+            meta = {"lr": self.optimizer.param_groups[0]["lr"]}
+            if getattr(self.hparams, "lr_scheduler", None) is not None:
+                _, new_lr = self.hparams.lr_scheduler(stats["loss"])
+                sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.hparams.train_logger.log_stats(
+                {"Epoch": epoch, **meta}, train_stats=self.train_stats, valid_stats=stats
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={**stats, "epoch": epoch}, max_keys=["pcc"], num_to_keep=1
+            )
+            self.last_stats = stats
+
+
+def _mos_stats(frame) -> dict:
+    """PCC, SRCC and RMSE of the MOS over a predictions frame (validation)."""
+    from jsqa_sb.mos_metrics import evaluate_predictions
+
+    scores = evaluate_predictions(frame["true_mos"].to_numpy(), frame["pred_mos"].to_numpy())
+    return {key: round(float(scores[key]), 4) for key in ("pcc", "srcc", "rmse")}

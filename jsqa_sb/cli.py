@@ -72,6 +72,13 @@ def _build_minicorpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from jsqa_sb.reports import compare_runs
+
+    print(compare_runs(args.run_a, args.run_b, dims=tuple(args.dims)))
+    return 0
+
+
 def _print_summary(report_path: str, outputs: dict) -> None:
     with open(report_path) as f:
         report = json.load(f)
@@ -145,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write them into")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_build_minicorpus)
+    p = sub.add_parser("compare", help="side-by-side test metrics of two fine-tuning runs")
+    p.add_argument("run_a", help="output folder of a run (with results.json)")
+    p.add_argument("run_b", help="output folder of the other run")
+    p.add_argument("--dims", nargs="+", default=["mos"], help="dimensions to show")
+    p.set_defaults(func=_compare)
     return parser
 
 

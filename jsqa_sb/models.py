@@ -33,6 +33,7 @@ Authors
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Optional, Union
 
@@ -789,3 +790,35 @@ class FeatureLobeEncoder(nn.Module):
             feats = self.normalize(feats, wav_lens)
         emb = self.model(feats, wav_lens)
         return emb.reshape(emb.shape[0], -1)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit a module; the message names file and parameters."""
+
+
+def check_encoder_checkpoint(path: Union[str, os.PathLike], encoder: nn.Module) -> None:
+    """Check, before any training, that ``path`` holds a state dict that fits ``encoder``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CheckpointMismatchError
+        If parameters are missing, unexpected or of another shape (all are named).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained encoder checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    expected = encoder.state_dict()
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        shown = "; ".join(problems[:12]) + (
+            f"; ... ({len(problems)} in all)" if len(problems) > 12 else ""
+        )
+        raise CheckpointMismatchError(f"{path} does not fit the encoder of this YAML: {shown}")

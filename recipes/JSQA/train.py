@@ -1,27 +1,38 @@
 #!/usr/bin/env python3
-"""Recipe for JSQA: JND contrastive pretraining of a speech-quality encoder.
+"""Recipe for JSQA: JND contrastive pretraining, then MOS fine-tuning on NISQA.
 
-The YAML file says which stage runs (``stage: pretrain``). To run:
+The YAML file says which stage runs (``stage: pretrain`` or ``stage: finetune``):
 
-    python train.py hparams/pretrain.yaml --librispeech_folder=/d/LibriSpeech_parent \
-        --chime3_folder=/d/CHiME3_parent --output_folder=results/pretrain
+    python train.py hparams/pretrain.yaml --librispeech_folder=/d --chime3_folder=/d \
+        --output_folder=results/pretrain
+    python train.py hparams/finetune.yaml --nisqa_folder=/d \
+        --pretrained_encoder=results/pretrain/encoder.ckpt --output_folder=results/finetune
+    python train.py hparams/scratch.yaml --nisqa_folder=/d --output_folder=results/scratch
 
-Data preparation runs first (on the main process, skipped when already done), then
-training with validation after each epoch, then the best encoder is written to
-``<output_folder>/encoder.ckpt`` with ``pretrain_summary.json`` beside it.
+Data preparation runs first (on the main process, skipped when already done). The
+pretraining stage writes the best encoder to ``<output_folder>/encoder.ckpt`` with
+``pretrain_summary.json``; the fine-tuning stage evaluates every test database and
+writes ``results.json``, ``predictions_<DB>.csv``, ``report.md`` and
+``scatter_<DB>.png`` (best checkpoint by validation PCC; the last epoch's in
+``last_epoch/``).
 
 Authors
  * JSQA contributors 2026
 """
 
+import json
 import sys
+from pathlib import Path
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from jsqa_sb.jnd_data import JNDViewMaker, make_jnd_dataset, mixing_options
+from jsqa_sb.models import CheckpointMismatchError, check_encoder_checkpoint
+from jsqa_sb.mos_data import make_mos_dataset
 from jsqa_sb.prepare_jnd import prepare_jnd
+from jsqa_sb.prepare_nisqa import prepare_nisqa
 from jsqa_sb.prepare_utils import DataPreparationError
 
 
@@ -105,7 +116,80 @@ def pretrain(hparams, run_opts):
     sb.utils.logger.get_logger(__name__).info("Pretraining done: %s", summary)
 
 
-STAGES = {"pretrain": pretrain}
+def prepare_mos_data(hparams):
+    """Write the NISQA manifests (main process only); return the databases per split."""
+    run_on_main(
+        prepare_nisqa,
+        kwargs={
+            "nisqa_folder": hparams["nisqa_folder"],
+            "save_folder": hparams["manifest_folder"],
+            "train_dbs": hparams["train_dbs"],
+            "valid_dbs": hparams["valid_dbs"],
+            "test_dbs": hparams["test_dbs"],
+            "strict": hparams["strict_preparation"],
+        },
+    )
+    with open(Path(hparams["manifest_folder"]) / "nisqa_splits.json") as f:
+        return json.load(f)
+
+
+def mos_dataio_prep(hparams, splits):
+    """Training and validation datasets, and one test dataset per test database."""
+    folder = Path(hparams["manifest_folder"])
+    replacements = {"nisqa_folder": hparams["nisqa_folder"]}
+
+    def dataset(dbs, split):
+        if not dbs:
+            raise DataPreparationError(f"no NISQA {split} database found (see {folder})")
+        paths = [folder / f"{db}.json" for db in dbs]
+        return make_mos_dataset(paths, replacements, hparams["dims"], hparams["sample_rate"])
+
+    tests = {db: dataset([db], "test") for db in splits["test"]}
+    return dataset(splits["train"], "training"), dataset(splits["valid"], "validation"), tests
+
+
+def finetune(hparams, run_opts):
+    """Stage 2: MOS fine-tuning (or the from-scratch baseline), then the test reports."""
+    from jsqa_sb.brains import MOSBrain
+    from jsqa_sb.reports import write_test_reports
+
+    splits = prepare_mos_data(hparams)
+    train, valid, tests = mos_dataio_prep(hparams, splits)
+    if hparams.get("pretrainer") is not None:
+        check_encoder_checkpoint(hparams["pretrained_encoder"], hparams["encoder"])
+        run_on_main(hparams["pretrainer"].collect_files)
+        hparams["pretrainer"].load_collected()
+    brain = MOSBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train,
+        valid,
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    config = {k: v for k, v in hparams.items() if isinstance(v, (str, int, float, bool, list))}
+    config["yaml"] = hparams["hparams_file"]
+    # The last epoch's model first (the most recent checkpoint), then the selected one.
+    for folder, key in (
+        (Path(hparams["output_folder"]) / "last_epoch", None),
+        (Path(hparams["output_folder"]), "pcc"),
+    ):
+        predictions = {}
+        for db, test in tests.items():
+            brain.evaluate(test, max_key=key, test_loader_kwargs=hparams["valid_dataloader_opts"])
+            predictions[db] = brain.predictions_frame().drop(columns="db")
+        ckpt = brain.checkpointer.find_checkpoint(max_key=key)
+        if sb.utils.distributed.if_main_process():
+            write_test_reports(folder, predictions, config, str(ckpt.path) if ckpt else None)
+
+
+STAGES = {"pretrain": pretrain, "finetune": finetune}
 
 
 if __name__ == "__main__":
@@ -118,9 +202,11 @@ if __name__ == "__main__":
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    hparams["hparams_file"] = hparams_file
     if hparams["stage"] not in STAGES:
         sys.exit(f"train.py: unknown stage '{hparams['stage']}' (known: {', '.join(STAGES)})")
     try:
         STAGES[hparams["stage"]](hparams, run_opts)
-    except DataPreparationError as err:  # the user's data, not a bug: one clear line
+    except (DataPreparationError, CheckpointMismatchError, FileNotFoundError) as err:
+        # The user's data or files, not a bug: one clear line.
         sys.exit(f"train.py: error: {err}")

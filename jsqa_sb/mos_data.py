@@ -1,0 +1,66 @@
+"""The MOS data pipeline: NISQA manifests -> waveforms at the model's rate + labels.
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Union
+
+import torch
+from speechbrain.dataio.dataio import load_data_json
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+from jsqa_sb.audio import AudioReadError, read_audio
+
+logger = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+DIMENSIONS = ("mos", "noi", "col", "dis", "loud")
+
+
+def make_mos_dataset(
+    manifests: Sequence[PathLike],
+    replacements: dict,
+    dims: Sequence[str] = DIMENSIONS,
+    sample_rate: int = 16000,
+) -> DynamicItemDataset:
+    """One dataset over one or more per-database NISQA manifests.
+
+    Items provide ``id``, ``sig`` (mono float waveform at ``sample_rate``; files at
+    other rates are resampled), ``targets`` (one value per entry of ``dims``, NaN where
+    the corpus has no label), ``con`` and ``db``. A file that cannot be decoded gives
+    a NaN signal and a warning naming it; the training loop skips such batches.
+
+    Raises
+    ------
+    ValueError
+        If the manifests hold no entry (an empty training set is an error).
+    """
+    data = {}
+    for manifest in manifests:
+        data.update(load_data_json(str(manifest), replacements))
+    if not data:
+        names = ", ".join(str(m) for m in manifests) or "no manifest"
+        raise ValueError(f"no NISQA file to use in {names}")
+    dataset = DynamicItemDataset(data)
+
+    def read(wav: str):
+        try:
+            audio, _ = read_audio(wav, target_sr=sample_rate)
+        except AudioReadError as err:
+            logger.warning("Unreadable file, its batch will be skipped: %s", err)
+            return torch.full((sample_rate,), math.nan)
+        return torch.from_numpy(audio)
+
+    def labels(*values):
+        return torch.tensor([math.nan if v is None else float(v) for v in values])
+
+    dataset.add_dynamic_item(read, takes=["wav"], provides="sig")
+    dataset.add_dynamic_item(labels, takes=list(dims), provides="targets")
+    dataset.set_output_keys(["id", "sig", "targets", "con", "db"])
+    return dataset
