@@ -244,3 +244,34 @@ def test_console_script_bad_folder_exits_2_without_traceback(tmp_path):
     lines, errors = error_lines(result.stderr)
     assert len(errors) == 1 and str(nowhere) in errors[0], result.stderr
     assert result.stdout == ""
+
+
+# ----------------------------------------------------------------------------- compare
+def _fake_run(folder, db, offset):
+    import numpy as np
+    import pandas as pd
+
+    from jsqa_sb.reports import write_test_reports
+
+    true = np.linspace(1.2, 4.8, 12)
+    frame = pd.DataFrame(
+        {
+            "file": [f"f{i}" for i in range(12)],
+            "con": [i // 3 for i in range(12)],
+            "true_mos": true,
+            "pred_mos": true + offset * np.sin(np.arange(12)),
+        }
+    )
+    write_test_reports(folder, {db: frame})
+
+
+def test_compare_prints_both_runs_and_refuses_other_test_sets(tmp_path, capsys):
+    _fake_run(tmp_path / "a", "NISQA_TEST_SIM", 0.1)
+    _fake_run(tmp_path / "b", "NISQA_TEST_SIM", 0.5)
+    _fake_run(tmp_path / "c", "NISQA_TEST_FOO", 0.5)
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "NISQA_TEST_SIM" in out and str(tmp_path / "a") in out and "PCC" in out.upper()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jsqa: error:") and "NISQA_TEST_FOO" in err
