@@ -52,8 +52,15 @@ def _run(yaml, nisqa, out, **options):
 
 def test_finetune_evaluates_every_test_database(nisqa, encoder_ckpt, tmp_path):
     out = tmp_path / "ft"
-    result = _run("hparams/finetune.yaml", nisqa, out, pretrained_encoder=encoder_ckpt)
+    result = _run(
+        "hparams/finetune.yaml",
+        nisqa,
+        out,
+        pretrained_encoder=encoder_ckpt,
+        test_dbs="[NISQA_TEST_*,NISQA_TEST_ABSENT]",  # listed but absent: skipped
+    )
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+    assert "NISQA_TEST_ABSENT not found" in result.stdout + result.stderr
     results = json.loads((out / "results.json").read_text())
     assert sorted(results["databases"]) == ["NISQA_TEST_FOO", "NISQA_TEST_SIM"]
     mos = results["databases"]["NISQA_TEST_SIM"]["mos"]
@@ -93,3 +100,9 @@ def test_bad_encoder_checkpoints_fail_before_training(nisqa, encoder_ckpt, tmp_p
     assert result.returncode != 0 and str(encoder_ckpt) in result.stderr
     assert "checkpoint" in result.stderr and "vs model" in result.stderr
     assert not (tmp_path / "b" / "train_log.txt").exists()
+
+
+def test_empty_training_set_is_an_error(nisqa, tmp_path):
+    result = _run("hparams/scratch.yaml", nisqa, tmp_path / "x", train_dbs="[NISQA_TRAIN_NONE]")
+    assert result.returncode != 0
+    assert "no NISQA training database" in result.stderr and "Traceback" not in result.stderr
