@@ -79,6 +79,102 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(args: argparse.Namespace):
+    from jsqa_sb.inference import JSQA
+
+    run_opts = {"device": args.device} if args.device else None
+    return JSQA.from_hparams(
+        source=args.model,
+        savedir=args.savedir,
+        trust_remote_code=args.trust_remote_code,
+        run_opts=run_opts,
+    )
+
+
+def _score(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from jsqa_sb.batch_scoring import collect_inputs, score_collection
+
+    collect_inputs(args.inputs, column=args.column)  # input errors before loading the model
+    model = _load_model(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or f"{tmp}/scores.csv"
+        summary = score_collection(
+            model,
+            args.inputs,
+            out,
+            column=args.column,
+            resume=args.resume,
+            batch_size=args.batch_size,
+            max_batch_seconds=args.max_batch_seconds,
+            progress=not args.no_progress,
+        )
+        if args.out is None:
+            with open(out) as f:
+                sys.stdout.write(f.read())
+    print(summary.format(), file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _distance(args: argparse.Namespace) -> int:
+    model = _load_model(args)
+    print(f"{model.distance(args.a, args.b):.6f}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from jsqa_sb.hub_export import export_model
+
+    hub = export_model(
+        args.run_folder,
+        args.hub_folder,
+        overwrite=args.overwrite,
+        window_seconds=args.window_seconds,
+        license=args.license,
+    )
+    print(f"Exported {args.run_folder} to {hub}; publish it with: jsqa upload {hub} OWNER/NAME")
+    return 0
+
+
+def _upload(args: argparse.Namespace) -> int:
+    from jsqa_sb.hub_upload import upload_model
+
+    url = upload_model(
+        args.hub_folder,
+        args.repo_id,
+        private=args.private,
+        token=args.token,
+        commit_message=args.message,
+    )
+    print(f"Uploaded {args.hub_folder} to {url}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from jsqa_sb.demo import run_demo
+
+    run_demo(args.out, seed=args.seed, smoke=args.smoke)
+    return 0
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--savedir",
+        default=None,
+        help="where a hub model's files are collected (default: the hub cache)",
+    )
+    p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: cpu)")
+    p.add_argument(
+        "--trust-remote-code",
+        "--trust_remote_code",
+        dest="trust_remote_code",
+        action="store_true",
+        help="load a model whose hyperparams.yaml names code outside jsqa_sb, speechbrain, "
+        "torch and torchaudio (only for models you trust)",
+    )
+
+
 def _print_summary(report_path: str, outputs: dict) -> None:
     with open(report_path) as f:
         report = json.load(f)
@@ -157,6 +253,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_b", help="output folder of the other run")
     p.add_argument("--dims", nargs="+", default=["mos"], help="dimensions to show")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("score", help="score recordings with a trained model")
+    p.add_argument("model", help="a model folder (from jsqa export) or a hub id")
+    p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or CSV files")
+    p.add_argument("--out", default=None, help="scores.csv or scores.json (default: stdout, CSV)")
+    p.add_argument("--column", default="path", help="the path column of CSV inputs")
+    p.add_argument("--resume", action="store_true", help="skip inputs already scored in --out")
+    p.add_argument("--batch_size", type=int, default=16, help="recordings per batch")
+    p.add_argument("--max_batch_seconds", type=float, default=160.0, help="audio seconds per batch")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    _add_model_arguments(p)
+    p.set_defaults(func=_score)
+
+    p = sub.add_parser("distance", help="quality distance between two recordings")
+    p.add_argument("a", help="first recording")
+    p.add_argument("b", help="second recording")
+    p.add_argument("--model", required=True, help="a model folder or a hub id")
+    _add_model_arguments(p)
+    p.set_defaults(func=_distance)
+
+    p = sub.add_parser("export", help="a training run -> a SpeechBrain-hub model folder")
+    p.add_argument("run_folder", help="output folder of a fine-tuning or pretraining run")
+    p.add_argument("hub_folder", help="the model folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.add_argument("--window_seconds", type=float, default=10.0, help="window for long recordings")
+    p.add_argument("--license", default="apache-2.0", help="license of the model card")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("upload", help="publish a model folder on the Hugging Face hub")
+    p.add_argument("hub_folder", help="a folder written by jsqa export")
+    p.add_argument("repo_id", help="OWNER/NAME on the hub (created if needed)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--token", default=None, help="default: huggingface_hub's (HF_TOKEN, login)")
+    p.add_argument("--message", default=None, help="commit message")
+    p.set_defaults(func=_upload)
+
     return parser
 
 
@@ -171,9 +303,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         return args.func(args)
-    except (DataPreparationError, OSError, ValueError) as err:
+    except Exception as err:
+        if args.verbose or not isinstance(err, (DataPreparationError, *_user_errors())):
+            raise
         print(f"jsqa: error: {err}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple:
+    """Errors about the user's inputs or environment (not bugs): shown as one line."""
+    errors = [OSError, ValueError]  # ValueError covers the export, YAML and input errors
+    for module, name in (
+        ("jsqa_sb.inference", "RecordingError"),
+        ("jsqa_sb.hub_upload", "HubUploadError"),
+        ("jsqa_sb.demo", "DemoError"),
+    ):
+        mod = sys.modules.get(module)  # only a module the command imported can raise them
+        if mod is not None:
+            errors.append(getattr(mod, name))
+    return tuple(errors)
 
 
 if __name__ == "__main__":

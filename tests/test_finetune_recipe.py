@@ -80,6 +80,20 @@ def test_scratch_baseline_runs_without_an_encoder(nisqa, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
     assert (out / "results.json").exists()
 
+    # The exported model scores the test files exactly as the run's evaluation did.
+    from jsqa_sb.cli import main
+
+    assert main(["export", str(out), str(tmp_path / "model")]) == 0
+    deg = nisqa / "NISQA_Corpus" / "NISQA_TEST_SIM" / "deg"
+    scores = tmp_path / "scores.csv"
+    assert main(["score", str(tmp_path / "model"), str(deg), "--out", str(scores)]) == 0
+    scored = pd.read_csv(scores)
+    scored["file"] = scored["path"].map(lambda p: Path(p).stem)
+    evaluated = pd.read_csv(out / "predictions_NISQA_TEST_SIM.csv")
+    both = scored.merge(evaluated, on="file")
+    assert len(both) == len(evaluated) == 9
+    assert (both["mos"] - both["pred_mos"]).abs().max() < 1e-4
+
 
 def test_bad_encoder_checkpoints_fail_before_training(nisqa, encoder_ckpt, tmp_path):
     result = _run(

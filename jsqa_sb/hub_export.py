@@ -1,0 +1,460 @@
+"""``jsqa export``: a training run -> a SpeechBrain-hub model folder.
+
+A fine-tuning run (``results.json`` + ``save/CKPT+*``) gives a scoring model; a
+pretraining run (``encoder.ckpt`` + ``pretrain_summary.json``) an encoder-only model
+for embeddings and distances. The folder holds:
+
+* ``hyperparams.yaml``: inference only (the encoder and head of the run's YAML with
+  every reference resolved, the sample rate, the reported outputs, the windowing);
+* ``encoder.ckpt`` (and ``head.ckpt``): the selected checkpoint's state dicts;
+* ``custom_interface.py``: the ``JSQA`` class for SpeechBrain's ``foreign_class``,
+  with the package code it needs, so it works where only SpeechBrain is installed;
+* ``README.md``: the model card (what it predicts, input, training data, the test
+  metrics, usage, license, citation);
+* ``training_results.json`` or ``pretrain_summary.json``: the run's own figures.
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Union
+
+import jsqa_sb
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: Modules that ``custom_interface.py`` carries, in import order.
+VENDORED_MODULES = ("jsqa_sb.models", "jsqa_sb.yaml_security", "jsqa_sb.inference")
+
+CITATION = """@inproceedings{fan2025jsqa,
+  title     = {{JSQA}: Speech Quality Assessment with Perceptually-Inspired Contrastive
+               Pretraining Based on {JND} Audio Pairs},
+  author    = {Fan, Junyi and Williamson, Donald S.},
+  booktitle = {IEEE Workshop on Applications of Signal Processing to Audio and Acoustics
+               (WASPAA)},
+  year      = {2025},
+  note      = {arXiv:2507.11636}
+}
+@misc{speechbrainV1,
+  title  = {Open-Source Conversational AI with {SpeechBrain} 1.0},
+  author = {Ravanelli, Mirco and others},
+  year   = {2024},
+  eprint = {2407.00463},
+  archivePrefix = {arXiv}
+}"""
+
+
+class ExportError(ValueError):
+    """A run folder that cannot be exported; the message says what is missing."""
+
+
+def export_model(
+    run_folder: PathLike,
+    hub_folder: PathLike,
+    *,
+    overwrite: bool = False,
+    window_seconds: float = 10.0,
+    license: str = "apache-2.0",
+    verify: bool = True,
+) -> Path:
+    """Export a fine-tuning or pretraining run as a SpeechBrain-hub model folder.
+
+    Arguments
+    ---------
+    run_folder : str or os.PathLike
+        The ``--output_folder`` of a ``train.py`` run.
+    hub_folder : str or os.PathLike
+        Where the model folder is written (created; must be empty unless ``overwrite``).
+    overwrite : bool
+        Replace the files of an existing model folder.
+    window_seconds : float
+        Window length for scoring long recordings, written into the YAML.
+    license : str
+        The model card's license identifier.
+    verify : bool
+        Load the written folder with :class:`jsqa_sb.JSQA` and run it once.
+
+    Returns
+    -------
+    pathlib.Path
+        The model folder.
+
+    Raises
+    ------
+    ExportError
+        If the run folder is not a finished run, or the model folder is not empty.
+    """
+    run, hub = Path(run_folder), Path(hub_folder)
+    if not (run / "hyperparams.yaml").is_file():
+        raise ExportError(f"{run} is not a train.py output folder (no hyperparams.yaml)")
+    if (run / "results.json").is_file():
+        kind = "finetune"
+    elif (run / "encoder.ckpt").is_file():
+        kind = "pretrain"
+    else:
+        raise ExportError(
+            f"{run} holds neither a finished fine-tuning run (results.json) nor a "
+            "finished pretraining run (encoder.ckpt)"
+        )
+    if hub.exists() and any(hub.iterdir()) and not overwrite:
+        raise ExportError(f"{hub} exists and is not empty (use --overwrite to replace it)")
+    hub.mkdir(parents=True, exist_ok=True)
+
+    run_yaml = _resolved_run_yaml(run / "hyperparams.yaml")
+    if kind == "finetune":
+        results = json.loads((run / "results.json").read_text())
+        ckpt = _selected_checkpoint(run, results)
+        outputs = _trained_outputs(results, run_yaml["head"].get("outputs"))
+        for name in ("encoder", "head"):
+            shutil.copyfile(ckpt / f"{name}.ckpt", hub / f"{name}.ckpt")
+        shutil.copyfile(run / "results.json", hub / "training_results.json")
+        card = _finetune_card(run, results, outputs, ckpt, license)
+    else:
+        outputs, results = [], json.loads((run / "pretrain_summary.json").read_text())
+        shutil.copyfile(run / "encoder.ckpt", hub / "encoder.ckpt")
+        shutil.copyfile(run / "pretrain_summary.json", hub / "pretrain_summary.json")
+        card = _pretrain_card(run, results, license)
+
+    (hub / "hyperparams.yaml").write_text(
+        _inference_yaml(run, run_yaml, outputs, window_seconds, with_head=kind == "finetune")
+    )
+    (hub / "custom_interface.py").write_text(build_custom_interface())
+    (hub / "README.md").write_text(card)
+    if verify:
+        _verify(hub, with_head=kind == "finetune")
+    logger.info("Exported %s (%s run) to %s", run, kind, hub)
+    return hub
+
+
+def _resolved_run_yaml(path: Path) -> dict:
+    """The run's YAML with every ``!ref`` resolved, tags kept, nothing instantiated."""
+    import ruamel.yaml
+    from hyperpyyaml import resolve_references
+
+    with open(path, encoding="utf-8") as fin:
+        resolved = resolve_references(fin)
+    return ruamel.yaml.YAML().load(resolved.getvalue())
+
+
+def _selected_checkpoint(run: Path, results: dict) -> Path:
+    """The checkpoint the run's test figures come from (results.json names it)."""
+    named = results.get("checkpoint")
+    candidates = [Path(named), run / "save" / Path(named).name] if named else []
+    for ckpt in candidates:
+        if (ckpt / "encoder.ckpt").is_file() and (ckpt / "head.ckpt").is_file():
+            return ckpt
+    raise ExportError(
+        f"{run}: the evaluated checkpoint {named or '(none recorded)'} with encoder.ckpt "
+        "and head.ckpt was not found"
+    )
+
+
+def _trained_outputs(results: dict, head_outputs) -> list[str]:
+    """The head outputs that had test labels: the ones the model reports."""
+    head_outputs = [str(x) for x in (head_outputs or ["mos"])]
+    seen = {dim for db in results.get("databases", {}).values() for dim in db}
+    outputs = [dim for dim in head_outputs if dim in seen]
+    if not outputs:
+        raise ExportError("results.json has no metrics for any of the head's outputs")
+    return outputs
+
+
+def _dump(data: dict) -> str:
+    import ruamel.yaml
+
+    buf = io.StringIO()
+    yaml = ruamel.yaml.YAML()
+    yaml.indent(mapping=4, sequence=4, offset=0)
+    yaml.dump(data, buf)
+    # ruamel keeps the blank line that followed a tag in the run's YAML: drop it.
+    return re.sub(r"^(\w+: ![^\n]+)\n\n", r"\1\n", buf.getvalue(), flags=re.M)
+
+
+def _inference_yaml(
+    run: Path, run_yaml: dict, outputs: list, window_seconds: float, with_head: bool
+) -> str:
+    source = "/".join(run.resolve().parts[-2:])
+    header = f"""# ############################################################################
+# JSQA inference model, exported by `jsqa export` (jsqa_sb {jsqa_sb.__version__})
+# from the run {source}.
+#
+#   from jsqa_sb import JSQA
+#   model = JSQA.from_hparams(source="<this folder or hub id>", savedir="pretrained/jsqa")
+#
+# or, with SpeechBrain alone:
+#   foreign_class(source=..., pymodule_file="custom_interface.py", classname="JSQA")
+# ############################################################################
+
+sample_rate: {int(run_yaml.get("sample_rate", 16000))}
+outputs: {json.dumps(list(outputs))}  # the scores this model reports
+window_seconds: {float(window_seconds)}  # longer: equal windows, duration-weighted mean
+window_batch: 8  # windows per forward pass
+
+"""
+    body = {"encoder": run_yaml["encoder"]}
+    names = ["encoder"]
+    if with_head:
+        body["head"] = run_yaml["head"]
+        names.append("head")
+    refs = "".join(f"    {n}: !ref <{n}>\n" for n in names)
+    footer = (
+        f"\nmodules:\n{refs}\n"
+        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+        f"    loadables:\n{refs.replace('    ', '        ')}"
+    )
+    return header + _dump(body) + footer
+
+
+def build_custom_interface() -> str:
+    """Source of ``custom_interface.py``: the ``JSQA`` class for ``foreign_class``.
+
+    It carries the sources of :data:`VENDORED_MODULES`. When ``jsqa_sb`` is installed,
+    the installed package is used; when it is not, the carried modules are defined
+    under their ``jsqa_sb.*`` names, so the YAML's ``!new:jsqa_sb.models...`` resolve.
+    """
+    import importlib
+
+    sources = {name: inspect.getsource(importlib.import_module(name)) for name in VENDORED_MODULES}
+    lines = [
+        '"""JSQA inference interface for SpeechBrain\'s ``foreign_class``.',
+        "",
+        f"Generated by ``jsqa export`` (jsqa_sb {jsqa_sb.__version__}). Usage::",
+        "",
+        "    from speechbrain.inference.interfaces import foreign_class",
+        "    model = foreign_class(source=FOLDER_OR_HUB_ID, pymodule_file='custom_interface.py',",
+        "                          classname='JSQA')",
+        "    model.score_file('speech.wav')",
+        "",
+        "Needs only SpeechBrain: if the ``jsqa_sb`` package is not installed, the modules",
+        f"it needs ({', '.join(VENDORED_MODULES)}) are defined from the sources carried",
+        "below, so that the YAML's ``jsqa_sb.*`` names resolve.",
+        '"""',
+        "",
+        "import sys",
+        "import types",
+        "",
+        f"_JSQA_SB_VERSION = {jsqa_sb.__version__!r}",
+        "_SOURCES = {",
+    ]
+    lines += [f"    {name!r}: {source!r}," for name, source in sources.items()]
+    lines += [
+        "}",
+        "",
+        "",
+        "def _define_carried_modules():",
+        "    for name in [m for m in sys.modules if m == 'jsqa_sb' or m.startswith('jsqa_sb.')]:",
+        "        del sys.modules[name]",
+        "    package = types.ModuleType('jsqa_sb')",
+        "    package.__path__ = []",
+        "    package.__version__ = _JSQA_SB_VERSION",
+        "    sys.modules['jsqa_sb'] = package",
+        "    for name, source in _SOURCES.items():",
+        "        module = types.ModuleType(name)",
+        "        module.__file__ = __file__",
+        "        sys.modules[name] = module",
+        "        setattr(package, name.rsplit('.', 1)[1], module)",
+        "        exec(compile(source, f'{__file__} [{name}]', 'exec'), module.__dict__)",
+        "",
+        "",
+        "try:",
+        "    import jsqa_sb.inference  # noqa: F401  (an installed jsqa_sb is used as is)",
+        "except ImportError:",
+        "    _define_carried_modules()",
+        "",
+        "from jsqa_sb.inference import JSQA, RecordingError, RecordingTooShortError  # noqa: E402",
+        "",
+        "__all__ = ['JSQA', 'RecordingError', 'RecordingTooShortError']",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _metrics_table(results: dict, outputs: list) -> str:
+    rows = [
+        "| Test set | Output | Files | PCC | SRCC | RMSE | RMSE (3rd-order map) "
+        "| PCC per condition |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for db, dims in results.get("databases", {}).items():
+        for dim in outputs:
+            m = dims.get(dim)
+            if not m:
+                continue
+            rows.append(
+                f"| {db} | {dim} | {m.get('n_files', '')} | {_f(m.get('pcc'))} | "
+                f"{_f(m.get('srcc'))} | {_f(m.get('rmse'))} | {_f(m.get('rmse_map3'))} | "
+                f"{_f(m.get('pcc_con'))} |"
+            )
+    return "\n".join(rows)
+
+
+def _f(x) -> str:
+    return "" if x is None else f"{x:.3f}"
+
+
+def _front_matter(license: str, extra_tags: str = "") -> str:
+    return (
+        "---\n"
+        "library_name: speechbrain\n"
+        f"license: {license}\n"
+        "tags:\n- speechbrain\n- speech-quality-assessment\n- mos\n- jsqa\n"
+        f"{extra_tags}"
+        "---\n\n"
+    )
+
+
+def _usage(with_scores: bool) -> str:
+    call = (
+        'model.score_file("speech.wav")        # {"mos": ...}\n'
+        'model.distance("a.wav", "b.wav")      # quality distance, 0 = same quality'
+        if with_scores
+        else 'model.encode_file("speech.wav")      # quality embedding\n'
+        'model.distance("a.wav", "b.wav")      # quality distance, 0 = same quality'
+    )
+    return f"""## Usage
+
+With the JSQA package (`pip install jsqa-sb`):
+
+```python
+from jsqa_sb import JSQA
+model = JSQA.from_hparams(source="THIS_REPO_OR_FOLDER", savedir="pretrained/jsqa")
+{call}
+```
+
+From the command line: `jsqa score THIS_REPO_OR_FOLDER recordings/ --out scores.csv`.
+
+With SpeechBrain alone (the code is in `custom_interface.py` of this folder):
+
+```python
+from speechbrain.inference.interfaces import foreign_class
+model = foreign_class(source="THIS_REPO_OR_FOLDER", pymodule_file="custom_interface.py",
+                      classname="JSQA")
+```
+"""
+
+
+def _input_section(sample_rate: int, window: float) -> str:
+    return f"""## Input
+
+Any sample rate (resampled to {sample_rate} Hz), any number of channels (averaged to
+mono), WAV (8/16/24/32-bit, float), FLAC or OGG. Recordings longer than {window:g} s are
+scored by equal windows of at most {window:g} s and the window scores averaged, weighted
+by duration, in bounded memory. Recordings shorter than the encoder's minimum (0.16 s
+with the default encoder) are refused with an error; digital silence is scored with a
+warning.
+"""
+
+
+def _finetune_card(run: Path, results: dict, outputs: list, ckpt: Path, license: str) -> str:
+    cfg = results.get("config", {})
+    yaml_name = Path(str(cfg.get("yaml", "?"))).name
+    pretrained = cfg.get("pretrained_encoder")
+    init = (
+        f"the JND-contrastively pretrained encoder `{Path(pretrained).name}`"
+        if pretrained
+        else "a randomly initialised encoder (the from-scratch baseline)"
+    )
+    return (
+        _front_matter(license, "- non-intrusive\n")
+        + f"""# JSQA speech quality model ({", ".join(outputs)})
+
+Non-intrusive speech quality prediction: from a degraded recording alone, this model
+predicts {", ".join(f"`{o}`" for o in outputs)} on the 1-5 scale of the NISQA corpus.
+It is a JSQA model: a CNN-self-attention encoder pretrained with a contrastive loss on
+just-noticeable-difference (JND) audio pairs, then fine-tuned for MOS.
+
+{_input_section(int(cfg.get("sample_rate", 16000)), 10.0)}
+## Training
+
+- Run: `{run.name}`, stage `{cfg.get("stage", "finetune")}` with `{yaml_name}`,
+  {cfg.get("number_of_epochs", "?")} epochs, seed {cfg.get("seed", "?")}, from {init}.
+- Data: NISQA databases {", ".join(map(str, cfg.get("train_dbs", [])))} (training) and
+  {", ".join(map(str, cfg.get("valid_dbs", [])))} (checkpoint selection by validation PCC),
+  from `{cfg.get("nisqa_folder", "?")}`. Databases absent from that corpus were skipped.
+- Checkpoint: `{ckpt.name}`.
+
+## Test results
+
+{_metrics_table(results, outputs)}
+
+Figures from `training_results.json` (the run's `results.json`). RMSE after a
+third-order monotonic mapping per test set follows ITU-T P.1401. Check which corpus
+these come from before you compare them with published figures: a run on a
+miniature or proxy-labelled corpus says nothing about quality on real data.
+
+{_usage(True)}
+## License and citation
+
+License: {license}. If you use this model, please cite:
+
+```bibtex
+{CITATION}
+```
+"""
+    )
+
+
+def _pretrain_card(run: Path, summary: dict, license: str) -> str:
+    best = summary.get("best_valid", {})
+    rand = summary.get("random_init_valid", {})
+    rows = "\n".join(
+        f"| {k} | {_f(rand.get(k))} | {_f(best.get(k))} |"
+        for k in ("cross_auc", "within_auc", "probe_snr_spearman")
+        if k in best
+    )
+    return (
+        _front_matter(license, "- embeddings\n")
+        + f"""# JSQA quality encoder (JND contrastive pretraining, no MOS head)
+
+A speech quality encoder pretrained with a contrastive loss on just-noticeable-
+difference (JND) audio pairs: mixtures of the same speech and noise at SNRs closer than
+a JND are pulled together, mixtures far apart pushed apart. It gives quality
+embeddings and a quality distance; it predicts no MOS (fine-tune it first).
+
+{_input_section(16000, 10.0)}
+## Validation (fixed JND mixtures)
+
+| Metric | Random init | Best epoch ({summary.get("best_epoch", "?")}) |
+|---|---|---|
+{rows}
+
+From `pretrain_summary.json` of run `{run.name}`.
+
+{_usage(False)}
+## License and citation
+
+License: {license}. If you use this model, please cite:
+
+```bibtex
+{CITATION}
+```
+"""
+    )
+
+
+def _verify(hub: Path, with_head: bool) -> None:
+    """Load the written folder and run it once on a second of noise."""
+    import tempfile
+
+    import torch
+
+    from jsqa_sb.inference import JSQA
+
+    with tempfile.TemporaryDirectory() as savedir:
+        model = JSQA.from_hparams(source=str(hub), savedir=savedir)
+        wav = 0.05 * torch.randn(1, model.sample_rate)
+        out = model.score_batch(wav) if with_head else model.encode_batch(wav)
+        if not torch.isfinite(out).all():
+            raise ExportError(f"{hub}: the exported model gives non-finite outputs")

@@ -1,0 +1,430 @@
+"""Scoring real recordings: the ``JSQA`` inference interface.
+
+``JSQA`` follows SpeechBrain's inference classes
+(:class:`speechbrain.inference.interfaces.Pretrained`): load a model folder or a hub
+id with :meth:`JSQA.from_hparams`, then
+
+* :meth:`JSQA.score_file` a recording -> ``{"mos": 3.71, ...}``;
+* :meth:`JSQA.score_batch` waveforms -> a tensor of scores;
+* :meth:`JSQA.encode_batch` waveforms -> quality embeddings;
+* :meth:`JSQA.distance` two recordings -> their quality distance.
+
+Recordings come as they are: any sample rate (resampled to the model's), any number of
+channels (averaged to mono), WAV of any sample format, FLAC, OGG. A recording longer
+than ``window_seconds`` (10 s by default, the length of NISQA's training clips) is cut
+into ``ceil(duration / window_seconds)`` windows of equal length, read from disk one
+small batch at a time (memory stays bounded whatever the file's length), and its scores
+(or embedding) are the duration-weighted mean of the windows'. A recording shorter
+than the encoder's minimum raises :class:`RecordingTooShortError` naming the minimum;
+digital silence is scored, with a warning.
+
+This module needs only SpeechBrain and what it installs (torch, torchaudio, soundfile,
+hyperpyyaml): ``jsqa export`` ships it inside a model folder's ``custom_interface.py``.
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional, Union
+
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+import torchaudio
+from speechbrain.inference.interfaces import Pretrained
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+
+class RecordingError(RuntimeError):
+    """A recording could not be scored; the message names the file and why."""
+
+
+class RecordingTooShortError(RecordingError):
+    """A recording is shorter than the model's minimum length."""
+
+
+class JSQA(Pretrained):
+    """Non-intrusive speech quality (MOS) prediction with a JSQA model.
+
+    The model folder's ``hyperparams.yaml`` defines ``encoder`` (waveforms ->
+    embeddings), optionally ``head`` (embeddings -> scores in [1, 5], one per name in
+    ``head_outputs``), ``outputs`` (the names this model reports: the dimensions it was
+    trained on), ``sample_rate``, and the windowing of long files (``window_seconds``,
+    ``window_batch``). An encoder-only model (exported from a pretraining run) has no
+    head: it can :meth:`encode_batch` and compute :meth:`distance`, not score.
+
+    Example
+    -------
+    >>> from jsqa_sb import JSQA                                    # doctest: +SKIP
+    >>> model = JSQA.from_hparams(source="exported_model", savedir="tmp")  # doctest: +SKIP
+    >>> model.score_file("speech.wav")                              # doctest: +SKIP
+    {'mos': 3.71}
+    """
+
+    HPARAMS_NEEDED = ["encoder", "sample_rate"]
+    MODULES_NEEDED = ["encoder"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sample_rate = int(self.hparams.sample_rate)
+        self.window_seconds = float(getattr(self.hparams, "window_seconds", 10.0))
+        self.window_batch = int(getattr(self.hparams, "window_batch", 8))
+        head = getattr(self.mods, "head", None)
+        self.head_outputs: tuple[str, ...] = ()
+        if head is not None:
+            self.head_outputs = tuple(
+                getattr(self.hparams, "head_outputs", None) or head.output_names
+            )
+        outputs = getattr(self.hparams, "outputs", None)
+        self.output_names: tuple[str, ...] = tuple(outputs or self.head_outputs)
+        unknown = [name for name in self.output_names if name not in self.head_outputs]
+        if unknown:
+            raise ValueError(f"outputs {unknown} are not among the head's {self.head_outputs}")
+        self._output_index = [self.head_outputs.index(name) for name in self.output_names]
+        encoder = self.mods.encoder
+        self.min_samples = int(getattr(encoder, "min_samples", 1))
+        self._resamplers: dict[int, torchaudio.transforms.Resample] = {}
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_hparams(
+        cls,
+        source: PathLike,
+        hparams_file: str = "hyperparams.yaml",
+        savedir: Optional[PathLike] = None,
+        trust_remote_code: bool = False,
+        overrides: Optional[dict] = None,
+        **kwargs,
+    ) -> JSQA:
+        """Load a model from a local folder or a hub id, like SpeechBrain's interfaces.
+
+        Before anything in ``hyperparams.yaml`` is instantiated, the file is checked:
+        it may only create or call objects of ``jsqa_sb``, ``speechbrain``, ``torch``
+        and ``torchaudio`` (see :mod:`jsqa_sb.yaml_security`). Checkpoints are loaded
+        with ``torch.load(weights_only=True)``: plain tensors only, no pickled code.
+
+        Arguments
+        ---------
+        source : str or os.PathLike
+            A local model folder (no network needed) or a Hugging Face hub id.
+        hparams_file : str
+            The hyperparameters file in ``source``.
+        savedir : str or os.PathLike, optional
+            Where the model's files are collected (default: the hub cache).
+        trust_remote_code : bool
+            Load a YAML that names other code too. Only for sources you trust.
+        overrides : dict, optional
+            HyperPyYAML overrides.
+        **kwargs
+            Passed to the class (e.g. ``run_opts={"device": "cuda"}``).
+
+        Returns
+        -------
+        JSQA
+
+        Raises
+        ------
+        jsqa_sb.yaml_security.UntrustedCodeError
+            If the YAML names code outside the allowed packages.
+        RecordingError
+            Never; see :meth:`score_file`.
+        """
+        from hyperpyyaml import load_hyperpyyaml
+        from speechbrain.utils.fetching import fetch
+
+        from jsqa_sb.yaml_security import check_hparams_yaml
+
+        hparams_path = fetch(filename=hparams_file, source=source, savedir=savedir)
+        # Check and load the same text (no window for the file to change in between).
+        text = Path(hparams_path).read_text(encoding="utf-8") + "\n"
+        check_hparams_yaml(text, name=str(hparams_path), trust_remote_code=trust_remote_code)
+        if trust_remote_code:  # the file itself, so that !include: paths resolve
+            with open(hparams_path, encoding="utf-8") as fin:
+                hparams = load_hyperpyyaml(fin, overrides or {})
+        else:
+            hparams = load_hyperpyyaml(text, overrides or {})
+        hparams["savedir"] = savedir
+        pretrainer = hparams["pretrainer"]
+        if savedir is not None:
+            pretrainer.set_collect_in(savedir)
+        paths = pretrainer.collect_files(default_source=source)
+        for name, module in pretrainer.loadables.items():
+            load_state_dict_safely(module, paths[name])
+        return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
+
+    # ------------------------------------------------------------------ audio
+    def load_audio(self, path: PathLike, start: int = 0, frames: int = -1) -> torch.Tensor:
+        """Read (part of) a recording as a mono waveform at the model's sample rate.
+
+        Arguments
+        ---------
+        path : str or os.PathLike
+            Any format soundfile reads (WAV, FLAC, OGG, ...), any rate and channels.
+        start, frames : int
+            First frame and number of frames, at the file's own rate (-1: to the end).
+
+        Returns
+        -------
+        torch.Tensor
+            1-D float32 waveform.
+
+        Raises
+        ------
+        RecordingError
+            If the file cannot be read.
+        """
+        try:
+            audio, sr = sf.read(
+                os.fspath(path), start=start, frames=frames, dtype="float32", always_2d=True
+            )
+        except Exception as err:  # soundfile raises several unrelated types
+            raise RecordingError(f"{path}: cannot read audio ({err})") from err
+        wav = torch.from_numpy(audio).mean(dim=1)
+        return self._resample(wav, sr)
+
+    def _resample(self, wav: torch.Tensor, sr: int) -> torch.Tensor:
+        if sr == self.sample_rate:
+            return wav
+        if sr not in self._resamplers:  # the kernel is built once per input rate
+            self._resamplers[sr] = torchaudio.transforms.Resample(sr, self.sample_rate)
+        return self._resamplers[sr](wav.unsqueeze(0)).squeeze(0)
+
+    def _info(self, path: PathLike):
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise RecordingError(f"{path}: empty file (0 bytes)")
+        try:
+            return sf.info(os.fspath(path))
+        except Exception as err:
+            raise RecordingError(f"{path}: cannot read audio header ({err})") from err
+
+    def _windows(self, info) -> list[tuple[int, int]]:
+        """(start, frames) of the equal windows a recording is scored by, at its rate."""
+        total = int(info.frames)
+        n = max(1, math.ceil(total / (self.window_seconds * info.samplerate)))
+        bounds = [round(i * total / n) for i in range(n + 1)]
+        return [(bounds[i], bounds[i + 1] - bounds[i]) for i in range(n)]
+
+    def _check_length(self, path: PathLike, num_samples: int) -> None:
+        if num_samples < self.min_samples:
+            raise RecordingTooShortError(
+                f"{path}: {num_samples / self.sample_rate:.3f} s is shorter than the "
+                f"minimum of {self.min_samples / self.sample_rate:.3f} s this model needs"
+            )
+
+    @staticmethod
+    def _warn_if_silent(path: PathLike, wav: torch.Tensor) -> None:
+        if not bool(wav.abs().max() > 0):
+            warnings.warn(f"{path}: digital silence; its score means little", stacklevel=3)
+
+    # ------------------------------------------------------------------ batches
+    def encode_batch(
+        self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Quality embeddings of a batch of waveforms at the model's sample rate.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (B, T) or (T,) waveforms, zero-padded.
+        wav_lens : torch.Tensor, optional
+            Relative lengths (B,), SpeechBrain style (``None``: all full length).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, D) embeddings.
+        """
+        if wavs.dim() == 1:
+            wavs = wavs.unsqueeze(0)
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0])
+        with torch.no_grad():
+            return self.mods.encoder(wavs.float().to(self.device), wav_lens.to(self.device))
+
+    def score_batch(
+        self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Scores of a batch of waveforms at the model's sample rate.
+
+        The waveforms are scored whole (no windowing; use :meth:`score_file` for long
+        recordings).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (B, T) or (T,) waveforms, zero-padded.
+        wav_lens : torch.Tensor, optional
+            Relative lengths (B,) (``None``: all full length).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, len(output_names)) scores in [1, 5], columns in :attr:`output_names`.
+        """
+        head = self._head()
+        emb = self.encode_batch(wavs, wav_lens)
+        with torch.no_grad():
+            return head(emb)[:, self._output_index].float().cpu()
+
+    def forward(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None):
+        """Same as :meth:`score_batch`."""
+        return self.score_batch(wavs, wav_lens)
+
+    def _head(self):
+        head = getattr(self.mods, "head", None)
+        if head is None or not self.output_names:
+            raise RuntimeError(
+                "this model has no MOS head (an encoder-only export from a pretraining "
+                "run): it can encode_batch() and distance(), not score"
+            )
+        return head
+
+    # ------------------------------------------------------------------ files
+    def _file_embeddings(self, path: PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window embeddings (N, D) of a recording and the windows' durations (N,)."""
+        info = self._info(path)
+        windows = self._windows(info)
+        new_len = [max(1, round(f * self.sample_rate / info.samplerate)) for _, f in windows]
+        self._check_length(path, min(new_len))
+        embs, silent = [], True
+        for i in range(0, len(windows), self.window_batch):
+            group = windows[i : i + self.window_batch]
+            wavs = [self.load_audio(path, start, frames) for start, frames in group]
+            silent = silent and all(not bool(w.abs().max() > 0) for w in wavs)
+            batch, lens = _pad(wavs)
+            embs.append(self.encode_batch(batch, lens).cpu())
+        if silent:
+            warnings.warn(f"{path}: digital silence; its score means little", stacklevel=3)
+        durations = torch.tensor([f / info.samplerate for _, f in windows])
+        return torch.cat(embs), durations
+
+    def encode_file(self, path: PathLike) -> torch.Tensor:
+        """Quality embedding (D,) of a recording: the duration-weighted mean of its windows'."""
+        embs, durations = self._file_embeddings(path)
+        return (embs * durations.unsqueeze(1)).sum(0) / durations.sum()
+
+    def score_file(self, path: PathLike) -> dict[str, float]:
+        """Score one recording of any length.
+
+        Arguments
+        ---------
+        path : str or os.PathLike
+            The recording.
+
+        Returns
+        -------
+        dict
+            ``{name: score}`` for every name in :attr:`output_names` (e.g. ``mos``).
+
+        Raises
+        ------
+        RecordingError
+            If the file cannot be read (:class:`RecordingTooShortError`: too short).
+        """
+        head = self._head()
+        embs, durations = self._file_embeddings(path)
+        with torch.no_grad():
+            scores = head(embs.to(self.device))[:, self._output_index].float().cpu()
+        mean = (scores * durations.unsqueeze(1)).sum(0) / durations.sum()
+        return {name: float(v) for name, v in zip(self.output_names, mean)}
+
+    def score_files(self, paths: Sequence[PathLike]) -> list[Union[dict[str, float], Exception]]:
+        """Score several recordings; a bad file gives its exception, not a failure of all.
+
+        Recordings no longer than ``window_seconds`` are scored together as one padded
+        batch (give them sorted by length for speed); longer ones by :meth:`score_file`.
+
+        Returns
+        -------
+        list
+            One entry per path, in order: a ``{name: score}`` dict or the exception.
+        """
+        self._head()
+        results: list = [None] * len(paths)
+        short_idx, short_wavs = [], []
+        for i, path in enumerate(paths):
+            try:
+                info = self._info(path)
+                if info.frames > self.window_seconds * info.samplerate:
+                    results[i] = self.score_file(path)
+                    continue
+                wav = self.load_audio(path)
+                self._check_length(path, wav.numel())
+                self._warn_if_silent(path, wav)
+                short_idx.append(i)
+                short_wavs.append(wav)
+            except (RecordingError, ValueError) as err:
+                results[i] = err
+        if short_wavs:
+            batch, lens = _pad(short_wavs)
+            scores = self.score_batch(batch, lens)
+            for i, row in zip(short_idx, scores):
+                results[i] = {name: float(v) for name, v in zip(self.output_names, row)}
+        return results
+
+    def distance(self, a: Union[PathLike, torch.Tensor], b: Union[PathLike, torch.Tensor]) -> float:
+        """Quality distance between two recordings: the cosine distance of their embeddings.
+
+        ``1 - cos(e_a, e_b)``, in [0, 2]; 0 for recordings of the same quality. The
+        contrastive pretraining makes this distance grow with the perceptual difference
+        (pairs closer than a JND are pulled together).
+
+        Arguments
+        ---------
+        a, b : str, os.PathLike or torch.Tensor
+            Paths, or 1-D waveforms at the model's sample rate.
+
+        Returns
+        -------
+        float
+        """
+        emb = [self._embed(x) for x in (a, b)]
+        return float(1.0 - F.cosine_similarity(emb[0], emb[1], dim=0))
+
+    def _embed(self, x: Union[PathLike, torch.Tensor]) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return self.encode_batch(x.reshape(1, -1))[0].cpu()
+        return self.encode_file(x)
+
+
+def _pad(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad 1-D waveforms into (B, T) with SpeechBrain's relative lengths."""
+    longest = max(w.numel() for w in wavs)
+    batch = torch.zeros(len(wavs), longest)
+    for row, w in zip(batch, wavs):
+        row[: w.numel()] = w
+    lens = torch.tensor([w.numel() / longest for w in wavs])
+    return batch, lens
+
+
+def load_state_dict_safely(module: torch.nn.Module, path: PathLike) -> None:
+    """Load a checkpoint into ``module`` with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    RuntimeError
+        If the file holds anything but tensors and plain containers (pickled code is
+        refused), or if its parameters do not fit the module (names and shapes).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise RuntimeError(
+            f"refusing to load {path}: not a plain tensor checkpoint (loaded with "
+            f"weights_only=True): {str(err).splitlines()[0]}"
+        ) from err
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise RuntimeError(f"{path} does not fit the model: {err}") from err
