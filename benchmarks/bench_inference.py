@@ -1,0 +1,223 @@
+"""Inference speed and memory of ``JSQA``: batch scoring, single-file latency, long files.
+
+Measures, in one run, on the same files (``--files`` recordings of 10 s at 16 kHz, real
+speech from ``jsqa_sb/samples`` mixed with noise at random SNRs):
+
+- ``batch_rtf``: real-time factor (wall seconds per audio second) of scoring them all
+  through ``jsqa score``'s path (``score_collection``: header scan, batching by length,
+  reading, resampling, the model, the CSV);
+- ``model_only_rtf``: the same recordings already in memory, through the encoder and head
+  alone: the bound the batch path is compared with;
+- ``latency_ms``: the median time of ``score_file`` on one 10 s file, model loaded;
+- ``hour_peak_rss_mb``: the peak resident memory of a fresh process that loads the model
+  and scores a one-hour file with ``score_file`` (and ``hour_rss_after_load_mb``, the
+  same process before scoring);
+- the same figures for ``nisqa`` and ``speechmos`` when they are importable (optional
+  peers, never dependencies), with ratios.
+
+The model is the default network of ``hparams/finetune.yaml`` (randomly initialised:
+speed does not depend on the weights), or ``--model FOLDER`` (an exported model).
+
+    python benchmarks/bench_inference.py [--files 50] [--device cuda] [--model FOLDER]
+
+Prints one JSON line. Target on the 2-core development machine: ``batch_rtf`` <= 0.004.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_RTF = 0.004
+SR = 16000
+
+
+def make_files(folder: Path, n: int, seconds: float = 10.0, seed: int = 0) -> list[Path]:
+    """``n`` recordings of real speech in white noise at random SNRs, 16-bit WAV."""
+    rng = np.random.default_rng(seed)
+    speech = np.concatenate(
+        [
+            sf.read(p, dtype="float32")[0]
+            for p in sorted((ROOT / "jsqa_sb" / "samples").glob("*.flac"))
+        ]
+    )
+    length = int(seconds * SR)
+    paths = []
+    for i in range(n):
+        start = rng.integers(0, speech.size - length)
+        clean = speech[start : start + length]
+        noise = rng.standard_normal(length).astype(np.float32)
+        snr = rng.uniform(0, 30)
+        gain = np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (snr / 10))
+        mix = clean + gain * noise
+        path = folder / f"rec_{i:03d}.wav"
+        sf.write(path, 0.5 * mix / np.abs(mix).max(), SR, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def build_model(model_folder: str | None, device: str):
+    """An exported model, or the default network of finetune.yaml with random weights."""
+    from jsqa_sb.inference import JSQA
+
+    run_opts = {"device": device}
+    if model_folder:
+        return JSQA.from_hparams(source=model_folder, savedir=tempfile.mkdtemp(), run_opts=run_opts)
+    from jsqa_sb.models import JSQAEncoder, MOSHead
+
+    torch.manual_seed(0)
+    modules = {"encoder": JSQAEncoder(), "head": MOSHead()}
+    hparams = {"sample_rate": SR, "outputs": ["mos"], "window_seconds": 10.0, **modules}
+    return JSQA(modules=modules, hparams=hparams, run_opts=run_opts)
+
+
+def batch_rtf(model, paths: list[Path], audio_seconds: float, out: Path) -> float:
+    from jsqa_sb.batch_scoring import score_collection
+
+    start = time.perf_counter()
+    summary = score_collection(model, [str(p) for p in paths], out, progress=False)
+    wall = time.perf_counter() - start
+    if summary.failed:
+        raise RuntimeError(summary.format())
+    return wall / audio_seconds
+
+
+def model_only_rtf(model, paths: list[Path], audio_seconds: float, batch_size: int) -> float:
+    wavs = torch.stack([torch.from_numpy(sf.read(p, dtype="float32")[0]) for p in paths])
+    start = time.perf_counter()
+    for i in range(0, len(wavs), batch_size):
+        model.score_batch(wavs[i : i + batch_size])
+    return (time.perf_counter() - start) / audio_seconds
+
+
+def latency_ms(model, path: Path, repeats: int = 10) -> float:
+    model.score_file(path)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.score_file(path)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+HOUR_CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {bench!r})
+import bench_inference as b
+model = b.build_model({model!r}, {device!r})
+after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+start = time.perf_counter()
+scores = model.score_file({path!r})
+wall = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"after_load_mb": after_load, "peak_mb": peak, "wall_s": wall,
+                   "scores": scores}}))
+"""
+
+
+def hour_file(folder: Path, paths: list[Path], hours: float = 1.0) -> Path:
+    """Write a long file by tiling the recordings, block by block (bounded memory here too)."""
+    path = folder / "one_hour.wav"
+    total = int(hours * 3600 * SR)
+    with sf.SoundFile(path, "w", SR, 1, subtype="PCM_16") as f:
+        written, i = 0, 0
+        while written < total:
+            block = sf.read(paths[i % len(paths)], dtype="float32")[0][: total - written]
+            f.write(block)
+            written += block.size
+            i += 1
+    return path
+
+
+def hour_memory(model_folder, device, path: Path) -> dict:
+    code = HOUR_CHILD.format(
+        bench=str(Path(__file__).parent), model=model_folder, device=device, path=str(path)
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def peers(paths: list[Path], audio_seconds: float) -> dict:
+    """NISQA and speechmos (DNSMOS) on the same files, when they are installed."""
+    out = {}
+    if importlib.util.find_spec("speechmos") is not None:
+        from speechmos import dnsmos
+
+        start = time.perf_counter()
+        for p in paths:
+            dnsmos.run(sf.read(p, dtype="float32")[0], SR)
+        out["speechmos_dnsmos_rtf"] = (time.perf_counter() - start) / audio_seconds
+    else:
+        out["speechmos_dnsmos_rtf"] = "not installed"
+    # NISQA is distributed as a repository with a script, not as an importable package;
+    # an importable ``nisqa`` module is measured through its documented model class.
+    if importlib.util.find_spec("nisqa") is not None:
+        out["nisqa_rtf"] = "installed, but no measurement adapter for this version"
+    else:
+        out["nisqa_rtf"] = "not installed"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=50)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default=None, help="an exported model folder")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--skip_hour", action="store_true", help="skip the one-hour file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        paths = make_files(tmp, args.files)
+        audio_seconds = 10.0 * len(paths)
+        model = build_model(args.model, args.device)
+        batch_rtf(model, paths[:4], 40.0, tmp / "warmup.csv")  # first calls allocate
+        result = {
+            "benchmark": "inference",
+            "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch threads "
+            f"{torch.get_num_threads()}",
+            "device": str(model.device),
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+            "files": len(paths),
+            "file_seconds": 10.0,
+            "batch_rtf": batch_rtf(model, paths, audio_seconds, tmp / "scores.csv"),
+            "model_only_rtf": model_only_rtf(model, paths, audio_seconds, 16),
+            "latency_ms": latency_ms(model, paths[0]),
+            "target_batch_rtf": TARGET_RTF,
+        }
+        result["batch_over_model_only"] = result["batch_rtf"] / result["model_only_rtf"]
+        result["meets_target"] = result["batch_rtf"] <= TARGET_RTF
+        if not args.skip_hour:
+            hour = hour_memory(args.model, args.device, hour_file(tmp, paths))
+            result["hour_rss_after_load_mb"] = round(hour["after_load_mb"], 1)
+            result["hour_peak_rss_mb"] = round(hour["peak_mb"], 1)
+            result["hour_wall_s"] = round(hour["wall_s"], 2)
+            result["hour_rtf"] = hour["wall_s"] / 3600
+        result.update(peers(paths, audio_seconds))
+        result["self_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
