@@ -75,7 +75,7 @@ def build_model(model_folder: str | None, device: str):
     """An exported model, or the default network of finetune.yaml with random weights."""
     from jsqa_sb.inference import JSQA
 
-    run_opts = {"device": device}
+    run_opts = {"device": "cuda:0" if device == "cuda" else device}
     if model_folder:
         return JSQA.from_hparams(source=model_folder, savedir=tempfile.mkdtemp(), run_opts=run_opts)
     from jsqa_sb.models import JSQAEncoder, MOSHead
@@ -125,8 +125,9 @@ start = time.perf_counter()
 scores = model.score_file({path!r})
 wall = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+gpu = b.torch.cuda.max_memory_allocated() / 2**20 if b.torch.cuda.is_available() else None
 print(json.dumps({{"after_load_mb": after_load, "peak_mb": peak, "wall_s": wall,
-                   "scores": scores}}))
+                   "gpu_peak_mb": gpu, "scores": scores}}))
 """
 
 
@@ -214,6 +215,7 @@ def main() -> None:
             result["hour_peak_rss_mb"] = round(hour["peak_mb"], 1)
             result["hour_wall_s"] = round(hour["wall_s"], 2)
             result["hour_rtf"] = hour["wall_s"] / 3600
+            result["hour_gpu_peak_mb"] = hour["gpu_peak_mb"]
         result.update(peers(paths, audio_seconds))
         result["self_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
