@@ -289,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", default=None, help="commit message")
     p.set_defaults(func=_upload)
 
+    from jsqa_sb.demo import add_demo_arguments
+
+    p = sub.add_parser("demo", help="the whole pipeline on built-in miniature corpora")
+    add_demo_arguments(p)
+    p.set_defaults(func=_demo)
+
     return parser
 
 
