@@ -250,7 +250,7 @@ def score_collection(
     # Headers first: unreadable files get their error row without reaching the model.
     readable: list[tuple[str, float, int]] = []
     unreadable_rows = []
-    for path, info in zip(todo, scan_headers(todo)):
+    for path, info in zip(todo, scan_headers(todo, progress=progress)):
         if isinstance(info, AudioReadError):
             message = "file not found" if not os.path.exists(path) else _describe(info, path)
             fail(path, message)

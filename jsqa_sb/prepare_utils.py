@@ -147,8 +147,15 @@ class SkipReport:
                 )
 
 
-def scan_headers(paths: Sequence[Path], num_workers: int = 8, desc: str = "Reading headers"):
+def scan_headers(
+    paths: Sequence[Path],
+    num_workers: int = 8,
+    desc: str = "Reading headers",
+    progress: bool = True,
+):
     """Read the audio headers of ``paths`` in parallel (no decoding).
+
+    A progress bar is shown for 500 paths or more, unless ``progress`` is False.
 
     Returns
     -------
@@ -165,7 +172,9 @@ def scan_headers(paths: Sequence[Path], num_workers: int = 8, desc: str = "Readi
     workers = max(1, min(num_workers, len(paths)))
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(one, paths)
-        return list(tqdm(results, total=len(paths), desc=desc, disable=len(paths) < 500))
+        return list(
+            tqdm(results, total=len(paths), desc=desc, disable=not progress or len(paths) < 500)
+        )
 
 
 def write_json(path: Path, data: Any) -> None:
