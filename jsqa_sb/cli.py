@@ -113,6 +113,7 @@ def _score(args: argparse.Namespace) -> int:
         if args.out is None:
             with open(out) as f:
                 sys.stdout.write(f.read())
+            summary.out = "standard output"
     print(summary.format(), file=sys.stderr)
     return 1 if summary.failed else 0
 
@@ -305,6 +306,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # SpeechBrain's start-up notes (quirks, fetching) only with -v
+        logging.getLogger("speechbrain").setLevel(logging.WARNING)
     from jsqa_sb.prepare_utils import DataPreparationError  # after parsing: --help stays fast
 
     try:

@@ -55,8 +55,10 @@ def test_score_json_and_resume(model_folder, recordings, tmp_path):
 def test_score_without_out_prints_csv(model_folder, recordings, capsys):
     (recordings / "broken.wav").unlink()
     assert main(["score", str(model_folder), str(recordings / "a.wav"), "--no_progress"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
     assert lines[0] == "path,duration,sample_rate,mos,error" and len(lines) == 2
+    assert "results in standard output" in captured.err
 
 
 def test_score_refuses_untrusted_yaml_unless_trusted(model_folder, recordings, tmp_path, capsys):
