@@ -357,9 +357,23 @@ warning.
 """
 
 
+def _used_splits(run: Path, cfg: dict) -> dict:
+    """The databases the run trained and validated on (its nisqa_splits.json)."""
+    path = Path(str(cfg.get("manifest_folder", run / "manifests"))) / "nisqa_splits.json"
+    if not path.is_file():
+        path = run / "manifests" / "nisqa_splits.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {  # the configuration's lists, some of which may have been absent
+        split: [f"{db} (if present)" for db in cfg.get(f"{split}_dbs", [])]
+        for split in ("train", "valid")
+    }
+
+
 def _finetune_card(run: Path, results: dict, outputs: list, ckpt: Path, license: str) -> str:
     cfg = results.get("config", {})
     yaml_name = Path(str(cfg.get("yaml", "?"))).name
+    splits = _used_splits(run, cfg)
     pretrained = cfg.get("pretrained_encoder")
     init = (
         f"the JND-contrastively pretrained encoder `{Path(pretrained).name}`"
@@ -380,9 +394,9 @@ just-noticeable-difference (JND) audio pairs, then fine-tuned for MOS.
 
 - Run: `{run.name}`, stage `{cfg.get("stage", "finetune")}` with `{yaml_name}`,
   {cfg.get("number_of_epochs", "?")} epochs, seed {cfg.get("seed", "?")}, from {init}.
-- Data: NISQA databases {", ".join(map(str, cfg.get("train_dbs", [])))} (training) and
-  {", ".join(map(str, cfg.get("valid_dbs", [])))} (checkpoint selection by validation PCC),
-  from `{cfg.get("nisqa_folder", "?")}`. Databases absent from that corpus were skipped.
+- Data: NISQA databases {", ".join(splits["train"])} (training) and
+  {", ".join(splits["valid"])} (checkpoint selection by validation PCC),
+  from `{cfg.get("nisqa_folder", "?")}`.
 - Checkpoint: `{ckpt.name}`.
 
 ## Test results

@@ -84,6 +84,8 @@ def test_scratch_baseline_runs_without_an_encoder(nisqa, tmp_path):
     from jsqa_sb.cli import main
 
     assert main(["export", str(out), str(tmp_path / "model")]) == 0
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "databases NISQA_TRAIN_SIM (training) and\n  NISQA_VAL_SIM (checkpoint" in card
     deg = nisqa / "NISQA_Corpus" / "NISQA_TEST_SIM" / "deg"
     scores = tmp_path / "scores.csv"
     assert main(["score", str(tmp_path / "model"), str(deg), "--out", str(scores)]) == 0

@@ -45,6 +45,7 @@ def test_model_card_has_metrics_usage_license_and_citation(model_folder):
     assert "| NISQA_TEST_SIM | mos | 90 | 0.900 | 0.880 | 0.400 | 0.350 |" in card
     assert "JSQA.from_hparams" in card and "foreign_class" in card
     assert "fan2025jsqa" in card and "Any sample rate" in card
+    assert "NISQA_TRAIN_SIM (if present)" in card  # the fixture run kept no manifests
 
 
 def test_export_refuses_unfinished_runs_and_non_empty_folders(finetune_run, tmp_path):
