@@ -49,7 +49,13 @@ def finetune_run(tmp_path_factory) -> Path:
     metrics = {"pcc": 0.9, "srcc": 0.88, "rmse": 0.4, "rmse_map3": 0.35, "n_files": 90}
     results = {
         "databases": {"NISQA_TEST_SIM": {"mos": metrics}},
-        "config": {"stage": "finetune", "seed": 3, "yaml": "hparams/finetune.yaml"},
+        "config": {
+            "stage": "finetune",
+            "seed": 3,
+            "yaml": "hparams/finetune.yaml",
+            "train_dbs": ["NISQA_TRAIN_SIM", "NISQA_TRAIN_LIVE"],
+            "valid_dbs": ["NISQA_VAL_SIM"],
+        },
         "checkpoint": str(ckpt),
         "test_sets": ["NISQA_TEST_SIM"],
     }
