@@ -9,6 +9,7 @@ Authors
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Union
@@ -110,8 +111,14 @@ def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     """
     if orig_sr == new_sr:
         return audio
-    out = torchaudio.functional.resample(torch.from_numpy(audio), orig_sr, new_sr)
-    return out.numpy()
+    with torch.no_grad():
+        return _resampler(orig_sr, new_sr)(torch.from_numpy(audio)).numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_sr: int, new_sr: int) -> torchaudio.transforms.Resample:
+    """The resampling kernel of a rate pair, built once (functional.resample's filter)."""
+    return torchaudio.transforms.Resample(orig_sr, new_sr)
 
 
 def _reason(err: Exception) -> str:

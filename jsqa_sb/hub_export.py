@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 #: Modules that ``custom_interface.py`` carries, in import order.
-VENDORED_MODULES = ("jsqa_sb.models", "jsqa_sb.yaml_security", "jsqa_sb.inference")
+VENDORED_MODULES = ("jsqa_sb.audio", "jsqa_sb.models", "jsqa_sb.yaml_security", "jsqa_sb.inference")
 
 CITATION = """@inproceedings{fan2025jsqa,
   title     = {{JSQA}: Speech Quality Assessment with Perceptually-Inspired Contrastive

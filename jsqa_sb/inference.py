@@ -18,8 +18,9 @@ small batch at a time (memory stays bounded whatever the file's length), and its
 than the encoder's minimum raises :class:`RecordingTooShortError` naming the minimum;
 digital silence is scored, with a warning.
 
-This module needs only SpeechBrain and what it installs (torch, torchaudio, soundfile,
-hyperpyyaml): ``jsqa export`` ships it inside a model folder's ``custom_interface.py``.
+This module and :mod:`jsqa_sb.audio` need only SpeechBrain and what it installs (torch,
+torchaudio, soundfile, hyperpyyaml): ``jsqa export`` ships them inside a model folder's
+``custom_interface.py``.
 
 Authors
  * JSQA contributors 2026
@@ -35,11 +36,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional, Union
 
-import soundfile as sf
 import torch
 import torch.nn.functional as F
-import torchaudio
+from speechbrain.dataio.audio_io import AudioInfo
 from speechbrain.inference.interfaces import Pretrained
+
+from jsqa_sb.audio import AudioReadError, audio_info, read_audio
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +96,6 @@ class JSQA(Pretrained):
         self._output_index = [self.head_outputs.index(name) for name in self.output_names]
         encoder = self.mods.encoder
         self.min_samples = int(getattr(encoder, "min_samples", 1))
-        self._resamplers: dict[int, torchaudio.transforms.Resample] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -167,6 +168,9 @@ class JSQA(Pretrained):
     def load_audio(self, path: PathLike, start: int = 0, frames: int = -1) -> torch.Tensor:
         """Read (part of) a recording as a mono waveform at the model's sample rate.
 
+        The reading and resampling of :func:`jsqa_sb.audio.read_audio`, which the
+        training and evaluation data pipelines use too.
+
         Arguments
         ---------
         path : str or os.PathLike
@@ -185,33 +189,22 @@ class JSQA(Pretrained):
             If the file cannot be read.
         """
         try:
-            audio, sr = sf.read(
-                os.fspath(path), start=start, frames=frames, dtype="float32", always_2d=True
-            )
-        except Exception as err:  # soundfile raises several unrelated types
-            raise RecordingError(f"{path}: cannot read audio ({err})") from err
-        wav = torch.from_numpy(audio).mean(dim=1)
-        return self._resample(wav, sr)
+            audio, _ = read_audio(path, start, frames, target_sr=self.sample_rate)
+        except AudioReadError as err:
+            raise RecordingError(str(err)) from err
+        return torch.from_numpy(audio)
 
-    def _resample(self, wav: torch.Tensor, sr: int) -> torch.Tensor:
-        if sr == self.sample_rate:
-            return wav
-        if sr not in self._resamplers:  # the kernel is built once per input rate
-            self._resamplers[sr] = torchaudio.transforms.Resample(sr, self.sample_rate)
-        return self._resamplers[sr](wav.unsqueeze(0)).squeeze(0)
-
-    def _info(self, path: PathLike):
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
-            raise RecordingError(f"{path}: empty file (0 bytes)")
+    @staticmethod
+    def _info(path: PathLike) -> AudioInfo:
         try:
-            return sf.info(os.fspath(path))
-        except Exception as err:
-            raise RecordingError(f"{path}: cannot read audio header ({err})") from err
+            return audio_info(path)
+        except AudioReadError as err:
+            raise RecordingError(str(err)) from err
 
     def _windows(self, info) -> list[tuple[int, int]]:
         """(start, frames) of the equal windows a recording is scored by, at its rate."""
         total = int(info.frames)
-        n = max(1, math.ceil(total / (self.window_seconds * info.samplerate)))
+        n = max(1, math.ceil(total / (self.window_seconds * info.sample_rate)))
         bounds = [round(i * total / n) for i in range(n + 1)]
         return [(bounds[i], bounds[i + 1] - bounds[i]) for i in range(n)]
 
@@ -223,8 +216,8 @@ class JSQA(Pretrained):
             )
 
     @staticmethod
-    def _warn_if_silent(path: PathLike, wav: torch.Tensor) -> None:
-        if not bool(wav.abs().max() > 0):
+    def _warn_if_silent(path: PathLike, peak: float) -> None:
+        if not peak > 0:
             warnings.warn(f"{path}: digital silence; its score means little", stacklevel=3)
 
     # ------------------------------------------------------------------ batches
@@ -291,22 +284,23 @@ class JSQA(Pretrained):
         return head
 
     # ------------------------------------------------------------------ files
-    def _file_embeddings(self, path: PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    def _file_embeddings(
+        self, path: PathLike, info: Optional[AudioInfo] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Window embeddings (N, D) of a recording and the windows' durations (N,)."""
-        info = self._info(path)
+        info = info or self._info(path)
         windows = self._windows(info)
-        new_len = [max(1, round(f * self.sample_rate / info.samplerate)) for _, f in windows]
+        new_len = [max(1, round(f * self.sample_rate / info.sample_rate)) for _, f in windows]
         self._check_length(path, min(new_len))
-        embs, silent = [], True
+        embs, peak = [], 0.0
         for i in range(0, len(windows), self.window_batch):
             group = windows[i : i + self.window_batch]
             wavs = [self.load_audio(path, start, frames) for start, frames in group]
-            silent = silent and all(not bool(w.abs().max() > 0) for w in wavs)
+            peak = max([peak] + [float(w.abs().max()) for w in wavs])
             batch, lens = _pad(wavs)
             embs.append(self.encode_batch(batch, lens).cpu())
-        if silent:
-            warnings.warn(f"{path}: digital silence; its score means little", stacklevel=3)
-        durations = torch.tensor([f / info.samplerate for _, f in windows])
+        self._warn_if_silent(path, peak)
+        durations = torch.tensor([f / info.sample_rate for _, f in windows])
         return torch.cat(embs), durations
 
     def encode_file(self, path: PathLike) -> torch.Tensor:
@@ -332,8 +326,11 @@ class JSQA(Pretrained):
         RecordingError
             If the file cannot be read (:class:`RecordingTooShortError`: too short).
         """
+        return self._score_file(path, None)
+
+    def _score_file(self, path: PathLike, info: Optional[AudioInfo]) -> dict[str, float]:
         head = self._head()
-        embs, durations = self._file_embeddings(path)
+        embs, durations = self._file_embeddings(path, info)
         with torch.no_grad():
             scores = head(embs.to(self.device))[:, self._output_index].float().cpu()
         mean = (scores * durations.unsqueeze(1)).sum(0) / durations.sum()
@@ -356,12 +353,12 @@ class JSQA(Pretrained):
         for i, path in enumerate(paths):
             try:
                 info = self._info(path)
-                if info.frames > self.window_seconds * info.samplerate:
-                    results[i] = self.score_file(path)
+                if info.frames > self.window_seconds * info.sample_rate:
+                    results[i] = self._score_file(path, info)
                     continue
                 wav = self.load_audio(path)
                 self._check_length(path, wav.numel())
-                self._warn_if_silent(path, wav)
+                self._warn_if_silent(path, float(wav.abs().max()))
                 short_idx.append(i)
                 short_wavs.append(wav)
             except (RecordingError, ValueError) as err:
