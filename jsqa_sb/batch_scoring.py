@@ -216,6 +216,33 @@ def score_collection(
         :func:`collect_inputs`) or, with ``resume``, an ``out`` that cannot be read or has
         other columns; all raised before anything is scored or written.
     """
+    paths = collect_inputs(inputs, column)
+    return score_paths(
+        scorer,
+        paths,
+        out,
+        resume=resume,
+        batch_size=batch_size,
+        max_batch_seconds=max_batch_seconds,
+        progress=progress,
+    )
+
+
+def score_paths(
+    scorer: Scorer,
+    paths: Sequence[str],
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    batch_size: int = 16,
+    max_batch_seconds: float = 160.0,
+    progress: bool = True,
+) -> ScoringSummary:
+    """Score files already listed by :func:`collect_inputs`: :func:`score_collection`'s work.
+
+    For a caller that lists the inputs first (to report input errors before loading a
+    model) and must not list them twice; the arguments are :func:`score_collection`'s.
+    """
     out_path = Path(out)
     suffix = out_path.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
@@ -231,7 +258,6 @@ def score_collection(
     columns = [*_LEAD_COLUMNS, *names, _ERROR_COLUMN]
     if len(set(columns)) != len(columns):
         raise ValueError(f"scorer output names {names} clash with the columns {columns}")
-    paths = collect_inputs(inputs, column)
     sink = _CsvSink(out_path, columns) if suffix == ".csv" else _JsonSink(out_path, columns)
 
     kept: list[dict[str, Any]] = []

@@ -94,17 +94,16 @@ def _load_model(args: argparse.Namespace):
 def _score(args: argparse.Namespace) -> int:
     import tempfile
 
-    from jsqa_sb.batch_scoring import collect_inputs, score_collection
+    from jsqa_sb.batch_scoring import collect_inputs, score_paths
 
-    collect_inputs(args.inputs, column=args.column)  # input errors before loading the model
+    paths = collect_inputs(args.inputs, column=args.column)  # input errors before the model
     model = _load_model(args)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or f"{tmp}/scores.csv"
-        summary = score_collection(
+        summary = score_paths(
             model,
-            args.inputs,
+            paths,
             out,
-            column=args.column,
             resume=args.resume,
             batch_size=args.batch_size,
             max_batch_seconds=args.max_batch_seconds,
