@@ -113,6 +113,8 @@ def export_model(
     hub.mkdir(parents=True, exist_ok=True)
 
     run_yaml = _resolved_run_yaml(run / "hyperparams.yaml")
+    # The card describes the input the exported YAML sets, not the defaults.
+    inputs = _input_section(int(run_yaml.get("sample_rate", 16000)), window_seconds)
     if kind == "finetune":
         results = json.loads((run / "results.json").read_text())
         ckpt = _selected_checkpoint(run, results)
@@ -120,12 +122,12 @@ def export_model(
         for name in ("encoder", "head"):
             shutil.copyfile(ckpt / f"{name}.ckpt", hub / f"{name}.ckpt")
         shutil.copyfile(run / "results.json", hub / "training_results.json")
-        card = _finetune_card(run, results, outputs, ckpt, license)
+        card = _finetune_card(run, results, outputs, ckpt, inputs, license)
     else:
         outputs, results = [], json.loads((run / "pretrain_summary.json").read_text())
         shutil.copyfile(run / "encoder.ckpt", hub / "encoder.ckpt")
         shutil.copyfile(run / "pretrain_summary.json", hub / "pretrain_summary.json")
-        card = _pretrain_card(run, results, license)
+        card = _pretrain_card(run, results, inputs, license)
 
     (hub / "hyperparams.yaml").write_text(
         _inference_yaml(run, run_yaml, outputs, window_seconds, with_head=kind == "finetune")
@@ -370,7 +372,9 @@ def _used_splits(run: Path, cfg: dict) -> dict:
     }
 
 
-def _finetune_card(run: Path, results: dict, outputs: list, ckpt: Path, license: str) -> str:
+def _finetune_card(
+    run: Path, results: dict, outputs: list, ckpt: Path, inputs: str, license: str
+) -> str:
     cfg = results.get("config", {})
     yaml_name = Path(str(cfg.get("yaml", "?"))).name
     splits = _used_splits(run, cfg)
@@ -389,7 +393,7 @@ predicts {", ".join(f"`{o}`" for o in outputs)} on the 1-5 scale of the NISQA co
 It is a JSQA model: a CNN-self-attention encoder pretrained with a contrastive loss on
 just-noticeable-difference (JND) audio pairs, then fine-tuned for MOS.
 
-{_input_section(int(cfg.get("sample_rate", 16000)), 10.0)}
+{inputs}
 ## Training
 
 - Run: `{run.name}`, stage `{cfg.get("stage", "finetune")}` with `{yaml_name}`,
@@ -420,7 +424,7 @@ License: {license}. If you use this model, please cite:
     )
 
 
-def _pretrain_card(run: Path, summary: dict, license: str) -> str:
+def _pretrain_card(run: Path, summary: dict, inputs: str, license: str) -> str:
     best = summary.get("best_valid", {})
     rand = summary.get("random_init_valid", {})
     rows = "\n".join(
@@ -437,7 +441,7 @@ difference (JND) audio pairs: mixtures of the same speech and noise at SNRs clos
 a JND are pulled together, mixtures far apart pushed apart. It gives quality
 embeddings and a quality distance; it predicts no MOS (fine-tune it first).
 
-{_input_section(16000, 10.0)}
+{inputs}
 ## Validation (fixed JND mixtures)
 
 | Metric | Random init | Best epoch ({summary.get("best_epoch", "?")}) |

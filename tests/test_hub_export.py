@@ -139,3 +139,9 @@ def test_pretrain_export_gives_an_encoder_only_folder(pretrain_run, tmp_path):
     ]
     card = (folder / "README.md").read_text()
     assert "| cross_auc | 0.500 | 0.700 |" in card and "no MOS head" in card
+
+
+def test_model_card_describes_the_exported_window(finetune_run, tmp_path):
+    folder = export_model(finetune_run, tmp_path / "m", window_seconds=6.0, verify=False)
+    assert "window_seconds: 6.0" in (folder / "hyperparams.yaml").read_text()
+    assert "Recordings longer than 6 s are" in (folder / "README.md").read_text()
