@@ -1,0 +1,64 @@
+"""A checkpointer whose checkpoints appear only once they are complete.
+
+SpeechBrain's :class:`~speechbrain.utils.checkpoints.Checkpointer` writes a checkpoint's
+``CKPT.yaml`` first and the parameter files after it, into the ``CKPT+...`` folder that
+recovery looks for. A run killed in between leaves a checkpoint without, say, its
+optimizer, and the next start fails to resume from it ("missing a load path for
+optimizer"). This subclass writes into ``partial-CKPT+...`` and renames the folder to
+its ``CKPT+...`` name once every file is written, so a killed run resumes from its last
+complete checkpoint. The recipe's YAML files use it; everything else is SpeechBrain's.
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from speechbrain.utils import checkpoints
+from speechbrain.utils.distributed import ddp_barrier
+
+#: Prefix of a checkpoint folder being written (not a checkpoint for SpeechBrain).
+PARTIAL_PREFIX = "partial-"
+
+
+class Checkpointer(checkpoints.Checkpointer):
+    """SpeechBrain's Checkpointer, with an atomic rename at the end of every save.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> folder = tempfile.mkdtemp()
+    >>> ckpt = Checkpointer(folder, {"layer": torch.nn.Linear(2, 2)}).save_checkpoint()
+    >>> ckpt.path.name.startswith("CKPT+"), sorted(p.name for p in ckpt.path.iterdir())
+    (True, ['CKPT.yaml', 'layer.ckpt'])
+    """
+
+    def save_checkpoint(self, *args, **kwargs) -> Optional[checkpoints.Checkpoint]:
+        """Save as SpeechBrain does, in a ``partial-`` folder, then publish it by renaming.
+
+        Takes the arguments of
+        :meth:`speechbrain.utils.checkpoints.Checkpointer.save_checkpoint`; returns the
+        checkpoint at its final path (``None`` on processes other than the main one).
+        """
+        partial = super().save_checkpoint(*args, **kwargs)
+        ddp_barrier()  # every process has written its files
+        if partial is None:
+            return None
+        final = partial.path.with_name(partial.path.name[len(PARTIAL_PREFIX) :])
+        os.replace(partial.path, final)
+        files = {name: final / Path(path).name for name, path in partial.paramfiles.items()}
+        return checkpoints.Checkpoint(final, partial.meta, files)
+
+    def _new_checkpoint_dirpath(self) -> Path:
+        return _partial(super()._new_checkpoint_dirpath())
+
+    def _custom_checkpoint_dirpath(self, name) -> Path:
+        return _partial(super()._custom_checkpoint_dirpath(name))
+
+
+def _partial(path: Path) -> Path:
+    return Path(path).with_name(PARTIAL_PREFIX + Path(path).name)

@@ -1,0 +1,63 @@
+"""``jsqa_sb.checkpoints.Checkpointer``: a save interrupted half-way leaves no checkpoint."""
+
+import pytest
+import torch
+from speechbrain.utils import checkpoints as sb_checkpoints
+
+from jsqa_sb.checkpoints import Checkpointer
+
+
+class Interrupted(Exception):
+    """Stands for the process being killed while a checkpoint is written."""
+
+
+def _interrupted_save(checkpointer_class, folder):
+    """Save once, then start a second save that dies before its last file."""
+    layer, optimizer_state = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    ckpt = checkpointer_class(folder, {"layer": layer, "optimizer": optimizer_state})
+    first = ckpt.save_checkpoint(name="first")
+    layer.weight.data.fill_(7.0)
+
+    def die(obj, path):
+        raise Interrupted
+
+    ckpt.add_recoverable("zzz_last", torch.nn.Linear(1, 1), custom_save_hook=die)
+    with pytest.raises(Interrupted):
+        ckpt.save_checkpoint(name="second")
+    return ckpt, first, layer
+
+
+def test_interrupted_save_is_not_a_checkpoint(tmp_path):
+    ckpt, first, layer = _interrupted_save(Checkpointer, tmp_path)
+    assert [c.path.name for c in ckpt.list_checkpoints()] == ["CKPT+first"]
+    assert sorted(p.name for p in first.path.iterdir()) == [
+        "CKPT.yaml",
+        "layer.ckpt",
+        "optimizer.ckpt",
+    ]
+    # A restart recovers the last complete checkpoint (without the extra recoverable).
+    restarted = Checkpointer(tmp_path, {"layer": layer, "optimizer": torch.nn.Linear(2, 2)})
+    assert restarted.recover_if_possible().path == first.path
+    assert not (layer.weight == 7.0).any()
+
+
+def test_speechbrains_own_checkpointer_keeps_the_broken_one(tmp_path):
+    """What the subclass is for: SpeechBrain lists the half-written checkpoint as the newest."""
+    ckpt, _, _ = _interrupted_save(sb_checkpoints.Checkpointer, tmp_path)
+    names = sorted(c.path.name for c in ckpt.list_checkpoints())
+    assert names == ["CKPT+first", "CKPT+second"]
+    broken = next(c for c in ckpt.list_checkpoints() if c.path.name == "CKPT+second")
+    assert "zzz_last" not in broken.paramfiles
+
+
+def test_saved_checkpoint_is_returned_at_its_final_path(tmp_path):
+    ckpt = Checkpointer(tmp_path, {"layer": torch.nn.Linear(2, 2)})
+    saved = ckpt.save_checkpoint(meta={"loss": 1.0})
+    (listed,) = ckpt.list_checkpoints()
+    assert saved.path == listed.path and saved.path.name.startswith("CKPT+")
+    assert saved.paramfiles["layer"] == listed.paramfiles["layer"]
+    assert saved.paramfiles["layer"].is_file() and saved.meta["loss"] == 1.0
+    assert not list(tmp_path.glob("partial-*"))
+    ckpt.save_and_keep_only(meta={"loss": 0.5}, min_keys=["loss"])  # SpeechBrain's clean-up
+    (kept,) = ckpt.list_checkpoints()
+    assert kept.meta["loss"] == 0.5
