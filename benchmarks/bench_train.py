@@ -2,11 +2,12 @@
 
 Measures, in one run:
 
-- ``step``: views per second through forward + backward + optimiser step of the
-  encoder, projection head and JND loss built from ``hparams/pretrain.yaml``, on
-  batches already in memory;
+- ``step``: views per second through making the views on the device (``batch.wavs``),
+  forward + backward + optimiser step of the encoder, projection head and JND loss
+  built from ``hparams/pretrain.yaml``, on batches already in memory;
 - ``loader``: views per second the JND loader delivers (``DynamicItemDataset`` ->
-  ``jnd_collate`` -> ``DataLoader`` with ``--workers`` workers, reading from disk);
+  ``jnd_collate`` -> ``DataLoader`` with ``--workers`` workers, reading from disk;
+  the batches carry excerpts and gains, the views are made in the step);
 
 and prints their ratio as one JSON line. The loader keeps up when the ratio is at
 least 2 (target with 2 workers on the 2-core development machine).
@@ -48,7 +49,7 @@ def loader_rate(dataset, maker, batch_size, workers, num_batches):
     )
     views, start = 0, time.perf_counter()
     for batch in loader:
-        views += batch.wavs.shape[0]
+        views += batch.num_views  # the views are made on the training device, in the step
     return views / (time.perf_counter() - start)
 
 
@@ -73,7 +74,7 @@ def step_rate(hparams, batches, device, steps):
     for i in range(steps):
         batch = batches[i % len(batches)]
         step(batch)
-        views += batch.wavs.shape[0]
+        views += batch.num_views
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return views / (time.perf_counter() - start)

@@ -12,6 +12,18 @@ Use it with SpeechBrain's ``DynamicItemDataset`` and a ``DataLoader`` whose
     train = make_jnd_dataset("jnd_train.json", replacements, views, fixed=False)
     loader = DataLoader(train, batch_size=8, collate_fn=jnd_collate)
     views.set_epoch(epoch)  # before iterating each epoch (not with persistent workers)
+    for batch in loader:
+        batch = batch.to(device)
+        batch.wavs, batch.wav_lens, batch.snrs, batch.groups  # (B*K, T) views, ...
+
+An item carries the group's clean excerpt and noise excerpt (``excerpts``, 2 x T) and
+the speech and noise gain of each view (``mix_gains``, K x 2), not the K views: the
+views are made from them when ``batch.wavs`` is first read, on the batch's device.
+A loader worker so sends 2 signals per group instead of K (half the bytes for K = 4)
+through shared memory, whose fresh pages cost a worker process more than anything
+besides reading and mixing, and the host-to-GPU copy shrinks by as much. The views
+equal mixing on the CPU (:func:`jsqa_sb.jnd_mixing.mix_at_snrs`) to float32 rounding;
+``views`` is also a dynamic item, for per-item use.
 
 A file that cannot be read or mixed (corrupt, digital silence) yields NaN views and
 a warning naming it; the training loop detects NaN batches and skips them.
@@ -25,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -35,7 +47,7 @@ from speechbrain.dataio.dataio import load_data_json
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from jsqa_sb.audio import AudioReadError, audio_info, read_audio, resample
-from jsqa_sb.jnd_mixing import SilentSignalError, mix_at_snrs, sample_group_snrs
+from jsqa_sb.jnd_mixing import SilentSignalError, mix_gains, sample_group_snrs
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -165,21 +177,51 @@ class JNDViewMaker:
         )
 
     def _mix(self, wav, crop_start, crop, noise_wav, noise_offset, noise_frames, noise_sr, snrs):
+        """(2, T) speech and noise excerpts, (K, 2) gains of the views, (K,) SNRs."""
         try:
             speech, _ = read_audio(wav, crop_start, crop, target_sr=self.sample_rate)
             noise = _read_looped(
                 noise_wav, noise_offset, noise_frames, noise_sr, speech.size, self.sample_rate
             )
-            views = mix_at_snrs(
+            gains = mix_gains(
                 speech, noise, snrs, self.sample_rate, self.target_level_db, self.peak_limit
             )
         except (AudioReadError, SilentSignalError) as err:
             return self._failed(f"{wav} (noise {noise_wav}): {err}", len(snrs))
-        return torch.from_numpy(views), torch.as_tensor(snrs, dtype=torch.float32)
+        excerpts = torch.from_numpy(np.stack([speech, noise]))
+        return excerpts, torch.from_numpy(gains), torch.from_numpy(snrs.astype(np.float32))
 
     def _failed(self, message: str, k: int):
         logger.warning("JND views replaced by NaN, the batch will be skipped: %s", message)
-        return torch.full((k, self.segment), math.nan), torch.full((k,), math.nan)
+        nan = math.nan
+        return torch.full((2, self.segment), nan), torch.full((k, 2), nan), torch.full((k,), nan)
+
+
+def mix_views(excerpts: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """Views from excerpts and gains: ``gains[..., k, 0] * speech + gains[..., k, 1] * noise``.
+
+    Arguments
+    ---------
+    excerpts : torch.Tensor
+        ``(2, T)`` speech and noise excerpt, or ``(B, 2, T)`` for B groups.
+    gains : torch.Tensor
+        ``(K, 2)`` speech and noise gain of each view, or ``(B, K, 2)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K, T)`` views, or ``(B, K, T)``: the mixtures
+        :func:`jsqa_sb.jnd_mixing.apply_gains` computes, to float32 rounding.
+
+    Example
+    -------
+    >>> mix_views(torch.tensor([[1.0, 1.0], [2.0, 2.0]]), torch.tensor([[1.0, 0.5], [0.0, 1.0]]))
+    tensor([[2., 2.],
+            [2., 2.]])
+    """
+    gains = gains.to(excerpts.dtype)
+    views = gains[..., 0:1] * excerpts[..., 0:1, :]
+    return views.addcmul_(gains[..., 1:2], excerpts[..., 1:2, :])  # no second (K, T) buffer
 
 
 def _frames(seconds: float, sample_rate: int) -> int:
@@ -209,12 +251,18 @@ def _read_looped(
     return noise[:length]
 
 
+#: What the view maker's dynamic items provide per group.
+PROVIDES = ["excerpts", "mix_gains", "mix_snrs"]
+
+
 def make_jnd_dataset(
     manifest: PathLike, replacements: dict, view_maker: JNDViewMaker, fixed: bool
 ) -> DynamicItemDataset:
     """Build the training (``fixed=False``) or validation (``fixed=True``) JND dataset.
 
-    Each item provides ``id``, ``views`` (K, T) and ``snrs`` (K,).
+    Each item provides ``id``, ``excerpts`` (2, T: speech and noise), ``mix_gains``
+    (K, 2) and ``mix_snrs`` (K,), what :func:`jnd_collate` takes; the dynamic item
+    ``views`` (K, T) is there on request (``dataset.set_output_keys``).
     """
     dataset = DynamicItemDataset.from_json(str(manifest), replacements=replacements)
     if fixed:
@@ -227,99 +275,139 @@ def make_jnd_dataset(
             "noise_offset",
             "snrs",
         ]
-        dataset.add_dynamic_item(
-            view_maker.valid_views, takes=takes, provides=["views", "mix_snrs"]
-        )
+        dataset.add_dynamic_item(view_maker.valid_views, takes=takes, provides=PROVIDES)
     else:
         takes = ["id", "wav", "duration", "sample_rate"]
-        dataset.add_dynamic_item(
-            view_maker.train_views, takes=takes, provides=["views", "mix_snrs"]
-        )
-    dataset.set_output_keys(["id", "views", "mix_snrs"])
+        dataset.add_dynamic_item(view_maker.train_views, takes=takes, provides=PROVIDES)
+    dataset.add_dynamic_item(mix_views, takes=["excerpts", "mix_gains"], provides="views")
+    dataset.set_output_keys(["id", *PROVIDES])
     return dataset
 
 
-@dataclass
+@dataclass(eq=False)
 class JNDBatch:
-    """A batch of B view groups, flattened to N = B * K views.
+    """A batch of B view groups of K views each, N = B * K views in all.
+
+    It holds what the views are made of; :attr:`wavs` makes them, on the batch's
+    device, the first time it is read.
 
     Attributes
     ----------
     ids : list of str
         The B utterance ids.
-    wavs : torch.Tensor
-        (N, T) views, zero-padded on the right.
-    wav_lens : torch.Tensor
-        (N,) relative lengths, SpeechBrain's convention.
+    excerpts : torch.Tensor
+        (B, 2, T) speech and noise excerpt of each group, zero-padded on the right.
+    gains : torch.Tensor
+        (B, K, 2) speech and noise gain of each view.
+    lens : torch.Tensor
+        (B,) relative length of each group, SpeechBrain's convention.
     snrs : torch.Tensor
         (N,) SNR of each view in dB.
-    groups : torch.Tensor
-        (N,) index of each view's group within the batch.
     """
 
     ids: list
-    wavs: torch.Tensor
-    wav_lens: torch.Tensor
+    excerpts: torch.Tensor
+    gains: torch.Tensor
+    lens: torch.Tensor
     snrs: torch.Tensor
-    groups: torch.Tensor
+    _views: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
+
+    @property
+    def views_per_group(self) -> int:
+        """K."""
+        return self.gains.shape[1]
+
+    @property
+    def num_views(self) -> int:
+        """N = B * K, without making the views."""
+        return self.gains.shape[0] * self.gains.shape[1]
+
+    @property
+    def wavs(self) -> torch.Tensor:
+        """(N, T) views, group by group (made once, on the batch's device)."""
+        if self._views is None:
+            self._views = mix_views(self.excerpts, self.gains).flatten(0, 1)
+        return self._views
+
+    @property
+    def wav_lens(self) -> torch.Tensor:
+        """(N,) relative length of each view."""
+        return self.lens.repeat_interleave(self.views_per_group)
+
+    @property
+    def groups(self) -> torch.Tensor:
+        """(N,) index of each view's group within the batch."""
+        batch = torch.arange(len(self.ids), device=self.gains.device)
+        return batch.repeat_interleave(self.views_per_group)
+
+    def _tensors(self) -> tuple:
+        return self.excerpts, self.gains, self.lens, self.snrs
 
     def to(self, device, non_blocking: bool = False) -> JNDBatch:
-        """Move the tensors to ``device``."""
+        """Move the tensors to ``device`` (views made on the way stay behind)."""
         return JNDBatch(
-            self.ids,
-            *(
-                t.to(device, non_blocking=non_blocking)
-                for t in (self.wavs, self.wav_lens, self.snrs, self.groups)
-            ),
+            self.ids, *(t.to(device, non_blocking=non_blocking) for t in self._tensors())
         )
 
     def pin_memory(self) -> JNDBatch:
         """Pin the tensors (called by ``DataLoader(pin_memory=True)``)."""
-        return JNDBatch(
-            self.ids, *(t.pin_memory() for t in (self.wavs, self.wav_lens, self.snrs, self.groups))
-        )
+        return JNDBatch(self.ids, *(t.pin_memory() for t in self._tensors()))
 
     def has_nonfinite(self) -> list:
-        """Ids of the groups whose views contain NaN or Inf."""
-        bad = ~torch.isfinite(self.wavs).all(dim=1)
-        return sorted({self.ids[g] for g in self.groups[bad].tolist()})
+        """Ids of the groups whose views would contain NaN or Inf (views not made)."""
+        ok = torch.isfinite(self.excerpts).flatten(1).all(dim=1)
+        ok &= torch.isfinite(self.gains).flatten(1).all(dim=1)
+        return sorted({self.ids[g] for g in torch.nonzero(~ok).flatten().tolist()})
+
+    def __reduce__(self):
+        # Sent by a loader worker, every tensor travels in a shared-memory segment of its
+        # own, with a file-descriptor handshake each: the small ones go by value instead.
+        # Views made before pickling are not sent.
+        small = (t.numpy() if t.device.type == "cpu" else t for t in self._tensors()[1:])
+        return _rebuild_batch, (self.ids, self.excerpts, *small)
+
+
+def _rebuild_batch(ids, excerpts, gains, lens, snrs) -> JNDBatch:
+    return JNDBatch(ids, excerpts, *(torch.as_tensor(t) for t in (gains, lens, snrs)))
 
 
 def jnd_collate(items: list) -> JNDBatch:
-    """Collate dataset items (dicts with ``id``, ``views``, ``mix_snrs``) into a JNDBatch.
+    """Collate dataset items (``id``, ``excerpts``, ``mix_gains``, ``mix_snrs``) into a batch.
 
     Example
     -------
-    >>> items = [{"id": "a", "views": torch.ones(3, 5), "mix_snrs": torch.zeros(3)},
-    ...          {"id": "b", "views": torch.ones(3, 4), "mix_snrs": torch.zeros(3)}]
+    >>> items = [
+    ...     {"id": "a", "excerpts": torch.ones(2, 5), "mix_gains": torch.ones(3, 2),
+    ...      "mix_snrs": torch.zeros(3)},
+    ...     {"id": "b", "excerpts": torch.ones(2, 4), "mix_gains": torch.ones(3, 2),
+    ...      "mix_snrs": torch.zeros(3)},
+    ... ]
     >>> batch = jnd_collate(items)
     >>> tuple(batch.wavs.shape), batch.groups.tolist()
     ((6, 5), [0, 0, 0, 1, 1, 1])
-    >>> [round(x, 2) for x in batch.wav_lens.tolist()]
-    [1.0, 1.0, 1.0, 0.8, 0.8, 0.8]
+    >>> batch.wavs[3:].tolist()[0], [round(x, 2) for x in batch.wav_lens.tolist()]
+    ([2.0, 2.0, 2.0, 2.0, 0.0], [1.0, 1.0, 1.0, 0.8, 0.8, 0.8])
     """
-    max_len = max(item["views"].shape[1] for item in items)
-    total = sum(item["views"].shape[0] for item in items)
+    views = {item["mix_gains"].shape[0] for item in items}
+    if len(views) != 1:
+        raise ValueError(f"the groups of a batch must have the same number of views, got {views}")
+    max_len = max(item["excerpts"].shape[1] for item in items)
+    shape = (len(items), 2, max_len)
     if torch.utils.data.get_worker_info() is None:
-        wavs = torch.empty(total, max_len)
+        excerpts = torch.empty(shape)
     else:
         # In a loader worker, allocate the batch in shared memory directly, as torch's
         # default_collate does, instead of copying it there when it is sent.
-        storage = torch.empty(0)._typed_storage()._new_shared(total * max_len)
-        wavs = torch.empty(0).new(storage).view(total, max_len)
-    lens, snrs, groups, row = [], [], [], 0
+        storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape))
+        excerpts = torch.empty(0).new(storage).view(shape)
     for g, item in enumerate(items):
-        k, length = item["views"].shape
-        wavs[row : row + k, :length] = item["views"]
-        wavs[row : row + k, length:] = 0.0  # each page is written once: no zero-fill pass
-        lens += [length / max_len] * k
-        snrs.append(item["mix_snrs"])
-        groups += [g] * k
-        row += k
+        length = item["excerpts"].shape[1]
+        excerpts[g, :, :length] = item["excerpts"]
+        excerpts[g, :, length:] = 0.0  # each page is written once: no zero-fill pass
     return JNDBatch(
         ids=[item["id"] for item in items],
-        wavs=wavs,
-        wav_lens=torch.tensor(lens, dtype=torch.float32),
-        snrs=torch.cat(snrs),
-        groups=torch.tensor(groups, dtype=torch.long),
+        excerpts=excerpts,
+        gains=torch.stack([item["mix_gains"] for item in items]),
+        lens=torch.tensor([item["excerpts"].shape[1] / max_len for item in items]),
+        snrs=torch.cat([item["mix_snrs"] for item in items]),
     )

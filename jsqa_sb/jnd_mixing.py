@@ -112,7 +112,7 @@ def level_from_frame_powers(powers: np.ndarray, margin_db: float = 15.9) -> np.n
     return float(levels[0]) if powers.ndim == 1 else levels
 
 
-def mix_at_snrs(
+def mix_gains(
     speech: np.ndarray,
     noise: np.ndarray,
     snrs_db: np.ndarray,
@@ -120,12 +120,17 @@ def mix_at_snrs(
     target_level_db: float = -26.0,
     peak_limit: float = 0.99,
 ) -> np.ndarray:
-    """Mix one speech excerpt with one noise excerpt at several SNRs.
+    """The speech and noise gains of the mixtures of one excerpt at several SNRs.
 
-    Each mixture is ``speech + g * noise`` with ``g`` chosen so that the speech
-    active level minus the noise RMS level equals the requested SNR; the mixture
-    is then scaled to ``target_level_db`` (active level), or less if that scaling
-    would push its peak above ``peak_limit`` (no clipping, ever).
+    Mixture ``k`` is ``gains[k, 0] * speech + gains[k, 1] * noise`` (see
+    :func:`apply_gains`): the noise gain relative to the speech gain makes the speech
+    active level minus the noise RMS level equal the requested SNR, and both are scaled
+    so that the mixture's active level is ``target_level_db``, or less if that would
+    push its peak above ``peak_limit`` (no clipping, ever).
+
+    The data loader sends the two excerpts and these gains, not the K mixtures: the
+    mixtures are made where they are used (on the training device), from 2 signals
+    instead of K (see :mod:`jsqa_sb.jnd_data`).
 
     Arguments
     ---------
@@ -145,7 +150,7 @@ def mix_at_snrs(
     Returns
     -------
     numpy.ndarray
-        ``(K, len(speech))`` float32 mixtures.
+        ``(K, 2)`` float32 gains (speech, noise) of each mixture.
 
     Raises
     ------
@@ -156,8 +161,10 @@ def mix_at_snrs(
     -------
     >>> rng = np.random.default_rng(0)
     >>> s, n = rng.standard_normal(16000) * 0.1, rng.standard_normal(16000) * 0.1
-    >>> mix_at_snrs(s, n, np.array([0.0, 10.0])).shape
-    (2, 16000)
+    >>> g = mix_gains(s, n, np.array([0.0, 10.0]))
+    >>> noise_re_speech_db = 20 * np.log10(g[:, 1] / g[:, 0])
+    >>> g.shape, round(float(noise_re_speech_db[0] - noise_re_speech_db[1]), 2)
+    ((2, 2), 10.0)
     """
     if speech.shape != noise.shape:
         raise ValueError(f"speech {speech.shape} and noise {noise.shape} differ in shape")
@@ -181,13 +188,76 @@ def mix_at_snrs(
     else:  # shorter than one frame
         levels = np.array([rms_db(speech + g * noise) for g in gains])
     scales = 10.0 ** ((target_level_db - levels) / 20.0)
-    # One pass builds the scaled mixtures; rows whose peak is too high are scaled down.
-    mixtures = scales.astype(np.float32)[:, None] * speech[None, :]
-    mixtures += (scales * gains).astype(np.float32)[:, None] * noise[None, :]
-    peaks = np.maximum(mixtures.max(axis=1), -mixtures.min(axis=1))  # no |x| temporary
-    for k in np.flatnonzero(peaks > peak_limit):
-        mixtures[k] *= np.float32(peak_limit / peaks[k])
+    mix = np.stack([scales, scales * gains], axis=1).astype(np.float32)
+    # Mixtures whose peak may be too high are scaled down to the limit (the margin absorbs
+    # float32 rounding). The peak of a s + b n is at most a max|s| + b max|n|: only the
+    # mixtures over that bound are made to find their peak, usually none.
+    bound = mix.astype(np.float64) @ np.array([_peak(speech), _peak(noise)])
+    check = np.flatnonzero(bound * (1.0 + 1e-5) > peak_limit)
+    if check.size:
+        mixtures = apply_gains(speech, noise, mix[check])
+        peaks = np.maximum(mixtures.max(axis=1), -mixtures.min(axis=1))
+        loud = check[peaks > peak_limit]
+        factor = peak_limit * (1.0 - 1e-6) / peaks[peaks > peak_limit]
+        mix[loud] *= factor.astype(np.float32)[:, None]
+    return mix
+
+
+def _peak(x: np.ndarray) -> float:
+    """Largest absolute sample value (no ``|x|`` temporary)."""
+    return float(max(x.max(), -x.min())) if x.size else 0.0
+
+
+def apply_gains(speech: np.ndarray, noise: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """The ``(K, T)`` mixtures ``gains[k, 0] * speech + gains[k, 1] * noise`` (float32).
+
+    Example
+    -------
+    >>> apply_gains(np.ones(3), np.full(3, 2.0), np.array([[1.0, 0.5], [0.0, 1.0]]))
+    array([[2., 2., 2.],
+           [2., 2., 2.]], dtype=float32)
+    """
+    gains = np.asarray(gains, dtype=np.float32)
+    mixtures = gains[:, 0:1] * np.asarray(speech, dtype=np.float32)[None, :]
+    mixtures += gains[:, 1:2] * np.asarray(noise, dtype=np.float32)[None, :]
     return mixtures
+
+
+def mix_at_snrs(
+    speech: np.ndarray,
+    noise: np.ndarray,
+    snrs_db: np.ndarray,
+    sample_rate: int = 16000,
+    target_level_db: float = -26.0,
+    peak_limit: float = 0.99,
+) -> np.ndarray:
+    """Mix one speech excerpt with one noise excerpt at several SNRs.
+
+    Each mixture is ``speech + g * noise`` with ``g`` chosen so that the speech
+    active level minus the noise RMS level equals the requested SNR; the mixture
+    is then scaled to ``target_level_db`` (active level), or less if that scaling
+    would push its peak above ``peak_limit`` (no clipping, ever). The arguments
+    are those of :func:`mix_gains`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(K, len(speech))`` float32 mixtures.
+
+    Raises
+    ------
+    SilentSignalError
+        If the speech or the noise excerpt is digital silence.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> s, n = rng.standard_normal(16000) * 0.1, rng.standard_normal(16000) * 0.1
+    >>> mix_at_snrs(s, n, np.array([0.0, 10.0])).shape
+    (2, 16000)
+    """
+    gains = mix_gains(speech, noise, snrs_db, sample_rate, target_level_db, peak_limit)
+    return apply_gains(speech, noise, gains)
 
 
 def sample_group_snrs(

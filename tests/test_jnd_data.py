@@ -1,5 +1,6 @@
 import json
 import logging
+import pickle
 import shutil
 
 import numpy as np
@@ -32,9 +33,15 @@ def _maker(out, folders, **kwargs):
     return JNDViewMaker(out["noise_train"], folders, **kwargs)
 
 
+def _with_views(dataset):
+    dataset.set_output_keys(["id", "views", "excerpts", "mix_gains", "mix_snrs"])
+    return dataset
+
+
 def test_training_items_are_groups_of_levelled_views(prepared):
     _, out, folders = prepared
     dataset = make_jnd_dataset(out["train"], folders, _maker(out, folders), fixed=False)
+    _with_views(dataset)
     for i in range(len(dataset)):
         item = dataset[i]
         views, snrs = item["views"], item["mix_snrs"]
@@ -53,7 +60,7 @@ def test_training_items_are_groups_of_levelled_views(prepared):
 def test_validation_items_are_the_manifest_mixtures(prepared):
     _, out, folders = prepared
     maker = _maker(out, folders)
-    dataset = make_jnd_dataset(out["valid"], folders, maker, fixed=True)
+    dataset = _with_views(make_jnd_dataset(out["valid"], folders, maker, fixed=True))
     manifest = json.loads(open(out["valid"]).read())
     for i in range(len(dataset)):
         item = dataset[i]
@@ -76,6 +83,7 @@ def test_mixing_is_reproducible_per_epoch_and_new_per_epoch(prepared):
     _, out, folders = prepared
     a = make_jnd_dataset(out["train"], folders, maker_a := _maker(out, folders), fixed=False)
     b = make_jnd_dataset(out["train"], folders, maker_b := _maker(out, folders), fixed=False)
+    _with_views(a), _with_views(b)
     c = make_jnd_dataset(out["train"], folders, _maker(out, folders, seed=99), fixed=False)
     maker_a.set_epoch(3)
     maker_b.set_epoch(3)
@@ -130,6 +138,55 @@ def test_short_utterances_and_other_sample_rates(prepared, tmp_path):
     assert batch.wavs.shape == (8, int(1.5 * SR))  # 48 kHz input resampled to 16 kHz
     assert batch.wav_lens.tolist() == pytest.approx([1.0] * 4 + [1.0 / 1.5] * 4, abs=1e-6)
     assert (batch.wavs[4:, SR:] == 0).all()  # padding after the short group
+
+
+def test_batch_views_are_the_items_mixed_on_the_cpu(prepared, tmp_path):
+    # The batch carries excerpts and gains; the views it makes must be the mixtures
+    # mix_at_snrs makes from the same excerpts, padded groups included.
+    _, out, folders = prepared
+    manifest = json.loads(open(out["train"]).read())
+    uid, entry = sorted(manifest.items())[0]
+    audio, _ = read_audio(entry["wav"].format(**folders))
+    short = tmp_path / "short.flac"
+    sf.write(short, audio[:SR], SR)
+    path = tmp_path / "m.json"
+    short_entry = {**entry, "wav": str(short), "duration": 1.0}
+    path.write_text(json.dumps({"long": entry, "short": short_entry}))
+    dataset = make_jnd_dataset(path, folders, _maker(out, folders), fixed=False)
+    items = [dataset[0], dataset[1]]
+    batch = jnd_collate(items).to("cpu")
+    assert batch.num_views == 8 and batch.wavs.shape == (8, int(1.5 * SR))
+    for g, item in enumerate(items):
+        speech, noise = item["excerpts"].numpy()
+        expected = mix_at_snrs(speech, noise, item["mix_snrs"].numpy().astype(float), SR)
+        views = batch.wavs[4 * g : 4 * g + 4]
+        np.testing.assert_allclose(views[:, : speech.size].numpy(), expected, atol=1e-6)
+        assert (views[:, speech.size :] == 0).all()
+        for view in expected:
+            assert active_level_db(view) == pytest.approx(-26.0, abs=0.05)
+
+
+def test_a_sent_batch_carries_no_views_and_makes_the_same_ones(prepared):
+    _, out, folders = prepared
+    dataset = make_jnd_dataset(out["train"], folders, _maker(out, folders), fixed=False)
+    batch = jnd_collate([dataset[i] for i in range(3)])
+    size = len(pickle.dumps(batch))
+    views = batch.wavs  # made, and kept by this batch only
+    # Two excerpts per group of K = 4 views: half the bytes of the views.
+    assert len(pickle.dumps(batch)) == size < 0.55 * views.numel() * views.element_size()
+    received = pickle.loads(pickle.dumps(batch))
+    assert received.ids == batch.ids and torch.equal(received.wavs, views)
+    assert torch.equal(received.groups, batch.groups) and torch.equal(received.snrs, batch.snrs)
+
+
+def test_groups_of_different_sizes_are_refused(prepared):
+    _, out, folders = prepared
+    items = [
+        make_jnd_dataset(out["train"], folders, _maker(out, folders, views_per_group=k), False)[0]
+        for k in (3, 4)
+    ]
+    with pytest.raises(ValueError, match="same number of views"):
+        jnd_collate(items)
 
 
 def test_unreadable_file_gives_nan_views_named_in_the_log(prepared, tmp_path, caplog):
