@@ -3,13 +3,17 @@
 Measures, in one run on the same manifests:
 
 - ``pipeline``: the real path a training run takes: ``DynamicItemDataset`` ->
-  ``jnd_collate`` -> ``DataLoader`` with N workers, reading from disk; one long pass
-  (the mini corpora are too small for an epoch to amortise the workers' start, which
-  a real LibriSpeech epoch does), reported per worker;
+  ``jnd_collate`` -> ``DataLoader`` with N workers, reading from disk, and the views
+  made from each batch in this process (``batch.wavs``: on the CPU, as a CPU training
+  run makes them; a GPU run makes them on the GPU); one long pass (the mini corpora
+  are too small for an epoch to amortise the workers' start, which a real LibriSpeech
+  epoch does), reported per worker, with the CPU time of this process and of the
+  workers;
 - ``bare``: the bound: the same view maker called in a plain loop in this process
   (read + mix only, no dataset, collate or loader).
 
-Prints one JSON line. Usage::
+Each is run ``--repeats`` times, interleaved; the JSON line gives medians, ranges and
+the median of the ratios to the bare run of the same repeat. Usage::
 
     python benchmarks/bench_data.py [--librispeech_folder D --chime3_folder D] [--workers 0 1 2]
 
@@ -23,14 +27,16 @@ import argparse
 import json
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from jsqa_sb.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
+from jsqa_sb.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset, mix_views
 from jsqa_sb.minicorpus import build_all
 from jsqa_sb.prepare_jnd import prepare_jnd
 
@@ -38,7 +44,13 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def produced_seconds(batch, sample_rate):
-    return float((batch.wav_lens * batch.wavs.shape[1]).sum()) / sample_rate
+    views = batch.wavs  # made here, in the training process
+    return float((batch.wav_lens * views.shape[1]).sum()) / sample_rate
+
+
+def cpu_seconds(who):
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench_pipeline(dataset, maker, workers, batch_size, num_items):
@@ -56,10 +68,19 @@ def bench_pipeline(dataset, maker, workers, batch_size, num_items):
         collate_fn=jnd_collate,
         num_workers=workers,
     )
+    main_cpu, workers_cpu = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
     audio, start = 0.0, time.perf_counter()
-    for batch in loader:
+    batches = iter(loader)
+    for batch in batches:
         audio += produced_seconds(batch, maker.sample_rate)
-    return audio / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    del batches  # workers joined: their CPU time is counted in RUSAGE_CHILDREN
+    return {
+        "audio_s": audio,
+        "wall_s": wall,
+        "main_cpu_s": cpu_seconds(resource.RUSAGE_SELF) - main_cpu,
+        "workers_cpu_s": cpu_seconds(resource.RUSAGE_CHILDREN) - workers_cpu,
+    }
 
 
 def bench_bare(manifest, maker, min_seconds):
@@ -68,8 +89,8 @@ def bench_bare(manifest, maker, min_seconds):
     while time.perf_counter() - start < min_seconds:
         maker.set_epoch(epoch)
         for uid, e in entries:
-            views, _ = maker.train_views(uid, e["wav"], e["duration"], e["sample_rate"])
-            audio += views.numel() / maker.sample_rate
+            excerpts, gains, _ = maker.train_views(uid, e["wav"], e["duration"], e["sample_rate"])
+            audio += mix_views(excerpts, gains).numel() / maker.sample_rate
         epoch += 1
     return audio / (time.perf_counter() - start)
 
@@ -84,6 +105,7 @@ def main():
     parser.add_argument("--views_per_group", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=6.0, help="wall time of the bare run")
     parser.add_argument("--items", type=int, default=1500, help="items per pipeline run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_data_"))
@@ -113,7 +135,16 @@ def main():
     }
 
     torch.set_num_threads(1)
-    bare = bench_bare(manifest, maker, args.seconds)
+    # Interleaved repeats, medians and paired ratios: this machine's speed drifts by tens
+    # of percent from one minute to the next.
+    bares, runs = [], {w: [] for w in args.workers}
+    for _ in range(args.repeats):
+        bares.append(bench_bare(manifest, maker, args.seconds))
+        for workers in args.workers:
+            run = bench_pipeline(dataset, maker, workers, args.batch_size, args.items)
+            run["per_worker"] = run["audio_s"] / run["wall_s"] / max(1, workers)
+            run["ratio_to_bare"] = run["per_worker"] / bares[-1]
+            runs[workers].append(run)
     result = {
         "benchmark": "jnd_data_pipeline",
         "unit": "audio seconds produced per wall second",
@@ -122,21 +153,32 @@ def main():
         "segment_seconds": args.segment_seconds,
         "views_per_group": args.views_per_group,
         "batch_size": args.batch_size,
-        "bare_read_mix_x_realtime": round(bare, 1),
+        "repeats": args.repeats,
+        "bare_read_mix_x_realtime": round(median(bares), 1),
+        "bare_range": [round(min(bares), 1), round(max(bares), 1)],
         "pipeline": {},
         "target_per_worker_x_realtime": 2000,
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
     }
-    for workers in args.workers:
-        rate = bench_pipeline(dataset, maker, workers, args.batch_size, args.items)
-        per_worker = rate / max(1, workers)
+    for workers, repeats in runs.items():
+        per_worker = [r["per_worker"] for r in repeats]
+        # What one worker gives per second of its own CPU time (what it would give with a
+        # core to itself); in process, per second of this process's CPU time.
+        cpu = [r["workers_cpu_s"] if workers else r["main_cpu_s"] for r in repeats]
         result["pipeline"][f"workers_{workers}"] = {
-            "x_realtime": round(rate, 1),
-            "x_realtime_per_worker": round(per_worker, 1),
-            "ratio_to_bare": round(per_worker / bare, 3),
+            "x_realtime": round(median(r["audio_s"] / r["wall_s"] for r in repeats), 1),
+            "x_realtime_per_worker": round(median(per_worker), 1),
+            "per_worker_range": [round(min(per_worker), 1), round(max(per_worker), 1)],
+            "ratio_to_bare": round(median(r["ratio_to_bare"] for r in repeats), 3),
+            "x_realtime_per_worker_cpu_second": round(
+                median(r["audio_s"] / c for r, c in zip(repeats, cpu)), 1
+            ),
+            "main_process_cpu_share": round(
+                median(r["main_cpu_s"] / r["wall_s"] for r in repeats), 2
+            ),
             "items": args.items,
-            "meets_target": per_worker >= 2000,
+            "meets_target": median(per_worker) >= 2000,
         }
     print(json.dumps(result))
 
