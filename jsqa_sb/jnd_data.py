@@ -344,7 +344,7 @@ class JNDBatch:
         return self.excerpts, self.gains, self.lens, self.snrs
 
     def to(self, device, non_blocking: bool = False) -> JNDBatch:
-        """Move the tensors to ``device`` (views made on the way stay behind)."""
+        """Move the tensors to ``device`` (views already made are not: the copy makes its own)."""
         return JNDBatch(
             self.ids, *(t.to(device, non_blocking=non_blocking) for t in self._tensors())
         )
@@ -388,9 +388,9 @@ def jnd_collate(items: list) -> JNDBatch:
     >>> batch.wavs[3:].tolist()[0], [round(x, 2) for x in batch.wav_lens.tolist()]
     ([2.0, 2.0, 2.0, 2.0, 0.0], [1.0, 1.0, 1.0, 0.8, 0.8, 0.8])
     """
-    views = {item["mix_gains"].shape[0] for item in items}
-    if len(views) != 1:
-        raise ValueError(f"the groups of a batch must have the same number of views, got {views}")
+    sizes = {item["mix_gains"].shape[0] for item in items}
+    if len(sizes) != 1:
+        raise ValueError(f"the groups of a batch must have the same number of views, got {sizes}")
     max_len = max(item["excerpts"].shape[1] for item in items)
     shape = (len(items), 2, max_len)
     if torch.utils.data.get_worker_info() is None:

@@ -195,17 +195,16 @@ def mix_gains(
     bound = mix.astype(np.float64) @ np.array([_peak(speech), _peak(noise)])
     check = np.flatnonzero(bound * (1.0 + 1e-5) > peak_limit)
     if check.size:
-        mixtures = apply_gains(speech, noise, mix[check])
-        peaks = np.maximum(mixtures.max(axis=1), -mixtures.min(axis=1))
+        peaks = _peak(apply_gains(speech, noise, mix[check]))
         loud = check[peaks > peak_limit]
         factor = peak_limit * (1.0 - 1e-6) / peaks[peaks > peak_limit]
         mix[loud] *= factor.astype(np.float32)[:, None]
     return mix
 
 
-def _peak(x: np.ndarray) -> float:
-    """Largest absolute sample value (no ``|x|`` temporary)."""
-    return float(max(x.max(), -x.min())) if x.size else 0.0
+def _peak(x: np.ndarray) -> np.ndarray:
+    """Largest absolute value along the last axis (no ``|x|`` temporary)."""
+    return np.maximum(x.max(axis=-1), -x.min(axis=-1))
 
 
 def apply_gains(speech: np.ndarray, noise: np.ndarray, gains: np.ndarray) -> np.ndarray:

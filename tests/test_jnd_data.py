@@ -118,22 +118,37 @@ def test_dataloader_with_workers_is_deterministic_and_follows_the_epoch(prepared
     assert not torch.equal(next_epoch[0].snrs, parallel[0].snrs)
 
 
-def test_short_utterances_and_other_sample_rates(prepared, tmp_path):
-    root, out, folders = prepared
+def _first_entry(out, folders):
+    """The first training manifest entry and its audio."""
     manifest = json.loads(open(out["train"]).read())
-    uid, entry = sorted(manifest.items())[0]
-    audio, _ = read_audio(entry["wav"].format(**folders))
-    hi_rate = tmp_path / "hi.wav"
-    sf.write(hi_rate, resample(audio, SR, 48000), 48000, subtype="FLOAT")
+    _, entry = sorted(manifest.items())[0]
+    return entry, read_audio(entry["wav"].format(**folders))[0]
+
+
+def _short_copy(entry, audio, tmp_path):
+    """The entry's first second as an utterance of its own (shorter than a segment)."""
     short = tmp_path / "short.flac"
     sf.write(short, audio[:SR], SR)
+    return {**entry, "wav": str(short), "duration": 1.0}
+
+
+def _training_set(tmp_path, out, folders, entries):
+    """A training dataset of the given manifest entries."""
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(entries))
+    return make_jnd_dataset(path, folders, _maker(out, folders), fixed=False)
+
+
+def test_short_utterances_and_other_sample_rates(prepared, tmp_path):
+    _, out, folders = prepared
+    entry, audio = _first_entry(out, folders)
+    hi_rate = tmp_path / "hi.wav"
+    sf.write(hi_rate, resample(audio, SR, 48000), 48000, subtype="FLOAT")
     small = {
         "hi": {**entry, "wav": str(hi_rate), "sample_rate": 48000},
-        "short": {**entry, "wav": str(short), "duration": 1.0},
+        "short": _short_copy(entry, audio, tmp_path),
     }
-    path = tmp_path / "small.json"
-    path.write_text(json.dumps(small))
-    dataset = make_jnd_dataset(path, folders, _maker(out, folders), fixed=False)
+    dataset = _training_set(tmp_path, out, folders, small)
     batch = jnd_collate([dataset[0], dataset[1]])
     assert batch.wavs.shape == (8, int(1.5 * SR))  # 48 kHz input resampled to 16 kHz
     assert batch.wav_lens.tolist() == pytest.approx([1.0] * 4 + [1.0 / 1.5] * 4, abs=1e-6)
@@ -144,15 +159,9 @@ def test_batch_views_are_the_items_mixed_on_the_cpu(prepared, tmp_path):
     # The batch carries excerpts and gains; the views it makes must be the mixtures
     # mix_at_snrs makes from the same excerpts, padded groups included.
     _, out, folders = prepared
-    manifest = json.loads(open(out["train"]).read())
-    uid, entry = sorted(manifest.items())[0]
-    audio, _ = read_audio(entry["wav"].format(**folders))
-    short = tmp_path / "short.flac"
-    sf.write(short, audio[:SR], SR)
-    path = tmp_path / "m.json"
-    short_entry = {**entry, "wav": str(short), "duration": 1.0}
-    path.write_text(json.dumps({"long": entry, "short": short_entry}))
-    dataset = make_jnd_dataset(path, folders, _maker(out, folders), fixed=False)
+    entry, audio = _first_entry(out, folders)
+    short = _short_copy(entry, audio, tmp_path)
+    dataset = _training_set(tmp_path, out, folders, {"long": entry, "short": short})
     items = [dataset[0], dataset[1]]
     batch = jnd_collate(items).to("cpu")
     assert batch.num_views == 8 and batch.wavs.shape == (8, int(1.5 * SR))
@@ -191,17 +200,13 @@ def test_groups_of_different_sizes_are_refused(prepared):
 
 def test_unreadable_file_gives_nan_views_named_in_the_log(prepared, tmp_path, caplog):
     _, out, folders = prepared
-    manifest = json.loads(open(out["train"]).read())
-    uid, entry = sorted(manifest.items())[0]
+    entry, _ = _first_entry(out, folders)
     broken = tmp_path / "broken.flac"
     broken.write_bytes(b"fLaC" + bytes(300))
     good = tmp_path / "good.flac"
     shutil.copy(entry["wav"].format(**folders), good)
-    path = tmp_path / "m.json"
-    path.write_text(
-        json.dumps({"ok": {**entry, "wav": str(good)}, "bad": {**entry, "wav": str(broken)}})
-    )
-    dataset = make_jnd_dataset(path, folders, _maker(out, folders), fixed=False)
+    entries = {"ok": {**entry, "wav": str(good)}, "bad": {**entry, "wav": str(broken)}}
+    dataset = _training_set(tmp_path, out, folders, entries)
     with caplog.at_level(logging.WARNING):
         batch = jnd_collate([dataset[0], dataset[1]])
     assert str(broken) in caplog.text
