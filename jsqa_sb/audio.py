@@ -23,13 +23,15 @@ import torchaudio
 from speechbrain.dataio.audio_io import AudioInfo
 from speechbrain.dataio.audio_io import info as _sb_info
 
+from jsqa_sb.errors import JSQAError
+
 PathLike = Union[str, Path]
 
 #: Audio file extensions the preparers and the scorer look for.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
 
 
-class AudioReadError(RuntimeError):
+class AudioReadError(JSQAError, RuntimeError):
     """An audio file could not be read; the message names the file."""
 
 

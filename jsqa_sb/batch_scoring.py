@@ -36,6 +36,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from jsqa_sb.audio import AUDIO_EXTENSIONS, AudioReadError
+from jsqa_sb.errors import JSQAError
 from jsqa_sb.prepare_utils import scan_headers, write_json
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Scorer(Protocol):
         ...
 
 
-class ScoringInputError(ValueError):
+class ScoringInputError(JSQAError, ValueError):
     """Bad arguments to ``jsqa score``; the message says which and why."""
 
 

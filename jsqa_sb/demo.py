@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from jsqa_sb.errors import JSQAError
+
 #: Training options of the full demo (``train.py`` overrides; the YAMLs' model sizes).
 #: On the 2-core development VM a pretraining epoch (12 utterances: 3 batches of 4 view
 #: groups, then validation and the SNR probe) takes 1.3-3 s and a fine-tuning epoch (40
@@ -75,7 +77,7 @@ _CLONE_HINT = (
 )
 
 
-class DemoError(RuntimeError):
+class DemoError(JSQAError, RuntimeError):
     """A step of the demo failed; the message says which step, why, and where its log is."""
 
 

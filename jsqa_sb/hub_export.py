@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Union
 
 import jsqa_sb
+from jsqa_sb.errors import JSQAError
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ CITATION = """@inproceedings{fan2025jsqa,
 }"""
 
 
-class ExportError(ValueError):
+class ExportError(JSQAError, ValueError):
     """A run folder that cannot be exported; the message says what is missing."""
 
 

@@ -21,6 +21,8 @@ import huggingface_hub
 from huggingface_hub import utils as hf_utils
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 
+from jsqa_sb.errors import JSQAError
+
 logger = logging.getLogger(__name__)
 
 #: Hub address of a model repository.
@@ -50,7 +52,7 @@ except ImportError:  # pragma: no cover - depends on the huggingface_hub version
     pass
 
 
-class HubUploadError(RuntimeError):
+class HubUploadError(JSQAError, RuntimeError):
     """The folder cannot be published; the message names the folder or repo and why."""
 
 

@@ -42,13 +42,14 @@ from speechbrain.dataio.audio_io import AudioInfo
 from speechbrain.inference.interfaces import Pretrained
 
 from jsqa_sb.audio import AudioReadError, audio_info, read_audio
+from jsqa_sb.errors import JSQAError
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
 
-class RecordingError(RuntimeError):
+class RecordingError(JSQAError, RuntimeError):
     """A recording could not be scored; the message names the file and why."""
 
 

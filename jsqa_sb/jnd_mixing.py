@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from jsqa_sb.errors import JSQAError
+
 #: Levels below this (dBFS) count as digital silence.
 SILENCE_DB = -90.0
 
 
-class SilentSignalError(ValueError):
+class SilentSignalError(JSQAError, ValueError):
     """A signal whose level is too low to define an SNR or a level."""
 
 

@@ -42,6 +42,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
 
+from jsqa_sb.errors import JSQAError
+
 #: The outputs of :class:`MOSHead` by default: overall MOS and the NISQA dimensions.
 NISQA_OUTPUTS = ("mos", "noi", "col", "dis", "loud")
 
@@ -792,7 +794,7 @@ class FeatureLobeEncoder(nn.Module):
         return emb.reshape(emb.shape[0], -1)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(JSQAError, ValueError):
     """A checkpoint that does not fit a module; the message names file and parameters."""
 
 

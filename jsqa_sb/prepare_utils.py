@@ -24,12 +24,13 @@ from typing import Any, Union
 from tqdm import tqdm
 
 from jsqa_sb.audio import AudioReadError, audio_info
+from jsqa_sb.errors import JSQAError
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 
-class DataPreparationError(RuntimeError):
+class DataPreparationError(JSQAError, RuntimeError):
     """Input data that cannot be prepared; the message says what and where."""
 
 

@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import pandas as pd
 
+from jsqa_sb.errors import JSQAError
 from jsqa_sb.mos_metrics import evaluate_predictions
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ _MOS_RANGE = (1.0, 5.0)
 _MISSING = "n/a"
 
 
-class ReportError(ValueError):
+class ReportError(JSQAError, ValueError):
     """A report cannot be written, read or compared (with the reason and the path)."""
 
 

@@ -77,6 +77,8 @@ from ruamel.yaml.nodes import MappingNode as RuamelMappingNode
 from ruamel.yaml.nodes import ScalarNode as RuamelScalarNode
 from ruamel.yaml.nodes import SequenceNode as RuamelSequenceNode
 
+from jsqa_sb.errors import JSQAError
+
 logger = logging.getLogger(__name__)
 
 #: Packages whose classes and functions a YAML may name without ``trust_remote_code``.
@@ -149,7 +151,7 @@ class Finding:
         return f"line {self.line}: {self.tag} ({self.reason})"
 
 
-class UntrustedCodeError(ValueError):
+class UntrustedCodeError(JSQAError, ValueError):
     """A YAML would run code from outside the trusted packages.
 
     Arguments
