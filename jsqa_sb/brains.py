@@ -29,6 +29,38 @@ from jsqa_sb.jnd_metrics import JNDMetricTracker, linear_probe_spearman
 logger = logging.getLogger(__name__)
 
 
+def record_learning_rate_ratios(optimizer: torch.optim.Optimizer) -> None:
+    """Store each parameter group's learning rate relative to the optimiser's default.
+
+    The ratio travels with the optimiser's state dict, so it survives a resume.
+    """
+    base = optimizer.defaults["lr"]
+    for group in optimizer.param_groups:
+        group.setdefault("lr_ratio", group["lr"] / base if base else 1.0)
+
+
+def anneal_learning_rates(optimizer: torch.optim.Optimizer, new_lr: float) -> None:
+    """Set every group's learning rate to ``new_lr`` times its recorded ratio.
+
+    SpeechBrain's ``update_learning_rate`` gives every group the same value, which
+    would erase an encoder's own (smaller) learning rate at the first annealing.
+
+    Example
+    -------
+    >>> a, b = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    >>> opt = torch.optim.SGD([{"params": a.parameters()},
+    ...                        {"params": b.parameters(), "lr": 0.3}], lr=1.0)
+    >>> record_learning_rate_ratios(opt)
+    >>> anneal_learning_rates(opt, 0.5)
+    >>> [round(g["lr"], 6) for g in opt.param_groups]
+    [0.5, 0.15]
+    """
+    if any("lr_ratio" not in group for group in optimizer.param_groups):
+        record_learning_rate_ratios(optimizer)
+    for group in optimizer.param_groups:
+        group["lr"] = new_lr * group["lr_ratio"]
+
+
 class NonFiniteBatchMixin:
     """Skip batches whose inputs hold NaN or Inf (a corrupt file that slipped through).
 
@@ -143,7 +175,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             meta = {"lr": self.optimizer.param_groups[0]["lr"]}
             if getattr(self.hparams, "lr_scheduler", None) is not None:
                 _, new_lr = self.hparams.lr_scheduler(stats["loss"])  # anneals on the loss
-                sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+                anneal_learning_rates(self.optimizer, new_lr)
             self.hparams.train_logger.log_stats(
                 {"Epoch": epoch, **meta},
                 train_stats=getattr(self, "train_stats", None),
@@ -255,6 +287,7 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
                 group["lr"] = self.hparams.lr_encoder
             groups.append(group)
         self.optimizer = self.opt_class(groups)
+        record_learning_rate_ratios(self.optimizer)
         self.optimizers_dict = {"opt_class": self.optimizer}
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("optimizer", self.optimizer)
@@ -314,9 +347,11 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             frame = self.predictions_frame()
             stats = {"loss": round(float(stage_loss), 4), **_mos_stats(frame)}
             meta = {"lr": self.optimizer.param_groups[0]["lr"]}
+            if len(self.optimizer.param_groups) > 1:
+                meta["lr_encoder"] = self.optimizer.param_groups[1]["lr"]
             if getattr(self.hparams, "lr_scheduler", None) is not None:
                 _, new_lr = self.hparams.lr_scheduler(stats["loss"])
-                sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+                anneal_learning_rates(self.optimizer, new_lr)
             self.hparams.train_logger.log_stats(
                 {"Epoch": epoch, **meta}, train_stats=self.train_stats, valid_stats=stats
             )

@@ -69,3 +69,43 @@ def test_loss_skips_missing_labels_and_predictions_stay_in_range():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     frame = brain.predictions_frame()
     assert list(frame["file"]) == ["f0", "f1", "f2"] and frame["true_noi"].isna().all()
+
+
+def test_annealing_keeps_the_encoder_learning_rate_ratio(tmp_path):
+    """Two NewBob annealings halve both groups; the encoder keeps lr_encoder / lr."""
+    import speechbrain as sb
+    from speechbrain.nnet.schedulers import NewBobScheduler
+
+    from jsqa_sb.checkpoints import Checkpointer
+
+    class Logger:
+        def log_stats(self, *args, **kwargs):
+            self.last = args[0]
+
+    brain, encoder, head = _brain(
+        lr_encoder=3e-4,
+        lr_scheduler=NewBobScheduler(initial_value=1e-3, annealing_factor=0.5, patient=0),
+        train_logger=Logger(),
+    )
+    brain.checkpointer = Checkpointer(tmp_path, recoverables={"head": head})
+    brain.train_stats = {"loss": 1.0}
+    ids, cons, dbs = ["a", "b", "c", "d"], ["1", "2", "3", "4"], ["X"] * 4
+    seen = []
+    for epoch, loss in enumerate([1.0, 1.0, 1.0], start=1):  # no improvement: anneal twice
+        targets = torch.tensor([[1.0] * 5, [2.0] * 5, [3.0] * 5, [5.0] * 5])
+        brain.collected = [(ids, cons, dbs, targets, targets + 0.1 * epoch)]
+        brain.on_stage_end(sb.Stage.VALID, loss, epoch)
+        seen.append([g["lr"] for g in brain.optimizer.param_groups])
+    assert seen[0] == pytest.approx([1e-3, 3e-4])
+    assert seen[1] == pytest.approx([5e-4, 1.5e-4])
+    assert seen[2] == pytest.approx([2.5e-4, 7.5e-5])
+    assert brain.hparams.train_logger.last["lr_encoder"] == pytest.approx(1.5e-4)
+
+    # The ratio survives a resume through the optimiser's state dict.
+    state = brain.optimizer.state_dict()
+    resumed, _, _ = _brain(lr_encoder=3e-4)
+    resumed.optimizer.load_state_dict(state)
+    from jsqa_sb.brains import anneal_learning_rates
+
+    anneal_learning_rates(resumed.optimizer, 1e-4)
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([1e-4, 3e-5])
