@@ -311,7 +311,7 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         if stage != sb.Stage.TRAIN:
             self.collected.append(
                 (
-                    list(batch.id),
+                    list(getattr(batch, "file", batch.id)),  # NISQA's file id, not <db>/<file>
                     list(batch.con),
                     list(batch.db),
                     targets.cpu(),

@@ -17,6 +17,7 @@ from speechbrain.dataio.dataio import load_data_json
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from jsqa_sb.audio import AudioReadError, read_audio
+from jsqa_sb.prepare_utils import DataPreparationError
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -31,7 +32,8 @@ def make_mos_dataset(
 ) -> DynamicItemDataset:
     """One dataset over one or more per-database NISQA manifests.
 
-    Items provide ``id``, ``sig`` (mono float waveform at ``sample_rate``; files at
+    Items provide ``id`` (``<db>/<file>``: NISQA numbers files per database),
+    ``file`` (the manifest's key), ``sig`` (mono float waveform at ``sample_rate``; files at
     other rates are resampled), ``targets`` (one value per entry of ``dims``, NaN where
     the corpus has no label), ``con`` and ``db``. A file that cannot be decoded gives
     a NaN signal and a warning naming it; the training loop skips such batches.
@@ -40,13 +42,20 @@ def make_mos_dataset(
     ------
     ValueError
         If the manifests hold no entry (an empty training set is an error).
+    DataPreparationError
+        If a (database, file) pair is listed twice.
     """
     data = {}
     for manifest in manifests:
-        data.update(load_data_json(str(manifest), replacements))
+        for file, entry in load_data_json(str(manifest), replacements).items():
+            # NISQA numbers ``file`` per database: only (db, file) is unique in a merge.
+            key = f"{entry['db']}/{file}"
+            if key in data:
+                raise DataPreparationError(f"file '{file}' of {entry['db']} is listed twice")
+            data[key] = {**entry, "file": file}
     if not data:
         names = ", ".join(str(m) for m in manifests) or "no manifest"
-        raise ValueError(f"no NISQA file to use in {names}")
+        raise DataPreparationError(f"no NISQA file to use in {names}")
     dataset = DynamicItemDataset(data)
 
     def read(wav: str):
@@ -62,5 +71,5 @@ def make_mos_dataset(
 
     dataset.add_dynamic_item(read, takes=["wav"], provides="sig")
     dataset.add_dynamic_item(labels, takes=list(dims), provides="targets")
-    dataset.set_output_keys(["id", "sig", "targets", "con", "db"])
+    dataset.set_output_keys(["id", "file", "sig", "targets", "con", "db"])
     return dataset

@@ -17,8 +17,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import math
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Union
 
 import pandas as pd
@@ -41,6 +42,7 @@ PathLike = Union[str, Path]
 
 REQUIRED_COLUMNS = ("db", "con", "filepath_deg", "mos")
 DIMENSIONS = ("noi", "col", "dis", "loud")
+LABEL_MIN, LABEL_MAX = 1.0, 5.0  # the absolute category rating scale of MOS and dimensions
 NISQA_LAYOUT = (
     "<nisqa_folder>/NISQA_Corpus/<DB>/deg/*.wav with NISQA_corpus_file.csv or <DB>/<DB>_file.csv"
 )
@@ -105,6 +107,10 @@ def prepare_nisqa(
     logger.info("Preparing NISQA manifests in %s from %s", save_folder, corpus)
 
     table = pd.concat([_read_csv(f) for f in csv_files], ignore_index=True)
+    if table.empty:
+        raise DataPreparationError(
+            f"no NISQA rows: {', '.join(map(str, csv_files))} hold(s) a header but no rows"
+        )
     report = SkipReport()
     rows = _usable_rows(table, corpus, report)
     infos = scan_headers([corpus / r["filepath_deg"] for r in rows], num_workers, "Reading NISQA")
@@ -175,6 +181,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"(required: {', '.join(REQUIRED_COLUMNS)}; "
             f"found: {', '.join(map(str, table.columns))})"
         )
+    if table.empty:
+        logger.warning("%s has a header but no rows", path)
     table["_csv"] = str(path)
     table["_line"] = range(2, len(table) + 2)  # line numbers in the file (1 is the header)
     return table
@@ -196,26 +204,33 @@ def _usable_rows(table: pd.DataFrame, corpus: Path, report: SkipReport) -> list:
         path = corpus / row["filepath_deg"]
         row["con"] = record["con"].strip() or None
         row["key"] = (record.get("file") or "").strip() or path.stem
-        reason = _row_problem(record, row, seen)
+        reason = _row_problem(record, row)
         if reason is None and not path.is_file():
             reason = "file listed in the CSV does not exist"
         if reason:
             report.add(path, f"{reason} ({where})", db=row["db"])
             continue
+        if (row["db"], row["key"]) in seen:
+            raise DataPreparationError(
+                f"duplicate file id '{row['key']}' in {row['db']}: {seen[row['db'], row['key']]} "
+                f"and {where} (file ids must be unique within a database)"
+            )
         seen[row["db"], row["key"]] = where
         rows.append(row)
     return rows
 
 
-def _row_problem(record: dict, row: dict, seen: dict):
+def _row_problem(record: dict, row: dict):
     """Parse the labels of one row into ``row``; return why it is unusable, or None."""
     if not row["db"]:
         return "empty db"
     if not row["filepath_deg"]:
         return "empty filepath_deg"
-    if (row["db"], row["key"]) in seen:
-        first = seen[row["db"], row["key"]]
-        return f"duplicate file id '{row['key']}' in {row['db']} (first at {first})"
+    relative = PurePosixPath(row["filepath_deg"].replace("\\", "/"))
+    if relative.is_absolute() or PureWindowsPath(row["filepath_deg"]).drive:
+        return f"filepath_deg must be relative to NISQA_Corpus/, got {row['filepath_deg']!r}"
+    if ".." in relative.parts:
+        return f"filepath_deg must stay inside NISQA_Corpus/, got {row['filepath_deg']!r}"
     for label in ("mos", *DIMENSIONS):
         text = str(record.get(label, "")).strip()
         if text.lower() in _EMPTY:
@@ -227,6 +242,10 @@ def _row_problem(record: dict, row: dict, seen: dict):
             row[label] = float(text)
         except ValueError:
             return f"{label} is not a number: {text!r}"
+        if not math.isfinite(row[label]):
+            return f"{label} is not finite: {text!r}"
+        if not LABEL_MIN <= row[label] <= LABEL_MAX:
+            return f"{label} {text} is outside {LABEL_MIN:g}..{LABEL_MAX:g}"
     return None
 
 

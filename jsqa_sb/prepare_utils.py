@@ -52,9 +52,14 @@ def list_files(root: Path, suffixes: Sequence[str]) -> list[Path]:
     Uses ``os.scandir`` so that hundreds of thousands of files list in seconds; the
     result is sorted for reproducibility.
     """
-    found, stack = [], [str(root)]
+    found, stack, visited = [], [str(root)], set()
     while stack:
-        with os.scandir(stack.pop()) as entries:
+        folder = stack.pop()
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in visited:  # a symlink loop, or a folder linked twice
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
+        with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=True):
                     stack.append(entry.path)
@@ -104,15 +109,19 @@ class PrepareRecord:
             record.get("options") == self.options
             and record.get("input_fingerprint") == self.input_fingerprint
         )
-        outputs = [self.path.parent / name for name in record.get("outputs", [])]
-        return same and all(p.exists() for p in outputs)
+        outputs = record.get("outputs")
+        if not same or not isinstance(outputs, dict):  # a record of an older version: redo
+            return False
+        return all(
+            _file_digest(self.path.parent / name) == digest for name, digest in outputs.items()
+        )
 
     def mark_done(self, outputs: Iterable[PathLike], counts: dict) -> None:
         """Write the record (last, so an interrupted preparation is redone)."""
         record = {
             "options": self.options,
             "input_fingerprint": self.input_fingerprint,
-            "outputs": sorted(Path(p).name for p in outputs),
+            "outputs": {Path(p).name: _file_digest(Path(p)) for p in sorted(map(str, outputs))},
             "counts": counts,
         }
         write_json(self.path, record)
@@ -120,6 +129,18 @@ class PrepareRecord:
     def invalidate(self) -> None:
         """Remove the record before rewriting outputs."""
         self.path.unlink(missing_ok=True)
+
+
+def _file_digest(path: Path):
+    """SHA-256 of a file's bytes (None if it cannot be read): a truncated output is redone."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 @dataclass

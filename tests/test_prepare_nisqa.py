@@ -434,15 +434,112 @@ def test_strict_makes_skips_fatal(tmp_path, damage):
 
 
 # ----------------------------------------------------------------------------- known bugs
-def test_every_row_is_in_a_manifest_or_in_the_report(tmp_path):
+def test_duplicate_file_id_within_a_database_is_an_error_naming_both_rows(tmp_path):
     folder = make_corpus(tmp_path)
     rows = read_rows(corpus_csv(folder))
+    assert rows[0]["db"] == rows[1]["db"]
     rows[1]["file"] = rows[0]["file"]  # two different degraded files, same name in `file`
     write_rows(corpus_csv(folder), rows)
     save = tmp_path / "out"
+    with pytest.raises(DataPreparationError, match="line 2 and .*line 3"):
+        prepare_nisqa(folder, save, num_workers=2)
+    assert not (save / f"{rows[0]['db']}.json").exists()
+
+
+def test_databases_that_number_files_alike_keep_every_row(tmp_path):
+    """NISQA numbers ``file`` per database: the merged training set keeps both."""
+    from jsqa_sb.mos_data import make_mos_dataset
+
+    folder = make_corpus(tmp_path, {"NISQA_TRAIN_SIM": 4, "NISQA_TRAIN_LIVE": 3})
+    rows = read_rows(corpus_csv(folder))
+    counters = {}
+    for row in rows:  # every database numbers its files from 1
+        counters[row["db"]] = counters.get(row["db"], 0) + 1
+        row["file"] = str(counters[row["db"]])
+    write_rows(corpus_csv(folder), rows)
+    save = tmp_path / "out"
+    prepare_nisqa(folder, save, train_dbs=["NISQA_TRAIN_*"], valid_dbs=[], num_workers=2)
+    assert sorted(load(save, "NISQA_TRAIN_LIVE.json")) == ["1", "2", "3"]
+    manifests = [save / "NISQA_TRAIN_SIM.json", save / "NISQA_TRAIN_LIVE.json"]
+    data = make_mos_dataset(manifests, {"nisqa_folder": str(folder)})
+    with data.output_keys_as(["id", "file", "db", "targets"]):
+        items = list(data)
+    assert len(items) == 7
+    assert {(i["db"], i["file"]) for i in items} == {(r["db"], r["file"]) for r in rows}
+    expected = {(r["db"], r["file"]): float(r["mos"]) for r in rows}
+    for item in items:
+        assert float(item["targets"][0]) == pytest.approx(expected[item["db"], item["file"]])
+
+
+@pytest.mark.parametrize(
+    "label, value, reason",
+    [
+        ("mos", "inf", "not finite"),
+        ("mos", "1e400", "not finite"),
+        ("mos", "-inf", "not finite"),
+        ("mos", "7.5", "outside 1..5"),
+        ("mos", "0.2", "outside 1..5"),
+        ("mos", "nan", "empty MOS"),
+        ("noi", "inf", "not finite"),
+        ("col", "5.5", "outside 1..5"),
+    ],
+)
+def test_labels_outside_the_scale_or_not_finite_are_skipped_rows(tmp_path, label, value, reason):
+    folder = make_corpus(tmp_path)
+    rows = read_rows(corpus_csv(folder))
+    rows[0][label] = value
+    write_rows(corpus_csv(folder), rows)
+    save = tmp_path / "out"
     prepare_nisqa(folder, save, num_workers=2)
-    listed = sum(len(load(save, f"{db}.json")) for db in SMALL)
-    assert listed + len(load(save, "prepare_nisqa_report.json")["skipped"]) == len(rows)
+    skipped = load(save, "prepare_nisqa_report.json")["skipped"]
+    assert [Path(s["file"]) for s in skipped] == [deg_path(folder, rows[0])]
+    assert reason in skipped[0]["reason"]
+    assert label in skipped[0]["reason"] or value == "nan"
+    assert rows[0]["file"] not in load(save, f"{rows[0]['db']}.json")
+
+
+@pytest.mark.parametrize("bad", ["absolute", "parent"])
+def test_filepath_outside_the_corpus_is_a_skipped_row(tmp_path, bad):
+    folder = make_corpus(tmp_path)
+    rows = read_rows(corpus_csv(folder))
+    real = deg_path(folder, rows[0])
+    if bad == "absolute":
+        rows[0]["filepath_deg"] = str(real)  # the file exists, but outside the layout
+    else:
+        outside = tmp_path / "outside.wav"
+        outside.write_bytes(real.read_bytes())
+        rows[0]["filepath_deg"] = "../../outside.wav"
+    write_rows(corpus_csv(folder), rows)
+    save = tmp_path / "out"
+    prepare_nisqa(folder, save, num_workers=2)
+    skipped = load(save, "prepare_nisqa_report.json")["skipped"]
+    assert len(skipped) == 1 and "filepath_deg must" in skipped[0]["reason"]
+    wavs = [e["wav"] for db in SMALL for e in load(save, f"{db}.json").values()]
+    assert not any(str(tmp_path) in w or ".." in w for w in wavs)
+
+
+def test_header_only_csv_is_a_clear_error(tmp_path):
+    folder = make_corpus(tmp_path)
+    header = corpus_csv(folder).read_text().splitlines()[0]
+    corpus_csv(folder).write_text(header + "\n")
+    save = tmp_path / "out"
+    with pytest.raises(DataPreparationError, match="header but no rows"):
+        prepare_nisqa(folder, save, num_workers=2)
+    assert not list(save.glob("NISQA_*.json"))
+
+
+def test_truncated_manifest_is_redone_although_the_record_says_done(tmp_path, caplog):
+    folder = make_corpus(tmp_path)
+    save = tmp_path / "out"
+    prepare_nisqa(folder, save, num_workers=2)
+    manifest = save / "NISQA_TRAIN_SIM.json"
+    full = manifest.read_text()
+    manifest.write_text(full[: len(full) // 2])
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        prepare_nisqa(folder, save, num_workers=2)
+    assert "up to date" not in " ".join(messages(caplog, logging.INFO))
+    assert manifest.read_text() == full
 
 
 def test_rows_with_empty_db_are_reported_not_crashing(tmp_path):
