@@ -8,6 +8,10 @@ speech from ``jsqa_sb/samples`` mixed with noise at random SNRs):
   reading, resampling, the model, the CSV);
 - ``model_only_rtf``: the same recordings already in memory, through the encoder and head
   alone: the bound the batch path is compared with;
+- ``batch_rtf_48k``: ``batch_rtf`` for the same recordings stored at 48 kHz (as NISQA's
+  files are), so resampling is part of the path; ``resample_48k_rtf`` is the anti-aliased
+  resampler of ``jsqa_sb.audio`` alone on them, beside ``resample_48k_rtf_torchaudio_default``
+  (torchaudio's default kernel, which aliases: the peer it replaced);
 - ``latency_ms``: the median time of ``score_file`` on one 10 s file, model loaded;
 - ``hour_peak_rss_mb``: the peak resident memory of a fresh process that loads the model
   and scores a one-hour file with ``score_file`` (and ``hour_rss_after_load_mb``, the
@@ -95,6 +99,45 @@ def batch_rtf(model, paths: list[Path], audio_seconds: float, out: Path) -> floa
     if summary.failed:
         raise RuntimeError(summary.format())
     return wall / audio_seconds
+
+
+def stored_at_48k(folder: Path, paths: list[Path]) -> list[Path]:
+    """The same recordings upsampled to 48 kHz (polyphase, scipy), 16-bit WAV."""
+    from scipy.signal import resample_poly
+
+    folder.mkdir()
+    out = []
+    for path in paths:
+        audio, _ = sf.read(path, dtype="float32")
+        out.append(folder / path.name)
+        sf.write(out[-1], resample_poly(audio, 3, 1), 3 * SR, subtype="PCM_16")
+    return out
+
+
+def resample_rtfs(paths: list[Path], audio_seconds: float) -> dict:
+    """RTF of resampling 48 kHz files to 16 kHz: the project's kernel and torchaudio's default.
+
+    Interleaved over the files, so that both see the same machine load.
+    """
+    import torchaudio
+
+    from jsqa_sb.audio import resample
+
+    default = torchaudio.transforms.Resample(3 * SR, SR)
+    ours, theirs = 0.0, 0.0
+    with torch.no_grad():
+        for path in paths:
+            audio, _ = sf.read(path, dtype="float32")
+            start = time.perf_counter()
+            resample(audio, 3 * SR, SR)
+            ours += time.perf_counter() - start
+            start = time.perf_counter()
+            default(torch.from_numpy(audio))
+            theirs += time.perf_counter() - start
+    return {
+        "resample_48k_rtf": ours / audio_seconds,
+        "resample_48k_rtf_torchaudio_default": theirs / audio_seconds,
+    }
 
 
 def model_only_rtf(model, paths: list[Path], audio_seconds: float, batch_size: int) -> float:
@@ -208,6 +251,9 @@ def main() -> None:
             "target_batch_rtf": TARGET_RTF,
         }
         result["batch_over_model_only"] = result["batch_rtf"] / result["model_only_rtf"]
+        paths_48k = stored_at_48k(tmp / "48k", paths)
+        result["batch_rtf_48k"] = batch_rtf(model, paths_48k, audio_seconds, tmp / "s48.csv")
+        result.update(resample_rtfs(paths_48k, audio_seconds))
         result["meets_target"] = result["batch_rtf"] <= TARGET_RTF
         if not args.skip_hour:
             hour = hour_memory(args.model, args.device, hour_file(tmp, paths))

@@ -103,8 +103,20 @@ def read_audio(
     return np.ascontiguousarray(audio, dtype=np.float32), sr
 
 
+#: The one resampler of training, evaluation and inference: torchaudio's windowed sinc
+#: with a Kaiser window. From 48 kHz to 16 kHz the pass band is flat within 0.6 dB up to
+#: 7 kHz and the stop band is below -60 dB from 8.5 kHz (-120 dB at 9 kHz); torchaudio's
+#: default kernel leaves a 9 kHz tone aliased to 7 kHz at -17 dB.
+RESAMPLING = {
+    "lowpass_filter_width": 24,
+    "rolloff": 0.94,
+    "resampling_method": "sinc_interp_kaiser",
+    "beta": 12.0,
+}
+
+
 def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """Resample a 1-D signal with torchaudio's band-limited sinc interpolation.
+    """Resample a 1-D signal with the anti-aliased kernel of :data:`RESAMPLING`.
 
     Example
     -------
@@ -119,8 +131,8 @@ def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _resampler(orig_sr: int, new_sr: int) -> torchaudio.transforms.Resample:
-    """The resampling kernel of a rate pair, built once (functional.resample's filter)."""
-    return torchaudio.transforms.Resample(orig_sr, new_sr)
+    """The resampling kernel of a rate pair, built once."""
+    return torchaudio.transforms.Resample(orig_sr, new_sr, **RESAMPLING)
 
 
 def _reason(err: Exception) -> str:
