@@ -14,6 +14,7 @@ Authors
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -53,11 +54,42 @@ class Checkpointer(checkpoints.Checkpointer):
         files = {name: final / Path(path).name for name, path in partial.paramfiles.items()}
         return checkpoints.Checkpoint(final, partial.meta, files)
 
+    def find_checkpoints(self, importance_key=None, max_key=None, min_key=None, **kwargs):
+        """SpeechBrain's search, with a NaN (or missing number) in ``meta`` ranked worst.
+
+        SpeechBrain sorts on the raw value, and NaN compares false with everything, so
+        one NaN validation metric made the choice of the "best" checkpoint arbitrary.
+        """
+        key = max_key or min_key
+        if importance_key is None and key is not None:
+            sign = 1.0 if max_key else -1.0
+
+            def importance_key(ckpt):
+                value = ckpt.meta.get(key)
+                if not isinstance(value, (int, float)) or math.isnan(value):
+                    return -math.inf
+                return sign * value
+
+            kwargs["ckpt_predicate"] = _with_key(kwargs.get("ckpt_predicate"), key)
+            max_key = min_key = None
+        return super().find_checkpoints(
+            importance_key=importance_key, max_key=max_key, min_key=min_key, **kwargs
+        )
+
     def _new_checkpoint_dirpath(self) -> Path:
         return _partial(super()._new_checkpoint_dirpath())
 
     def _custom_checkpoint_dirpath(self, name) -> Path:
         return _partial(super()._custom_checkpoint_dirpath(name))
+
+
+def _with_key(predicate, key: str):
+    """``predicate`` and "the checkpoint's meta has ``key``", as SpeechBrain requires."""
+
+    def has_key(ckpt) -> bool:
+        return key in ckpt.meta and (predicate is None or predicate(ckpt))
+
+    return has_key
 
 
 def _partial(path: Path) -> Path:

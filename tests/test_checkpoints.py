@@ -61,3 +61,26 @@ def test_saved_checkpoint_is_returned_at_its_final_path(tmp_path):
     ckpt.save_and_keep_only(meta={"loss": 0.5}, min_keys=["loss"])  # SpeechBrain's clean-up
     (kept,) = ckpt.list_checkpoints()
     assert kept.meta["loss"] == 0.5
+
+
+@pytest.mark.parametrize("order", [(0.5, "nan", 0.7), ("nan", 0.7, 0.5), (0.7, 0.5, "nan")])
+def test_nan_metric_is_never_the_best_checkpoint(tmp_path, order):
+    layer = torch.nn.Linear(2, 2)
+    checkpointer = Checkpointer(tmp_path, {"layer": layer})
+    for i, pcc in enumerate(order):
+        value = float(pcc)
+        checkpointer.save_and_keep_only(
+            meta={"pcc": value, "loss": -value, "epoch": i}, max_keys=["pcc"], num_to_keep=1
+        )
+    kept = [c.meta["epoch"] for c in checkpointer.list_checkpoints()]
+    # SpeechBrain also keeps the most recent one (for resuming)
+    assert sorted(kept) == sorted({order.index(0.7), len(order) - 1})
+    assert checkpointer.find_checkpoint(max_key="pcc").meta["pcc"] == 0.7
+    assert checkpointer.find_checkpoint(min_key="loss").meta["pcc"] == 0.7
+
+
+def test_nan_everywhere_still_finds_a_checkpoint(tmp_path):
+    checkpointer = Checkpointer(tmp_path, {"layer": torch.nn.Linear(2, 2)})
+    checkpointer.save_checkpoint(meta={"cross_auc": float("nan")})
+    assert checkpointer.find_checkpoint(max_key="cross_auc") is not None
+    assert checkpointer.find_checkpoint(max_key="absent") is None
