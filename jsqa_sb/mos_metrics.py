@@ -19,7 +19,7 @@ Authors
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -559,7 +559,10 @@ def rmse_mapped_dof(y_true: ArrayLike, y_pred: ArrayLike, order: int = 1) -> flo
 
 
 def evaluate_predictions(
-    y_true: ArrayLike, y_pred: ArrayLike, conditions: Optional[ArrayLike] = None
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    conditions: Optional[ArrayLike] = None,
+    condition_true: Optional[Mapping] = None,
 ) -> dict[str, Union[float, int]]:
     """All metrics of one test set, per file and (with conditions) per condition.
 
@@ -571,6 +574,11 @@ def evaluate_predictions(
         (N,) predicted per-file scores.
     conditions : array_like, optional
         (N,) condition label of each file (the ``con`` column).
+    condition_true : mapping, optional
+        The true score of each condition (label, compared as a string, to score),
+        as NISQA's ``NISQA_corpus_con.csv`` gives it: NISQA's own evaluation takes the
+        per-condition "true" MOS from there, not from the mean of the files. Every
+        condition of ``conditions`` must be in it. Without it, the mean of the files.
 
     Returns
     -------
@@ -607,6 +615,17 @@ def evaluate_predictions(
     }
     if conditions is not None:
         t_con, p_con = per_condition(t, p, conditions)
+        if condition_true is not None:
+            table = {str(k): float(v) for k, v in condition_true.items()}
+            labels = [str(c) for c in pd.unique(_to_labels(conditions))]  # per_condition's order
+            missing = [c for c in labels if c not in table]
+            if missing:
+                raise ValueError(
+                    f"{len(missing)} condition(s) have no true score in the condition table "
+                    f"(e.g. {missing[0]!r})"
+                )
+            t_con = np.array([table[c] for c in labels])
+            _check_finite(t_con, "condition scores")
         n_con = int(t_con.size)
         nan = float("nan")
         out["pcc_con"] = pcc(t_con, p_con) if n_con >= 3 else nan

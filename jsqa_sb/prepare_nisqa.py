@@ -5,8 +5,11 @@ Reads ``NISQA_Corpus/NISQA_corpus_file.csv`` when present, else every
 found, with, per file: ``wav`` (``{nisqa_folder}`` placeholder), ``mos``, the
 dimensions ``noi, col, dis, loud`` (null where the corpus has none), ``con``, ``db``,
 ``duration`` and ``sample_rate`` (NISQA mixes rates; the data pipeline resamples).
-``nisqa_splits.json`` says which databases are train, valid and test, and
-``prepare_nisqa_report.json`` lists every row left out and why.
+``nisqa_splits.json`` says which databases are train, valid and test,
+``prepare_nisqa_report.json`` lists every row left out and why, and, when the corpus
+has ``NISQA_corpus_con.csv``, ``conditions.json`` holds its per-condition scores
+(``{db: {con: {mos, noi, col, dis, loud}}}``), which the test reports use as NISQA's
+own evaluation does.
 
 Authors
  * JSQA contributors 2026
@@ -46,6 +49,8 @@ LABEL_MIN, LABEL_MAX = 1.0, 5.0  # the absolute category rating scale of MOS and
 NISQA_LAYOUT = (
     "<nisqa_folder>/NISQA_Corpus/<DB>/deg/*.wav with NISQA_corpus_file.csv or <DB>/<DB>_file.csv"
 )
+#: Per-condition true scores of NISQA_corpus_con.csv, when the corpus has it.
+CONDITIONS_FILE = "conditions.json"
 DEFAULT_TRAIN = ("NISQA_TRAIN_SIM", "NISQA_TRAIN_LIVE")
 DEFAULT_VALID = ("NISQA_VAL_SIM", "NISQA_VAL_LIVE")
 DEFAULT_TEST = ("NISQA_TEST_*",)
@@ -89,6 +94,7 @@ def prepare_nisqa(
     """
     corpus = Path(nisqa_folder) / "NISQA_Corpus"
     csv_files = _csv_files(Path(nisqa_folder), corpus)
+    con_csv = corpus / "NISQA_corpus_con.csv"
     save_folder = make_save_folder(save_folder)
     deg_files = list_files(corpus, (".wav",))
     splits_cfg = {"train": list(train_dbs), "valid": list(valid_dbs), "test": list(test_dbs)}
@@ -96,7 +102,7 @@ def prepare_nisqa(
         save_folder,
         "prepare_nisqa",
         {"splits": splits_cfg, "strict": strict},
-        fingerprint(csv_files + deg_files, corpus),
+        fingerprint(csv_files + [con_csv] * con_csv.is_file() + deg_files, corpus),
     )
     splits_path = save_folder / "nisqa_splits.json"
     report_path = save_folder / "prepare_nisqa_report.json"
@@ -143,9 +149,13 @@ def prepare_nisqa(
     for db, entries in manifests.items():
         write_json(save_folder / f"{db}.json", entries)
     write_json(splits_path, splits)
-    record.mark_done(
-        [save_folder / f"{db}.json" for db in manifests] + [splits_path, report_path], counts
-    )
+    outputs = [save_folder / f"{db}.json" for db in manifests] + [splits_path, report_path]
+    conditions_path = save_folder / CONDITIONS_FILE
+    conditions_path.unlink(missing_ok=True)
+    if con_csv.is_file():
+        write_json(conditions_path, _condition_scores(con_csv))
+        outputs.append(conditions_path)
+    record.mark_done(outputs, counts)
     logger.info("NISQA manifests written: %s", json.dumps(counts))
     return _result(save_folder, splits, report_path, splits_path)
 
@@ -168,17 +178,17 @@ def _csv_files(folder: Path, corpus: Path) -> list[Path]:
     return per_db
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, required: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataFrame:
     """Read one NISQA CSV as text (numbers are parsed per row) and check its columns."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as err:  # pandas raises several parser errors
         raise DataPreparationError(f"{path}: cannot read CSV ({err})") from err
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    missing = [c for c in required if c not in table.columns]
     if missing:
         raise DataPreparationError(
             f"{path} lacks required column(s) {', '.join(missing)} "
-            f"(required: {', '.join(REQUIRED_COLUMNS)}; "
+            f"(required: {', '.join(required)}; "
             f"found: {', '.join(map(str, table.columns))})"
         )
     if table.empty:
@@ -247,6 +257,20 @@ def _row_problem(record: dict, row: dict):
         if not LABEL_MIN <= row[label] <= LABEL_MAX:
             return f"{label} {text} is outside {LABEL_MIN:g}..{LABEL_MAX:g}"
     return None
+
+
+def _condition_scores(path: Path) -> dict:
+    """``{db: {con: {dim: score}}}`` from ``NISQA_corpus_con.csv`` (rows with a valid MOS)."""
+    table = _read_csv(path, required=("db", "con", "mos"))
+    scores: dict = {}
+    for record in table.to_dict("records"):
+        row = {"db": record["db"].strip(), "filepath_deg": "con"}
+        con = record["con"].strip()
+        if not row["db"] or not con or _row_problem(record, row) is not None:
+            logger.warning("%s line %s: unusable condition row, ignored", path, record["_line"])
+            continue
+        scores.setdefault(row["db"], {})[con] = {d: row[d] for d in ("mos", *DIMENSIONS)}
+    return scores
 
 
 def _resolve_splits(cfg: dict, available: list[str]) -> dict:

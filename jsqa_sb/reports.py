@@ -147,8 +147,10 @@ def _dimensions(frame: pd.DataFrame) -> list[str]:
     return known + [d for d in predicted if d not in DIMENSIONS]
 
 
-def _evaluate_database(db: str, frame: pd.DataFrame) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Metrics of every labelled dimension of one database, and the skipped dimensions."""
+def _evaluate_database(
+    db: str, frame: pd.DataFrame, condition_truth: Optional[Mapping[str, Mapping]] = None
+) -> tuple[dict[str, dict[str, Any]], list[str], list[str]]:
+    """Metrics of every labelled dimension of one database, the skipped dimensions, notes."""
     if not isinstance(frame, pd.DataFrame):
         raise ReportError(f"{db}: predictions must be a pandas DataFrame, got {type(frame)}")
     if "file" not in frame.columns:
@@ -159,6 +161,18 @@ def _evaluate_database(db: str, frame: pd.DataFrame) -> tuple[dict[str, dict[str
 
     metrics: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
+    notes: list[str] = []
+    con = frame["con"] if "con" in frame.columns else None
+    if con is not None:
+        unlabelled = con.isna() | (con.astype(str).str.strip() == "")
+        if unlabelled.any():
+            notes.append(
+                f"{int(unlabelled.sum())} of {len(con)} files have no condition (con): "
+                "per-condition metrics not computed"
+            )
+            con = None
+    if con is not None and condition_truth:
+        notes.append("per-condition true scores from NISQA_corpus_con.csv")
     for dim in dims:
         pred = pd.to_numeric(frame[f"pred_{dim}"], errors="coerce").to_numpy(np.float64)
         n_bad = int((~np.isfinite(pred)).sum())
@@ -183,13 +197,21 @@ def _evaluate_database(db: str, frame: pd.DataFrame) -> tuple[dict[str, dict[str
                 int((~labelled).sum()),
                 true.size,
             )
-        conditions = frame["con"].to_numpy()[labelled] if "con" in frame.columns else None
+        conditions = con.to_numpy()[labelled] if con is not None else None
+        truth = None
+        if conditions is not None and condition_truth:
+            truth = {c: v[dim] for c, v in condition_truth.items() if v.get(dim) is not None}
+            truth = truth if {str(c) for c in conditions} <= set(map(str, truth)) else None
+            if truth is None:
+                notes.append(
+                    f"{dim}: the condition table lacks conditions; means of the files used"
+                )
         try:
-            result = evaluate_predictions(true[labelled], pred[labelled], conditions)
+            result = evaluate_predictions(true[labelled], pred[labelled], conditions, truth)
         except ValueError as exc:
             raise ReportError(f"{db}, dimension {dim!r}: {exc}") from exc
         metrics[dim] = result
-    return metrics, skipped
+    return metrics, skipped, notes
 
 
 def _prediction_columns(frame: pd.DataFrame) -> list[str]:
@@ -232,7 +254,9 @@ def _scatter(path: Path, db: str, frame: pd.DataFrame, metrics: Mapping[str, Any
     fig.clear()
 
 
-def _markdown_report(results: Mapping[str, Any], skipped: Mapping[str, list[str]]) -> str:
+def _markdown_report(
+    results: Mapping[str, Any], skipped: Mapping[str, list[str]], notes: Mapping[str, list[str]]
+) -> str:
     """The text of ``report.md``."""
     lines = ["# JSQA test results", ""]
     if results.get("checkpoint") is not None:
@@ -253,6 +277,7 @@ def _markdown_report(results: Mapping[str, Any], skipped: Mapping[str, list[str]
             lines += ["No labelled dimension: nothing to evaluate.", ""]
         if skipped.get(db):
             lines += [f"Not evaluated (no labels): {', '.join(skipped[db])}.", ""]
+        lines += [f"Note: {note}." for note in notes.get(db, [])] + [""] * bool(notes.get(db))
         if "mos" in dims:
             lines += [f"![{db}: predicted against true MOS](scatter_{db}.png)", ""]
     return "\n".join(lines)
@@ -266,6 +291,7 @@ def write_test_reports(
     predictions: Mapping[str, pd.DataFrame],
     config: Optional[Any] = None,
     checkpoint: Optional[Any] = None,
+    condition_truth: Optional[Mapping[str, Mapping[str, Mapping[str, Any]]]] = None,
 ) -> dict[str, Any]:
     """Evaluate the predictions on every test database and write the reports.
 
@@ -290,6 +316,12 @@ def write_test_reports(
         ``results.json`` (numpy values become numbers, other objects strings).
     checkpoint : object, optional
         Checkpoint that was evaluated (e.g. its path), recorded likewise.
+    condition_truth : mapping, optional
+        ``{DB: {con: {dim: score}}}``, the per-condition true scores of
+        ``NISQA_corpus_con.csv`` (see :func:`jsqa_sb.prepare_nisqa.prepare_nisqa`):
+        used, as NISQA's own evaluation does, instead of the mean of the files.
+        Files without a condition make the per-condition metrics of their database
+        skipped, with a note in ``report.md`` and ``results.json``.
 
     Returns
     -------
@@ -332,9 +364,11 @@ def write_test_reports(
         raise ReportError("no test database to report on (predictions is empty)")
     databases: dict[str, dict[str, Any]] = {}
     skipped: dict[str, list[str]] = {}
+    notes: dict[str, list[str]] = {}
     for db, frame in predictions.items():
         _check_db_name(db)
-        databases[db], skipped[db] = _evaluate_database(db, frame)
+        truth = (condition_truth or {}).get(db)
+        databases[db], skipped[db], notes[db] = _evaluate_database(db, frame, truth)
 
     test_sets = sorted(databases)
     results: dict[str, Any] = _to_json(
@@ -345,6 +379,8 @@ def write_test_reports(
             "test_sets": test_sets,
         }
     )
+    if any(notes.values()):  # e.g. per-condition metrics skipped
+        results["notes"] = {db: notes[db] for db in test_sets if notes[db]}
 
     out = Path(output_folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -356,7 +392,7 @@ def write_test_reports(
         frame[_prediction_columns(frame)].to_csv(out / f"predictions_{db}.csv", index=False)
         if "mos" in databases[db]:
             _scatter(out / f"scatter_{db}.png", db, frame, databases[db]["mos"])
-    (out / "report.md").write_text(_markdown_report(results, skipped), encoding="utf-8")
+    (out / "report.md").write_text(_markdown_report(results, skipped, notes), encoding="utf-8")
     return results
 
 

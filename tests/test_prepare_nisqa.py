@@ -568,3 +568,25 @@ def test_non_numeric_mos_is_reported_with_its_file(tmp_path):
     else:
         skipped = {Path(s["file"]) for s in load(save, "prepare_nisqa_report.json")["skipped"]}
         assert deg_path(folder, rows[0]) in skipped
+
+
+def test_condition_table_is_kept_for_the_reports(tmp_path):
+    folder = make_corpus(tmp_path)
+    rows = read_rows(corpus_csv(folder))
+    con_csv = folder / "NISQA_Corpus" / "NISQA_corpus_con.csv"
+    cons = sorted({(r["db"], r["con"]) for r in rows})
+    with open(con_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["db", "con", "con_description", "mos", "noi", "col", "dis", "loud"])
+        for i, (db, con) in enumerate(cons):
+            writer.writerow([db, con, "x", 1 + (i % 4), "", 2.5, 3, "inf" if i == 0 else 4])
+    save = tmp_path / "out"
+    prepare_nisqa(folder, save, num_workers=2)
+    table = load(save, "conditions.json")
+    db, con = cons[1]
+    assert table[db][con] == {"mos": 2.0, "noi": None, "col": 2.5, "dis": 3.0, "loud": 4.0}
+    assert cons[0][1] not in table.get(cons[0][0], {})  # a non-finite label: row ignored
+    assert sum(len(v) for v in table.values()) == len(cons) - 1
+    con_csv.unlink()  # the table is gone: so is conditions.json, after a new preparation
+    prepare_nisqa(folder, save, num_workers=2)
+    assert not (save / "conditions.json").exists()

@@ -335,3 +335,38 @@ def test_compare_runs_missing_results(tmp_path):
     run_a = _write_results(tmp_path / "a", {"DB": {"mos": _metrics(0.8, 0.6)}})
     with pytest.raises(ReportError, match=r"no results\.json in .*never_tested"):
         compare_runs(run_a, tmp_path / "never_tested")
+
+
+def test_empty_condition_gives_per_file_metrics_and_a_note(tmp_path):
+    frame = _frame(n=24)
+    frame.loc[3, "con"] = None
+    frame.loc[5, "con"] = ""
+    results = write_test_reports(tmp_path, {"NISQA_TEST_SIM": frame})
+    mos = results["databases"]["NISQA_TEST_SIM"]["mos"]
+    expected = evaluate_predictions(frame["true_mos"], frame["pred_mos"])
+    assert mos["pcc"] == pytest.approx(expected["pcc"])
+    assert "pcc_con" not in mos and "n_conditions" not in mos
+    assert "2 of 24 files have no condition" in results["notes"]["NISQA_TEST_SIM"][0]
+    assert "2 of 24 files have no condition" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["notes"] == results["notes"]
+
+
+def test_condition_table_gives_the_per_condition_true_scores(tmp_path):
+    """As NISQA's evaluation: condition MOS from NISQA_corpus_con.csv, not file means."""
+    frame = _frame(n=32, n_con=8)
+    truth = {f"c{i:02d}": {"mos": 1.0 + 0.5 * i, "noi": None} for i in range(8)}
+    results = write_test_reports(
+        tmp_path, {"NISQA_TEST_SIM": frame}, condition_truth={"NISQA_TEST_SIM": truth}
+    )
+    mos = results["databases"]["NISQA_TEST_SIM"]["mos"]
+    pred_means = frame.groupby("con", sort=False)["pred_mos"].mean()
+    table = np.array([truth[c]["mos"] for c in pred_means.index])
+    assert mos["pcc_con"] == pytest.approx(np.corrcoef(table, pred_means.to_numpy())[0, 1])
+    assert mos["rmse_con"] == pytest.approx(np.sqrt(np.mean((table - pred_means) ** 2)))
+    plain = evaluate_predictions(frame["true_mos"], frame["pred_mos"], frame["con"])
+    assert mos["pcc_con"] != pytest.approx(plain["pcc_con"])
+    # noi has no condition scores in the table: the files' means, as before
+    noi = results["databases"]["NISQA_TEST_SIM"]["noi"]
+    assert noi["pcc_con"] == pytest.approx(
+        evaluate_predictions(frame["true_noi"], frame["pred_noi"], frame["con"])["pcc_con"]
+    )

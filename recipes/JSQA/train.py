@@ -32,7 +32,7 @@ from jsqa_sb.jnd_data import JNDViewMaker, make_jnd_dataset, mixing_options
 from jsqa_sb.models import CheckpointMismatchError, check_encoder_checkpoint
 from jsqa_sb.mos_data import make_mos_dataset
 from jsqa_sb.prepare_jnd import prepare_jnd
-from jsqa_sb.prepare_nisqa import prepare_nisqa
+from jsqa_sb.prepare_nisqa import CONDITIONS_FILE, prepare_nisqa
 from jsqa_sb.prepare_utils import DataPreparationError
 
 
@@ -173,6 +173,8 @@ def finetune(hparams, run_opts):
         train_loader_kwargs=hparams["train_dataloader_opts"],
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
+    conditions = Path(hparams["manifest_folder"]) / CONDITIONS_FILE  # NISQA_corpus_con.csv
+    condition_truth = json.loads(conditions.read_text()) if conditions.is_file() else None
     config = {k: v for k, v in hparams.items() if isinstance(v, (str, int, float, bool, list))}
     config["yaml"] = hparams["hparams_file"]
     # The last epoch's model first (the most recent checkpoint), then the selected one.
@@ -186,7 +188,9 @@ def finetune(hparams, run_opts):
             predictions[db] = brain.predictions_frame().drop(columns="db")
         ckpt = brain.checkpointer.find_checkpoint(max_key=key)
         if sb.utils.distributed.if_main_process():
-            write_test_reports(folder, predictions, config, str(ckpt.path) if ckpt else None)
+            write_test_reports(
+                folder, predictions, config, str(ckpt.path) if ckpt else None, condition_truth
+            )
 
 
 STAGES = {"pretrain": pretrain, "finetune": finetune}
