@@ -47,7 +47,7 @@ from speechbrain.dataio.dataio import load_data_json
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from jsqa_sb.audio import AudioReadError, audio_info, read_audio, resample
-from jsqa_sb.jnd_mixing import SilentSignalError, mix_gains, sample_group_snrs
+from jsqa_sb.jnd_mixing import SilentSignalError, check_jnd_settings, mix_gains, sample_group_snrs
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -126,7 +126,7 @@ class JNDViewMaker:
             jnd_db=jnd_db,
             neg_margin_db=2 * jnd_db if neg_margin_db is None else neg_margin_db,
         )
-        sample_group_snrs(np.random.default_rng(0), views_per_group, **self.snr_args)  # validate
+        check_jnd_settings(segment_seconds, views_per_group, **self.snr_args)
         self.target_level_db = target_level_db
         self.peak_limit = peak_limit
         self.seed = seed

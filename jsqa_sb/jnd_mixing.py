@@ -261,6 +261,61 @@ def mix_at_snrs(
     return apply_gains(speech, noise, gains)
 
 
+class JNDSettingsError(JSQAError, ValueError):
+    """A JND mixing setting that cannot make valid view groups; the message names it."""
+
+
+def check_jnd_settings(
+    segment_seconds: float = 3.0,
+    views_per_group: int = 4,
+    snr_min: float = -5.0,
+    snr_max: float = 30.0,
+    jnd_db: float = 3.0,
+    neg_margin_db: float = 6.0,
+) -> None:
+    """Refuse settings that would make wrong view groups (NaN SNRs, empty excerpts, ...).
+
+    Raises
+    ------
+    JNDSettingsError
+        Naming the first setting that is not a finite number in its valid range.
+
+    Example
+    -------
+    >>> check_jnd_settings(snr_min=float("nan"))
+    Traceback (most recent call last):
+    ...
+    jsqa_sb.jnd_mixing.JNDSettingsError: snr_min must be a finite number of dB, got nan
+    """
+    values = {
+        "segment_seconds": segment_seconds,
+        "snr_min": snr_min,
+        "snr_max": snr_max,
+        "jnd_db": jnd_db,
+        "neg_margin_db": neg_margin_db,
+    }
+    for name, value in values.items():
+        unit = "seconds" if name == "segment_seconds" else "dB"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise JNDSettingsError(f"{name} must be a finite number of {unit}, got {value}")
+    if segment_seconds <= 0:
+        raise JNDSettingsError(f"segment_seconds must be positive, got {segment_seconds}")
+    if isinstance(views_per_group, bool) or not isinstance(views_per_group, (int, np.integer)):
+        raise JNDSettingsError(f"views_per_group must be an integer, got {views_per_group!r}")
+    if views_per_group < 3:
+        raise JNDSettingsError(f"views_per_group must be at least 3, got {views_per_group}")
+    if jnd_db <= 0:
+        raise JNDSettingsError(f"jnd_db must be positive, got {jnd_db}")
+    if neg_margin_db < jnd_db:
+        raise JNDSettingsError(f"neg_margin_db ({neg_margin_db}) must be >= jnd_db ({jnd_db})")
+    if snr_max - snr_min <= 2 * neg_margin_db + jnd_db:
+        raise JNDSettingsError(
+            f"the SNR range [snr_min, snr_max] = [{snr_min}, {snr_max}] dB is too narrow: it "
+            f"must be wider than 2 * neg_margin_db + jnd_db = {2 * neg_margin_db + jnd_db} dB "
+            "so that every anchor has a negative partner"
+        )
+
+
 def sample_group_snrs(
     rng: np.random.Generator,
     num_views: int,
@@ -301,16 +356,7 @@ def sample_group_snrs(
     >>> bool((d < 3.0).any() and (d >= 6.0).any())
     True
     """
-    if num_views < 3:
-        raise ValueError(f"a view group needs at least 3 views (got {num_views})")
-    if not jnd_db <= neg_margin_db:
-        raise ValueError(f"neg_margin_db ({neg_margin_db}) must be >= jnd_db ({jnd_db})")
-    if snr_max - snr_min <= 2 * neg_margin_db + jnd_db:
-        raise ValueError(
-            f"the SNR range [{snr_min}, {snr_max}] dB is too narrow: it must be wider than "
-            f"2 * neg_margin_db + jnd_db = {2 * neg_margin_db + jnd_db} dB so that every "
-            "anchor has a negative partner"
-        )
+    check_jnd_settings(1.0, num_views, snr_min, snr_max, jnd_db, neg_margin_db)
     # Keep the anchor where the positive partner fits on one side and a negative on the other.
     anchor = rng.uniform(snr_min, snr_max)
     step = rng.uniform(0.0, jnd_db) * 0.999

@@ -31,7 +31,13 @@ from typing import Optional, Union
 import numpy as np
 
 from jsqa_sb.audio import AudioReadError, read_audio
-from jsqa_sb.jnd_mixing import SILENCE_DB, rms_db, sample_group_snrs
+from jsqa_sb.jnd_mixing import (
+    SILENCE_DB,
+    JNDSettingsError,
+    check_jnd_settings,
+    rms_db,
+    sample_group_snrs,
+)
 from jsqa_sb.prepare_utils import (
     DataPreparationError,
     PrepareRecord,
@@ -131,6 +137,12 @@ def prepare_jnd(
         is unusable.
     """
     neg_margin_db = 2 * jnd_db if neg_margin_db is None else neg_margin_db
+    try:
+        check_jnd_settings(
+            segment_seconds, views_per_group, snr_min, snr_max, jnd_db, neg_margin_db
+        )
+    except JNDSettingsError as err:
+        raise DataPreparationError(str(err)) from err
     libri_root = _librispeech_root(Path(librispeech_folder), [*train_subsets, *valid_subsets])
     noise_dir = _backgrounds_dir(Path(chime3_folder))
     clean_files = {

@@ -1,6 +1,7 @@
 import json
 import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -198,3 +199,44 @@ def test_no_usable_noise_is_an_error(copies, tmp_path):
         sf.write(path, np.zeros(32000, dtype=np.float32), 16000)
     with pytest.raises(DataPreparationError, match="no usable training noises"):
         prepare_jnd(libri, chime, tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    "option, value, named",
+    [
+        ("snr_min", float("nan"), "snr_min must be a finite number"),
+        ("snr_max", float("inf"), "snr_max must be a finite number"),
+        ("segment_seconds", -1.0, "segment_seconds must be positive"),
+        ("segment_seconds", float("nan"), "segment_seconds must be a finite number"),
+        ("jnd_db", 0.0, "jnd_db must be positive"),
+        ("views_per_group", 2, "views_per_group must be at least 3"),
+        ("neg_margin_db", 2.0, "neg_margin_db (2.0) must be >= jnd_db"),
+    ],
+)
+def test_invalid_mixing_settings_are_refused_before_any_manifest(
+    corpora, tmp_path, option, value, named
+):
+    with pytest.raises(DataPreparationError, match=re.escape(named)):
+        prepare_jnd(corpora / "libri", corpora / "chime", tmp_path / "m", **{option: value})
+    assert not list((tmp_path / "m").glob("*.json"))
+
+
+def test_cli_refuses_nan_snr_in_one_line(corpora, tmp_path, capsys):
+    from jsqa_sb.cli import main
+
+    argv = ["prepare-jnd", "--librispeech_folder", str(corpora / "libri")]
+    argv += ["--chime3_folder", str(corpora / "chime"), "--save_folder", str(tmp_path / "m")]
+    assert main([*argv, "--snr_min", "nan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["jsqa: error: snr_min must be a finite number of dB, got nan"]
+
+
+def test_truncated_manifest_is_redone(corpora, tmp_path, caplog):
+    out = prepare_jnd(corpora / "libri", corpora / "chime", tmp_path / "m")
+    full = open(out["train"]).read()
+    with open(out["train"], "w") as f:
+        f.write(full[:100])
+    with caplog.at_level(logging.INFO):
+        prepare_jnd(corpora / "libri", corpora / "chime", tmp_path / "m")
+    assert not any("up to date" in r.getMessage() for r in caplog.records)
+    assert open(out["train"]).read() == full
