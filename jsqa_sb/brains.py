@@ -24,9 +24,14 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
+from jsqa_sb.errors import JSQAError
 from jsqa_sb.jnd_metrics import JNDMetricTracker, linear_probe_spearman
 
 logger = logging.getLogger(__name__)
+
+
+class NoTrainedCheckpointError(JSQAError):
+    """A run has no checkpoint to export or evaluate: nothing was trained."""
 
 
 def record_learning_rate_ratios(optimizer: torch.optim.Optimizer) -> None:
@@ -181,8 +186,13 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
                 train_stats=getattr(self, "train_stats", None),
                 valid_stats=stats,
             )
+            # The random encoder's metrics travel in every checkpoint: a resumed run
+            # does not validate it again, and its summary still needs them.
+            initial = getattr(self, "initial_stats", None)
             self.checkpointer.save_and_keep_only(
-                meta={**stats, "epoch": epoch}, max_keys=["cross_auc"], num_to_keep=1
+                meta={**stats, "epoch": epoch, "random_init_valid": initial},
+                max_keys=["cross_auc"],
+                num_to_keep=1,
             )
         else:
             self.hparams.train_logger.log_stats(
@@ -216,8 +226,11 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
 
     def validate_initial(self, valid_set, loader_kwargs: Optional[dict] = None) -> Optional[dict]:
         """Validate the randomly initialised encoder as "epoch 0" (skipped on resume)."""
-        if self.checkpointer is not None and self.checkpointer.find_checkpoint() is not None:
-            return None
+        if self.checkpointer is not None:
+            latest = self.checkpointer.find_checkpoint()
+            if latest is not None:  # resuming: the metrics were measured before the kill
+                self.initial_stats = latest.meta.get("random_init_valid")
+                return None
         if not isinstance(valid_set, torch.utils.data.DataLoader):
             valid_set = self.make_dataloader(
                 valid_set, sb.Stage.VALID, ckpt_prefix=None, **(loader_kwargs or {})
@@ -233,14 +246,20 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         random-initialisation metrics) when given. Returns the summary.
         """
         ckpt = self.checkpointer.recover_if_possible(max_key="cross_auc")
+        if ckpt is None:
+            raise NoTrainedCheckpointError(
+                f"no checkpoint in {self.checkpointer.checkpoints_dir}: the encoder was not "
+                "trained (number_of_epochs is 0?); no encoder.ckpt written"
+            )
         summary = {
-            "best_epoch": ckpt.meta.get("epoch") if ckpt else None,
+            "best_epoch": ckpt.meta.get("epoch"),
             "best_valid": {
                 k: v
-                for k, v in (ckpt.meta if ckpt else {}).items()
-                if k not in ("epoch", "unixtime")
+                for k, v in ckpt.meta.items()
+                if k not in ("epoch", "unixtime", "random_init_valid")
             },
-            "random_init_valid": getattr(self, "initial_stats", None),
+            "random_init_valid": ckpt.meta.get("random_init_valid")
+            or getattr(self, "initial_stats", None),
             "selection": "max cross_auc",
             "skipped_batches": self.skipped_batches,
         }

@@ -122,3 +122,12 @@ def test_empty_training_set_is_an_error(nisqa, tmp_path):
     result = _run("hparams/scratch.yaml", nisqa, tmp_path / "x", train_dbs="[NISQA_TRAIN_NONE]")
     assert result.returncode != 0
     assert "no NISQA training database" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_zero_epochs_write_no_report_for_an_untrained_model(nisqa, tmp_path):
+    out = tmp_path / "zero"
+    result = _run("hparams/scratch.yaml", nisqa, out, number_of_epochs=0)
+    assert result.returncode != 0
+    assert "nothing was trained (number_of_epochs=0)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (out / "results.json").exists() and not (out / "report.md").exists()

@@ -155,6 +155,18 @@ def test_killed_run_resumes_and_ends_at_the_same_epoch(corpora, tmp_path):
     assert resumed[0] == max(first) + 1  # continued after the checkpoint, not from scratch
     assert 0 not in resumed  # the random-init validation is not rerun on resume
     assert (out / "encoder.ckpt").exists()
+    # ... but its metrics, measured before the kill, are still in the summary
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    logged = re.search(
+        r"^Epoch: 0, init: random - (.*)$", (out / "train_log.txt").read_text(), re.M
+    )
+    initial = dict(item.split(": ") for item in logged.group(1).split(", "))
+    assert summary["random_init_valid"]["cross_auc"] == pytest.approx(
+        float(initial["valid cross_auc"]), abs=1e-3
+    )
+    from jsqa_sb.hub_export import export_model  # needs the summary's random-init figures
+
+    assert (export_model(out, tmp_path / "model") / "encoder.ckpt").exists()
     # The best checkpoint and the most recent one (to resume from) are kept, no more.
     assert 1 <= len(list((out / "save").glob("CKPT+*"))) <= 2
 
@@ -203,3 +215,12 @@ def test_yaml_errors_name_the_key(corpora, tmp_path):
     ]
     result = _run(cmd)
     assert result.returncode != 0 and "chime3_folder" in result.stderr
+
+
+def test_zero_epochs_write_no_encoder(corpora, tmp_path):
+    out = tmp_path / "zero"
+    result = _run(_command(corpora, out, "--number_of_epochs=0"))
+    assert result.returncode != 0
+    assert "nothing was trained" in result.stderr or "not trained" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (out / "encoder.ckpt").exists()

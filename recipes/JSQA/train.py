@@ -28,8 +28,10 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
+from jsqa_sb.brains import JNDContrastiveBrain, MOSBrain, NoTrainedCheckpointError
+from jsqa_sb.errors import JSQAError
 from jsqa_sb.jnd_data import JNDViewMaker, make_jnd_dataset, mixing_options
-from jsqa_sb.models import CheckpointMismatchError, check_encoder_checkpoint
+from jsqa_sb.models import check_encoder_checkpoint
 from jsqa_sb.mos_data import make_mos_dataset
 from jsqa_sb.prepare_jnd import prepare_jnd
 from jsqa_sb.prepare_nisqa import CONDITIONS_FILE, prepare_nisqa
@@ -87,8 +89,6 @@ def dataio_prep(hparams):
 
 def pretrain(hparams, run_opts):
     """Stage 1: JND contrastive pretraining."""
-    from jsqa_sb.brains import JNDContrastiveBrain
-
     prepare_data(hparams)
     train, valid, probe, train_views = dataio_prep(hparams)
     hparams["train_view_maker"] = train_views
@@ -150,13 +150,13 @@ def mos_dataio_prep(hparams, splits):
 
 def finetune(hparams, run_opts):
     """Stage 2: MOS fine-tuning (or the from-scratch baseline), then the test reports."""
-    from jsqa_sb.brains import MOSBrain
     from jsqa_sb.reports import write_test_reports
 
+    if hparams.get("pretrainer") is not None:  # a bad --pretrained_encoder fails at once
+        check_encoder_checkpoint(hparams["pretrained_encoder"], hparams["encoder"])
     splits = prepare_mos_data(hparams)
     train, valid, tests = mos_dataio_prep(hparams, splits)
     if hparams.get("pretrainer") is not None:
-        check_encoder_checkpoint(hparams["pretrained_encoder"], hparams["encoder"])
         run_on_main(hparams["pretrainer"].collect_files)
         hparams["pretrainer"].load_collected()
     brain = MOSBrain(
@@ -173,6 +173,11 @@ def finetune(hparams, run_opts):
         train_loader_kwargs=hparams["train_dataloader_opts"],
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
+    if brain.checkpointer.find_checkpoint() is None:
+        raise NoTrainedCheckpointError(
+            f"no checkpoint in {hparams['save_folder']}: nothing was trained "
+            f"(number_of_epochs={hparams['number_of_epochs']}); no test report written"
+        )
     conditions = Path(hparams["manifest_folder"]) / CONDITIONS_FILE  # NISQA_corpus_con.csv
     condition_truth = json.loads(conditions.read_text()) if conditions.is_file() else None
     config = {k: v for k, v in hparams.items() if isinstance(v, (str, int, float, bool, list))}
@@ -211,6 +216,6 @@ if __name__ == "__main__":
         sys.exit(f"train.py: unknown stage '{hparams['stage']}' (known: {', '.join(STAGES)})")
     try:
         STAGES[hparams["stage"]](hparams, run_opts)
-    except (DataPreparationError, CheckpointMismatchError, FileNotFoundError) as err:
+    except (JSQAError, FileNotFoundError) as err:
         # The user's data or files, not a bug: one clear line.
         sys.exit(f"train.py: error: {err}")
