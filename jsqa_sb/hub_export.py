@@ -13,6 +13,12 @@ for embeddings and distances. The folder holds:
   metrics, usage, license, citation);
 * ``training_results.json`` or ``pretrain_summary.json``: the run's own figures.
 
+The folder is written next to its destination under a temporary name and renamed into
+place once complete and verified: an export that fails leaves no half-written folder,
+and ``overwrite`` replaces an earlier export whole (no stale file of it stays). A
+folder that holds anything else, the run folder, or a folder inside the run is never
+written to.
+
 Authors
  * JSQA contributors 2026
 """
@@ -25,6 +31,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 from pathlib import Path
 from typing import Union
@@ -36,8 +43,23 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-#: Modules that ``custom_interface.py`` carries, in import order.
-VENDORED_MODULES = ("jsqa_sb.audio", "jsqa_sb.models", "jsqa_sb.yaml_security", "jsqa_sb.inference")
+#: Modules that ``custom_interface.py`` carries, in import order. Not
+#: ``jsqa_sb.yaml_security``: ``foreign_class`` runs this file, then loads the YAML with
+#: SpeechBrain's own code, never ``JSQA.from_hparams``: a check carried here would
+#: protect nothing.
+VENDORED_MODULES = ("jsqa_sb.errors", "jsqa_sb.audio", "jsqa_sb.models", "jsqa_sb.inference")
+
+#: Every file ``jsqa export`` may write into a model folder (``jsqa upload`` publishes
+#: these, and any other top-level ``*.ckpt``).
+EXPORTED_FILES = (
+    "hyperparams.yaml",
+    "encoder.ckpt",
+    "head.ckpt",
+    "custom_interface.py",
+    "README.md",
+    "training_results.json",
+    "pretrain_summary.json",
+)
 
 CITATION = """@inproceedings{fan2025jsqa,
   title     = {{JSQA}: Speech Quality Assessment with Perceptually-Inspired Contrastive
@@ -77,9 +99,11 @@ def export_model(
     run_folder : str or os.PathLike
         The ``--output_folder`` of a ``train.py`` run.
     hub_folder : str or os.PathLike
-        Where the model folder is written (created; must be empty unless ``overwrite``).
+        Where the model folder is written (created; must be empty unless
+        ``overwrite``). Never the run folder, a folder inside it, or one holding it.
     overwrite : bool
-        Replace the files of an existing model folder.
+        Replace an earlier export in ``hub_folder`` whole (refused if the folder holds
+        files ``jsqa export`` does not write).
     window_seconds : float
         Window length for scoring long recordings, written into the YAML.
     license : str
@@ -95,7 +119,9 @@ def export_model(
     Raises
     ------
     ExportError
-        If the run folder is not a finished run, or the model folder is not empty.
+        If the run folder is not a finished run, or the model folder is not empty (or,
+        with ``overwrite``, holds other files), or is the run folder, inside it or
+        holds it.
     """
     run, hub = Path(run_folder), Path(hub_folder)
     if not (run / "hyperparams.yaml").is_file():
@@ -109,10 +135,77 @@ def export_model(
             f"{run} holds neither a finished fine-tuning run (results.json) nor a "
             "finished pretraining run (encoder.ckpt)"
         )
-    if hub.exists() and any(hub.iterdir()) and not overwrite:
-        raise ExportError(f"{hub} exists and is not empty (use --overwrite to replace it)")
-    hub.mkdir(parents=True, exist_ok=True)
+    _check_destination(run, hub, overwrite)
+    hub.parent.mkdir(parents=True, exist_ok=True)
+    partial = hub.parent / f".{hub.name}.export-{os.getpid()}-{secrets.token_hex(4)}"
+    partial.mkdir()
+    try:
+        _write_model(run, partial, kind, window_seconds, license)
+        if verify:
+            _verify(partial, with_head=kind == "finetune")
+        _move_into_place(partial, hub)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    logger.info("Exported %s (%s run) to %s", run, kind, hub)
+    return hub
 
+
+def _exported(entry: Path) -> bool:
+    """True for what an earlier export (or loading it) leaves in a model folder."""
+    if entry.name in EXPORTED_FILES or entry.name.endswith(".ckpt"):
+        return not entry.is_dir() or entry.is_symlink()
+    return entry.name == "__pycache__" and entry.is_dir()  # foreign_class imported it
+
+
+def _check_destination(run: Path, hub: Path, overwrite: bool) -> None:
+    """Refuse a model folder that is the run's, holds files of its own, or is a link."""
+    run_real, hub_real = run.resolve(), hub.resolve()
+    if hub_real == run_real or run_real in hub_real.parents:
+        raise ExportError(
+            f"{hub} is inside the run folder {run}: export into a folder of its own "
+            "(e.g. models/NAME)"
+        )
+    if hub_real in run_real.parents:
+        raise ExportError(
+            f"{hub} holds the run folder {run}: export into a folder of its own (e.g. models/NAME)"
+        )
+    if hub.is_symlink():
+        raise ExportError(f"{hub} is a symbolic link: export into a folder")
+    if hub.exists() and not hub.is_dir():
+        raise ExportError(f"{hub} is a file, not a folder")
+    entries = sorted(hub.iterdir()) if hub.is_dir() else []
+    if entries and not overwrite:
+        raise ExportError(f"{hub} exists and is not empty (use --overwrite to replace it)")
+    foreign = [entry.name + ("/" if entry.is_dir() else "") for entry in entries]
+    foreign = [name for name, entry in zip(foreign, entries) if not _exported(entry)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ExportError(
+            f"{hub} holds files jsqa export does not write ({shown}): refusing to replace "
+            "it; move them out, or export into another folder"
+        )
+
+
+def _move_into_place(partial: Path, hub: Path) -> None:
+    """Rename the complete export to ``hub``, replacing an earlier export whole."""
+    if hub.is_dir() and any(hub.iterdir()):
+        old = hub.parent / f".{hub.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}"
+        os.rename(hub, old)
+        try:
+            os.rename(partial, hub)
+        except OSError:
+            os.rename(old, hub)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if hub.is_dir():
+        hub.rmdir()
+    os.rename(partial, hub)
+
+
+def _write_model(run: Path, hub: Path, kind: str, window_seconds: float, license: str) -> None:
+    """Write the model folder's files into ``hub`` (an empty folder)."""
     run_yaml = _resolved_run_yaml(run / "hyperparams.yaml")
     # The card describes the input the exported YAML sets, not the defaults.
     inputs = _input_section(int(run_yaml.get("sample_rate", 16000)), window_seconds)
@@ -135,10 +228,6 @@ def export_model(
     )
     (hub / "custom_interface.py").write_text(build_custom_interface())
     (hub / "README.md").write_text(card)
-    if verify:
-        _verify(hub, with_head=kind == "finetune")
-    logger.info("Exported %s (%s run) to %s", run, kind, hub)
-    return hub
 
 
 def _resolved_run_yaml(path: Path) -> dict:
@@ -243,6 +332,10 @@ def build_custom_interface() -> str:
         "Needs only SpeechBrain: if the ``jsqa_sb`` package is not installed, the modules",
         f"it needs ({', '.join(VENDORED_MODULES)}) are defined from the sources carried",
         "below, so that the YAML's ``jsqa_sb.*`` names resolve.",
+        "",
+        "``foreign_class`` runs this file, and SpeechBrain loads ``hyperparams.yaml`` with",
+        "HyperPyYAML without JSQA's check: loading a model that way means trusting its",
+        "source. ``JSQA.from_hparams`` and ``jsqa score`` check the YAML first.",
         '"""',
         "",
         "import sys",
@@ -464,15 +557,33 @@ License: {license}. If you use this model, please cite:
 
 
 def _verify(hub: Path, with_head: bool) -> None:
-    """Load the written folder and run it once on a second of noise."""
+    """Load the written folder and run it once on a second of noise.
+
+    A run whose encoder or head is not among the classes a model may create without
+    trust (:data:`jsqa_sb.yaml_security.ALLOWED_CLASSES`) is exported all the same, with
+    a warning: loading it will need ``--trust-remote-code``.
+    """
     import tempfile
 
     import torch
 
     from jsqa_sb.inference import JSQA
+    from jsqa_sb.yaml_security import UnsafeModelError, UntrustedCodeError, check_hparams_yaml
 
+    trust = False
+    try:
+        check_hparams_yaml(hub / "hyperparams.yaml")
+    except UnsafeModelError:
+        raise
+    except UntrustedCodeError as err:
+        logger.warning(
+            "The exported hyperparams.yaml names objects outside what loads without "
+            "--trust-remote-code (%s): loading this model will need it",
+            "; ".join(str(finding) for finding in err.findings),
+        )
+        trust = True
     with tempfile.TemporaryDirectory() as savedir:
-        model = JSQA.from_hparams(source=str(hub), savedir=savedir)
+        model = JSQA.from_hparams(source=str(hub), savedir=savedir, trust_remote_code=trust)
         wav = 0.05 * torch.randn(1, model.sample_rate)
         out = model.score_batch(wav) if with_head else model.encode_batch(wav)
         if not torch.isfinite(out).all():

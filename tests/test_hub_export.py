@@ -1,10 +1,13 @@
 """``jsqa export``: run folders -> SpeechBrain-hub model folders, usable without jsqa_sb."""
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -13,7 +16,7 @@ import yaml
 
 from jsqa_sb import JSQA
 from jsqa_sb.hub_export import ExportError, export_model
-from jsqa_sb.yaml_security import check_hparams_yaml
+from jsqa_sb.yaml_security import ALLOWED_CLASSES, UntrustedCodeError, check_hparams_yaml
 
 
 def test_finetune_export_writes_a_complete_model_folder(model_folder, finetune_run):
@@ -59,8 +62,63 @@ def test_export_refuses_unfinished_runs_and_non_empty_folders(finetune_run, tmp_
     (out / "x").write_text("mine")
     with pytest.raises(ExportError, match="not empty"):
         export_model(finetune_run, out)
-    export_model(finetune_run, out, overwrite=True)
+    # --overwrite replaces an earlier export, never a folder holding files of its own
+    with pytest.raises(ExportError, match=r"holds files jsqa export does not write \(x\)"):
+        export_model(finetune_run, out, overwrite=True)
+    assert (out / "x").read_text() == "mine" and sorted(out.iterdir()) == [out / "x"]
+    (out / "x").unlink()
+    export_model(finetune_run, out)  # an empty folder is fine
     assert (out / "hyperparams.yaml").exists()
+
+
+def test_overwrite_leaves_no_stale_file_of_the_earlier_export(finetune_run, pretrain_run, tmp_path):
+    folder = export_model(finetune_run, tmp_path / "m", verify=False)
+    (folder / "__pycache__").mkdir()  # what loading it with foreign_class leaves
+    (folder / "__pycache__" / "custom_interface.cpython-311.pyc").write_bytes(b"\0")
+    export_model(pretrain_run, folder, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == PRETRAIN_FILES  # no head.ckpt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary folder left
+
+
+def test_export_refuses_the_run_folder_inside_it_and_around_it(finetune_run):
+    before = sorted(p.relative_to(finetune_run) for p in finetune_run.rglob("*"))
+    for hub in (finetune_run, finetune_run / "model", finetune_run / "save" / "m"):
+        with pytest.raises(ExportError, match="inside the run folder"):
+            export_model(finetune_run, hub, overwrite=True)
+    with pytest.raises(ExportError, match="holds the run folder"):
+        export_model(finetune_run, finetune_run.parent, overwrite=True)
+    assert sorted(p.relative_to(finetune_run) for p in finetune_run.rglob("*")) == before
+
+
+def test_a_failed_export_leaves_no_half_written_folder(finetune_run, tmp_path, monkeypatch):
+    from jsqa_sb import hub_export
+
+    def broken():
+        raise RuntimeError("disk full, say")
+
+    monkeypatch.setattr(hub_export, "build_custom_interface", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_model(finetune_run, tmp_path / "new" / "m")
+    assert list((tmp_path / "new").iterdir()) == []  # neither m nor a temporary folder
+
+
+def test_a_failed_overwrite_keeps_the_earlier_export(
+    finetune_run, pretrain_run, tmp_path, monkeypatch
+):
+    from jsqa_sb import hub_export
+
+    folder = export_model(finetune_run, tmp_path / "m", verify=False)
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def failing_verification(hub, with_head):
+        (hub / "hyperparams.yaml").write_text("half: written\n")
+        raise ExportError(f"{hub}: the exported model gives non-finite outputs")
+
+    monkeypatch.setattr(hub_export, "_verify", failing_verification)
+    with pytest.raises(ExportError, match="non-finite"):
+        export_model(pretrain_run, folder, overwrite=True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
 def test_exported_model_scores_like_the_trained_modules(model_folder, finetune_run, tmp_path):
@@ -128,15 +186,18 @@ def test_foreign_class_works_with_speechbrain_alone(model_folder, speech, tmp_pa
     assert out["scores"]["mos"] == pytest.approx(model.score_file(wav)["mos"], abs=1e-5)
 
 
+PRETRAIN_FILES = [
+    "README.md",
+    "custom_interface.py",
+    "encoder.ckpt",
+    "hyperparams.yaml",
+    "pretrain_summary.json",
+]
+
+
 def test_pretrain_export_gives_an_encoder_only_folder(pretrain_run, tmp_path):
     folder = export_model(pretrain_run, tmp_path / "enc")
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "README.md",
-        "custom_interface.py",
-        "encoder.ckpt",
-        "hyperparams.yaml",
-        "pretrain_summary.json",
-    ]
+    assert sorted(p.name for p in folder.iterdir()) == PRETRAIN_FILES
     card = (folder / "README.md").read_text()
     assert "| cross_auc | 0.500 | 0.700 |" in card and "no MOS head" in card
 
@@ -145,3 +206,111 @@ def test_model_card_describes_the_exported_window(finetune_run, tmp_path):
     folder = export_model(finetune_run, tmp_path / "m", window_seconds=6.0, verify=False)
     assert "window_seconds: 6.0" in (folder / "hyperparams.yaml").read_text()
     assert "Recordings longer than 6 s are" in (folder / "README.md").read_text()
+
+
+# ------------------------------------------------- every YAML export writes loads untrusted
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"cnn_channels": 4, "d_model": 16, "att_layers": 1, "att_heads": 2, "emb_dim": 16}
+FINETUNE = {**TINY, "head_hidden": 8, "nisqa_folder": "/d"}
+TINY_ECAPA = {"n_mels": 24, "ecapa_channels": "[8, 8, 8, 8, 24]", "emb_dim": 8}
+
+
+def make_run(folder, yaml_name, values, dims=("mos",), edit=lambda text: text):
+    """A finished run of ``hparams/<yaml_name>`` with the weights of its own network."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    folder.mkdir(parents=True)
+    text = (REPO / "hparams" / yaml_name).read_text()
+    for key, value in values.items():
+        text, n = re.subn(rf"^{key}: .*$", f"{key}: {value}", text, count=1, flags=re.M)
+        assert n == 1, key
+    (folder / "hyperparams.yaml").write_text(edit(text))
+    finetune = "nisqa_folder" in values
+    ckpt = folder / "save" / "CKPT+2026-01-01+00-00-00+00" if finetune else folder
+    ckpt.mkdir(parents=True, exist_ok=True)
+    names = ("encoder", "head") if finetune else ("encoder",)
+    for name in names:
+        torch.save({}, ckpt / f"{name}.ckpt")
+    if finetune:
+        metrics = {"pcc": 0.9, "srcc": 0.9, "rmse": 0.4, "n_files": 10}
+        results = {"databases": {"NISQA_TEST_SIM": dict.fromkeys(dims, metrics)}}
+        (folder / "results.json").write_text(json.dumps({**results, "checkpoint": str(ckpt)}))
+    else:
+        summary = {"best_epoch": 1, "best_valid": {"cross_auc": 0.7}}
+        (folder / "pretrain_summary.json").write_text(json.dumps(summary))
+    # the network the run trained: built from the YAML that export writes for it
+    probe = export_model(folder, folder.parent / f"{folder.name}-probe", verify=False)
+    built = load_hyperpyyaml((probe / "hyperparams.yaml").read_text())
+    for name in names:
+        torch.save(built[name].state_dict(), ckpt / f"{name}.ckpt")
+    return folder
+
+
+EXPORTS = {
+    "finetune": ("finetune.yaml", {**FINETUNE, "pretrained_encoder": "e.ckpt"}, {}),
+    "finetune, two outputs, 2.5 s windows": (
+        "finetune.yaml",
+        {**FINETUNE, "pretrained_encoder": "e.ckpt"},
+        {"dims": ("mos", "noi"), "window_seconds": 2.5},
+    ),
+    "scratch, 30 s windows": (
+        "scratch.yaml",
+        FINETUNE,
+        {"window_seconds": 30.0},
+    ),
+    "pretrain": ("pretrain.yaml", {**TINY, "librispeech_folder": "/d", "chime3_folder": "/d"}, {}),
+    "pretrain, ECAPA-TDNN encoder": (
+        "pretrain_ecapa.yaml",
+        {**TINY_ECAPA, "librispeech_folder": "/d", "chime3_folder": "/d"},
+        {"window_seconds": 6.0},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EXPORTS))
+def test_every_yaml_export_writes_loads_without_trust(case, tmp_path, caplog):
+    yaml_name, values, options = EXPORTS[case]
+    dims = options.get("dims", ("mos",))
+    run = make_run(tmp_path / "run", yaml_name, values, dims)
+    window = options.get("window_seconds", 10.0)
+    with caplog.at_level(logging.WARNING, logger="jsqa_sb.hub_export"):
+        folder = export_model(run, tmp_path / "model", window_seconds=window)  # loads it once
+    assert "--trust-remote-code" not in caplog.text
+    tags = check_hparams_yaml(folder / "hyperparams.yaml")  # no trust: raises if refused
+    assert {tag.split(":", 1)[1] for tag in tags} <= set(ALLOWED_CLASSES)
+    model = JSQA.from_hparams(source=str(folder), savedir=tmp_path / "sd")
+    assert model.window_seconds == window
+    assert model.output_names == (dims if "nisqa_folder" in values else ())
+    assert model.encode_batch(0.1 * torch.randn(1, 16000)).isfinite().all()
+
+
+def test_a_run_with_another_encoder_exports_with_a_warning_and_loads_only_trusted(tmp_path, caplog):
+    def xvector(text):  # the README: any lobe taking (features, lengths) can be the encoder
+        ecapa = re.search(
+            r"    model: !new:speechbrain.lobes.models.ECAPA_TDNN.*?\n(?=    \w)", text, re.S
+        )
+        return text.replace(
+            ecapa.group(0),
+            "    model: !new:speechbrain.lobes.models.Xvector.Xvector\n"
+            "        in_channels: !ref <n_mels>\n"
+            "        lin_neurons: !ref <emb_dim>\n"
+            "        tdnn_channels: [8, 8, 8, 8, 24]\n",
+        )
+
+    values = {**TINY_ECAPA, "librispeech_folder": "/d", "chime3_folder": "/d"}
+    run = make_run(tmp_path / "run", "pretrain_ecapa.yaml", values, edit=xvector)
+    with caplog.at_level(logging.WARNING, logger="jsqa_sb.hub_export"):
+        folder = export_model(run, tmp_path / "model")
+    assert "!new:speechbrain.lobes.models.Xvector.Xvector" in caplog.text
+    assert "--trust-remote-code" in caplog.text
+    with pytest.raises(UntrustedCodeError, match=r"!new:speechbrain\.lobes\.models\.Xvector"):
+        JSQA.from_hparams(source=str(folder), savedir=tmp_path / "sd")
+    model = JSQA.from_hparams(source=str(folder), savedir=tmp_path / "sd", trust_remote_code=True)
+    assert model.encode_batch(0.1 * torch.randn(1, 16000)).shape == (1, 8)
+
+
+def test_custom_interface_carries_no_yaml_check_and_says_what_loading_it_means(model_folder):
+    code = (model_folder / "custom_interface.py").read_text()
+    assert "'jsqa_sb.yaml_security'" not in code  # foreign_class would never use it
+    assert "'jsqa_sb.errors'" in code  # the carried modules import it
+    assert "loading a model that way means trusting its" in code
