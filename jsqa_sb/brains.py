@@ -30,6 +30,15 @@ from jsqa_sb.jnd_metrics import JNDMetricTracker, linear_probe_spearman
 logger = logging.getLogger(__name__)
 
 
+#: Pretraining checkpoint selection rules (``select_by``): how to rank checkpoint meta.
+SELECTION_RULES = {
+    "cross_auc": ("max_key", "cross_auc"),
+    "probe_snr_spearman": ("max_key", "probe_snr_spearman"),
+    "loss": ("min_key", "loss"),
+    "last": ("max_key", "epoch"),
+}
+
+
 class NoTrainedCheckpointError(JSQAError):
     """A run has no checkpoint to export or evaluate: nothing was trained."""
 
@@ -127,6 +136,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
     Expected ``modules``: ``encoder`` (``(wavs, wav_lens) -> (B, D)``) and
     ``projector`` (L2-normalised projection head). Expected hparams: ``loss``
     (:class:`jsqa_sb.losses.JNDContrastiveLoss`), ``jnd_db``, ``neg_margin_db``,
+    ``select_by`` (a key of :data:`SELECTION_RULES`; default ``cross_auc``),
     ``train_view_maker`` (set to the epoch at each training stage),
     ``epoch_counter``, ``train_logger``, optionally ``lr_scheduler``.
     Batches are :class:`jsqa_sb.jnd_data.JNDBatch`.
@@ -152,7 +162,13 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         """JND-masked contrastive loss; collect validation embeddings."""
         embeddings, projections = predictions
         batch = batch.to(self.device)
-        loss = self.hparams.loss(projections.float(), batch.snrs, batch.groups)
+        loss = self.hparams.loss(
+            projections.float(),
+            batch.snrs,
+            batch.groups,
+            noises=batch.noises,
+            environments=batch.environments,
+        )
         if stage != sb.Stage.TRAIN:
             self.tracker.append(embeddings.float(), batch.snrs, batch.groups)
         return loss
@@ -189,16 +205,29 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             # The random encoder's metrics travel in every checkpoint: a resumed run
             # does not validate it again, and its summary still needs them.
             initial = getattr(self, "initial_stats", None)
+            kind, key = self._selection_key()  # e.g. max_keys=["cross_auc"]
             self.checkpointer.save_and_keep_only(
                 meta={**stats, "epoch": epoch, "random_init_valid": initial},
-                max_keys=["cross_auc"],
                 num_to_keep=1,
+                **{f"{kind}s": [key]},
             )
         else:
             self.hparams.train_logger.log_stats(
                 {"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
             )
         self.last_stats = stats
+
+    def on_fit_start(self):
+        """Check the selection rule before the first epoch, then SpeechBrain's set-up."""
+        self._selection_key()
+        super().on_fit_start()
+
+    def _selection_key(self) -> tuple[str, str]:
+        """How the encoder is chosen (``select_by``): ("max_key" or "min_key", meta key)."""
+        rule = getattr(self.hparams, "select_by", "cross_auc")
+        if rule not in SELECTION_RULES:
+            raise ValueError(f"unknown select_by {rule!r} (known: {', '.join(SELECTION_RULES)})")
+        return SELECTION_RULES[rule]
 
     def _probe_spearman(self) -> float:
         """Fit a ridge SNR probe on training mixtures, score it on the validation ones."""
@@ -245,7 +274,8 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         Also writes ``summary_path`` (JSON: best epoch, its validation metrics and the
         random-initialisation metrics) when given. Returns the summary.
         """
-        ckpt = self.checkpointer.recover_if_possible(max_key="cross_auc")
+        kind, key = self._selection_key()
+        ckpt = self.checkpointer.recover_if_possible(**{kind: key})
         if ckpt is None:
             raise NoTrainedCheckpointError(
                 f"no checkpoint in {self.checkpointer.checkpoints_dir}: the encoder was not "
@@ -260,7 +290,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             },
             "random_init_valid": ckpt.meta.get("random_init_valid")
             or getattr(self, "initial_stats", None),
-            "selection": "max cross_auc",
+            "selection": f"{kind.split('_')[0]} {key}",
             "skipped_batches": self.skipped_batches,
         }
         if if_main_process():

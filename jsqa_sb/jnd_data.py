@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,12 +190,42 @@ class JNDViewMaker:
         except (AudioReadError, SilentSignalError) as err:
             return self._failed(f"{wav} (noise {noise_wav}): {err}", len(snrs))
         excerpts = torch.from_numpy(np.stack([speech, noise]))
-        return excerpts, torch.from_numpy(gains), torch.from_numpy(snrs.astype(np.float32))
+        gains, snrs = torch.from_numpy(gains), torch.from_numpy(snrs.astype(np.float32))
+        return excerpts, gains, snrs, torch.tensor(noise_condition(noise_wav))
 
     def _failed(self, message: str, k: int):
         logger.warning("JND views replaced by NaN, the batch will be skipped: %s", message)
         nan = math.nan
-        return torch.full((2, self.segment), nan), torch.full((k, 2), nan), torch.full((k,), nan)
+        return (
+            torch.full((2, self.segment), nan),
+            torch.full((k, 2), nan),
+            torch.full((k,), nan),
+            torch.tensor([-1, -1]),
+        )
+
+
+_ENVIRONMENT = re.compile(r"_([A-Za-z]+)\.CH\d+\.[A-Za-z0-9]+$")
+
+
+def noise_condition(noise_wav: str) -> tuple[int, int]:
+    """Ids of a view group's noise condition: (noise recording, environment).
+
+    The recording id is a checksum of the file name; the environment is the ``<ENV>``
+    of a CHiME-3 name ``BGD_<date>_<n>_<ENV>.CH<k>.wav`` (BUS, CAF, PED, STR), or the
+    recording itself for other names. Ids are non-negative.
+
+    Example
+    -------
+    >>> a = noise_condition("{chime3_folder}/x/BGD_150204_010_CAF.CH1.wav")
+    >>> b = noise_condition("/d/BGD_150211_030_CAF.CH1.wav")
+    >>> a[0] != b[0], a[1] == b[1]
+    (True, True)
+    """
+    name = Path(noise_wav).name
+    match = _ENVIRONMENT.search(name)
+    recording = zlib.crc32(name.encode()) & 0x7FFFFFFF
+    environment = zlib.crc32(match.group(1).encode()) & 0x7FFFFFFF if match else recording
+    return recording, environment
 
 
 def mix_views(excerpts: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
@@ -252,7 +283,7 @@ def _read_looped(
 
 
 #: What the view maker's dynamic items provide per group.
-PROVIDES = ["excerpts", "mix_gains", "mix_snrs"]
+PROVIDES = ["excerpts", "mix_gains", "mix_snrs", "noise_condition"]
 
 
 def make_jnd_dataset(
@@ -261,7 +292,8 @@ def make_jnd_dataset(
     """Build the training (``fixed=False``) or validation (``fixed=True``) JND dataset.
 
     Each item provides ``id``, ``excerpts`` (2, T: speech and noise), ``mix_gains``
-    (K, 2) and ``mix_snrs`` (K,), what :func:`jnd_collate` takes; the dynamic item
+    (K, 2), ``mix_snrs`` (K,) and ``noise_condition`` (2,: :func:`noise_condition`),
+    what :func:`jnd_collate` takes; the dynamic item
     ``views`` (K, T) is there on request (``dataset.set_output_keys``).
     """
     dataset = DynamicItemDataset.from_json(str(manifest), replacements=replacements)
@@ -303,6 +335,9 @@ class JNDBatch:
         (B,) relative length of each group, SpeechBrain's convention.
     snrs : torch.Tensor
         (N,) SNR of each view in dB.
+    conditions : torch.Tensor
+        (B, 2) noise condition of each group: recording and environment ids
+        (:func:`noise_condition`); -1 where unknown.
     """
 
     ids: list
@@ -310,6 +345,7 @@ class JNDBatch:
     gains: torch.Tensor
     lens: torch.Tensor
     snrs: torch.Tensor
+    conditions: Optional[torch.Tensor] = None
     _views: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
 
     @property
@@ -340,8 +376,26 @@ class JNDBatch:
         batch = torch.arange(len(self.ids), device=self.gains.device)
         return batch.repeat_interleave(self.views_per_group)
 
+    @property
+    def noises(self) -> torch.Tensor:
+        """(N,) id of each view's noise recording."""
+        return self._per_view(0)
+
+    @property
+    def environments(self) -> torch.Tensor:
+        """(N,) id of each view's noise environment."""
+        return self._per_view(1)
+
+    def _per_view(self, column: int) -> torch.Tensor:
+        if self.conditions is None:  # unknown: every group its own condition
+            return self.groups
+        return self.conditions[:, column].repeat_interleave(self.views_per_group)
+
     def _tensors(self) -> tuple:
-        return self.excerpts, self.gains, self.lens, self.snrs
+        conditions = self.conditions
+        if conditions is None:
+            conditions = torch.full((len(self.ids), 2), -1, dtype=torch.long)
+        return self.excerpts, self.gains, self.lens, self.snrs, conditions
 
     def to(self, device, non_blocking: bool = False) -> JNDBatch:
         """Move the tensors to ``device`` (views already made are not: the copy makes its own)."""
@@ -367,8 +421,9 @@ class JNDBatch:
         return _rebuild_batch, (self.ids, self.excerpts, *small)
 
 
-def _rebuild_batch(ids, excerpts, gains, lens, snrs) -> JNDBatch:
-    return JNDBatch(ids, excerpts, *(torch.as_tensor(t) for t in (gains, lens, snrs)))
+def _rebuild_batch(ids, excerpts, gains, lens, snrs, conditions) -> JNDBatch:
+    small = (torch.as_tensor(t) for t in (gains, lens, snrs, conditions))
+    return JNDBatch(ids, excerpts, *small)
 
 
 def jnd_collate(items: list) -> JNDBatch:
@@ -410,4 +465,7 @@ def jnd_collate(items: list) -> JNDBatch:
         gains=torch.stack([item["mix_gains"] for item in items]),
         lens=torch.tensor([item["excerpts"].shape[1] / max_len for item in items]),
         snrs=torch.cat([item["mix_snrs"] for item in items]),
+        conditions=torch.stack([item["noise_condition"] for item in items])
+        if all("noise_condition" in item for item in items)
+        else None,
     )

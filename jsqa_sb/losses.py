@@ -1,14 +1,28 @@
 """The JND-masked supervised-contrastive loss of JSQA pretraining.
 
 A batch holds B *view groups* (one clean excerpt and one noise excerpt mixed at K
-SNRs), flattened to N = B * K views with their SNR (dB) and group index. Pairs of
-views are labelled from their SNR difference ``d`` (see ``DESIGN.md`` section 2):
+SNRs), flattened to N = B * K views with their SNR (dB), group index and noise
+condition. Pairs of views are labelled from their SNR difference ``d``:
 
-* **positive**: same group and ``d < jnd_db`` (a listener cannot tell them apart);
-* **negative**: ``d >= neg_margin_db`` (default ``2 * jnd_db``), whatever the groups,
+* **positive**: ``d < jnd_db`` (a listener cannot tell them apart) and the two views
+  are *comparable* under the pairing scheme ``pairs`` (below);
+* **negative**: ``d >= neg_margin_db`` (default ``2 * jnd_db``), whatever the content,
   so the same utterance and noise at a distant SNR is a *hard* negative;
-* **ignored**: everything else (a view with itself, same-group pairs with
-  ``jnd_db <= d < neg_margin_db``, different-group pairs with ``d < neg_margin_db``).
+* **ignored**: everything else (a view with itself, comparable pairs with
+  ``jnd_db <= d < neg_margin_db``, other pairs with ``d < neg_margin_db``).
+
+Pairing schemes (:data:`PAIR_SCHEMES`), i.e. which close pairs count as positives:
+
+* ``within_group``: views of the same group only (same utterance and noise excerpt),
+  the first version. The loss can then be lowered by recognising the utterance:
+  almost every negative of an anchor is another utterance.
+* ``same_noise``: views mixed with the same noise recording, whatever the utterance.
+* ``same_environment``: views whose noise comes from the same environment (CHiME-3's
+  BUS, CAF, PED, STR), whatever the utterance and recording.
+* ``snr_only``: every pair of views, by SNR alone.
+
+The last three make the loss blind to the content: positives and negatives both span
+utterances, so a code of the utterance no longer separates them.
 
 The loss is SupCon (Khosla et al., 2020, the ``L_out`` form) whose denominator only
 runs over the positives and negatives of each anchor.
@@ -25,6 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: The pairing schemes of :class:`JNDContrastiveLoss` (see the module docstring).
+PAIR_SCHEMES = ("within_group", "same_noise", "same_environment", "snr_only")
+
 
 def jnd_pair_masks(
     snrs: torch.Tensor,
@@ -39,9 +56,11 @@ def jnd_pair_masks(
     snrs : torch.Tensor
         (N,) SNR of each view, dB.
     groups : torch.Tensor
-        (N,) group index of each view (same index: same utterance and noise excerpt).
+        (N,) comparability key of each view: only views with the same key can be
+        positives (the group index for ``within_group``, the noise recording id for
+        ``same_noise``, ...; see :func:`pair_keys`).
     jnd_db : float
-        Just-noticeable SNR difference: same-group pairs closer than this are positives.
+        Just-noticeable SNR difference: comparable pairs closer than this are positives.
     neg_margin_db : float, optional
         Pairs at least this far apart (any groups) are negatives; ``None``: ``2 * jnd_db``.
         Must be at least ``jnd_db``.
@@ -86,6 +105,34 @@ def jnd_pair_masks(
     return pos, neg
 
 
+def pair_keys(
+    scheme: str,
+    groups: torch.Tensor,
+    noises: Optional[torch.Tensor] = None,
+    environments: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The (N,) comparability key of each view under a pairing scheme.
+
+    Example
+    -------
+    >>> groups, noises = torch.tensor([0, 0, 1, 1]), torch.tensor([7, 7, 7, 7])
+    >>> pair_keys("same_noise", groups, noises).tolist()
+    [7, 7, 7, 7]
+    >>> pair_keys("snr_only", groups).tolist()
+    [0, 0, 0, 0]
+    """
+    if scheme == "within_group":
+        return groups
+    if scheme == "snr_only":
+        return torch.zeros_like(groups)
+    keys = {"same_noise": noises, "same_environment": environments}.get(scheme)
+    if scheme not in PAIR_SCHEMES:
+        raise ValueError(f"unknown pairs scheme {scheme!r} (known: {', '.join(PAIR_SCHEMES)})")
+    if keys is None:
+        raise ValueError(f"the {scheme!r} pairs need the noise condition of every view")
+    return keys
+
+
 class JNDContrastiveLoss(nn.Module):
     """Supervised-contrastive loss restricted to JND positives and negatives.
 
@@ -112,6 +159,9 @@ class JNDContrastiveLoss(nn.Module):
         Just-noticeable SNR difference, dB.
     neg_margin_db : float, optional
         Negative margin, dB; ``None``: ``2 * jnd_db``.
+    pairs : str
+        The pairing scheme, one of :data:`PAIR_SCHEMES`: which close pairs are
+        positives. The default, ``same_noise``, is blind to the content.
 
     Example
     -------
@@ -119,16 +169,27 @@ class JNDContrastiveLoss(nn.Module):
     >>> z = torch.nn.functional.normalize(torch.randn(6, 8), dim=1).requires_grad_()
     >>> snrs = torch.tensor([0.0, 2.0, 10.0, 1.0, 20.0, 4.5])
     >>> groups = torch.tensor([0, 0, 0, 1, 1, 1])
-    >>> loss = loss_fn(z, snrs, groups)
+    >>> noises = torch.tensor([5, 5, 5, 9, 9, 9])  # each group its own noise recording
+    >>> loss = loss_fn(z, snrs, groups, noises=noises)
     >>> loss.backward()
     >>> bool(torch.isfinite(loss)), loss_fn.last_num_anchors
     (True, 2)
+    >>> _ = JNDContrastiveLoss(pairs="snr_only")(z, snrs, groups)  # 0, 1 and 2 dB: 4 anchors
+    >>> _.item() > 0, JNDContrastiveLoss(pairs="snr_only").pairs
+    (True, 'snr_only')
     """
 
     def __init__(
-        self, tau: float = 0.1, jnd_db: float = 3.0, neg_margin_db: Optional[float] = None
+        self,
+        tau: float = 0.1,
+        jnd_db: float = 3.0,
+        neg_margin_db: Optional[float] = None,
+        pairs: str = "same_noise",
     ):
         super().__init__()
+        if pairs not in PAIR_SCHEMES:
+            raise ValueError(f"unknown pairs scheme {pairs!r} (known: {', '.join(PAIR_SCHEMES)})")
+        self.pairs = pairs
         if tau <= 0:
             raise ValueError(f"tau must be positive, got {tau}")
         neg_margin = 2.0 * jnd_db if neg_margin_db is None else float(neg_margin_db)
@@ -152,6 +213,8 @@ class JNDContrastiveLoss(nn.Module):
         snrs: torch.Tensor,
         groups: torch.Tensor,
         return_stats: bool = False,
+        noises: Optional[torch.Tensor] = None,
+        environments: Optional[torch.Tensor] = None,
     ) -> Union[torch.Tensor, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         """Compute the loss of a batch of embeddings.
 
@@ -167,6 +230,9 @@ class JNDContrastiveLoss(nn.Module):
             Also return a dict of detached tensors: ``num_anchors``, ``num_pos_pairs``,
             ``num_neg_pairs`` (ordered pairs), ``pos_sim`` and ``neg_sim`` (mean cosine
             similarity of positive and negative pairs, NaN when there are none).
+        noises, environments : torch.Tensor, optional
+            (N,) noise recording and environment id of each view; needed by the
+            ``same_noise`` and ``same_environment`` schemes.
 
         Returns
         -------
@@ -185,7 +251,8 @@ class JNDContrastiveLoss(nn.Module):
                 f"snrs and groups must be ({n},) to match z, got {tuple(snrs.shape)} "
                 f"and {tuple(groups.shape)}"
             )
-        pos, neg = jnd_pair_masks(snrs, groups, self.jnd_db, self.neg_margin_db)
+        keys = pair_keys(self.pairs, groups, noises, environments)
+        pos, neg = jnd_pair_masks(snrs, keys, self.jnd_db, self.neg_margin_db)
 
         work_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
         z = F.normalize(z.to(work_dtype), dim=1)

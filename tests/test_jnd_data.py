@@ -186,6 +186,29 @@ def test_a_sent_batch_carries_no_views_and_makes_the_same_ones(prepared):
     received = pickle.loads(pickle.dumps(batch))
     assert received.ids == batch.ids and torch.equal(received.wavs, views)
     assert torch.equal(received.groups, batch.groups) and torch.equal(received.snrs, batch.snrs)
+    assert torch.equal(received.noises, batch.noises)
+    assert torch.equal(received.to("cpu").environments, batch.environments)
+
+
+def test_batches_carry_the_noise_condition_of_every_view(prepared):
+    """What the content-blind pairing schemes compare: recording and environment."""
+    _, out, folders = prepared
+    noises = json.loads(open(out["noise_train"]).read())
+    for fixed, manifest, maker in (
+        (False, out["train"], _maker(out, folders)),
+        (True, out["valid"], JNDViewMaker(segment_seconds=1.5)),
+    ):
+        dataset = make_jnd_dataset(manifest, folders, maker, fixed=fixed)
+        dataset.set_output_keys(["id", "excerpts", "mix_gains", "mix_snrs", "noise_condition"])
+        batch = jnd_collate([dataset[i] for i in range(len(dataset))])
+        k = batch.views_per_group
+        assert batch.noises.shape == batch.environments.shape == batch.snrs.shape
+        for g in range(len(batch.ids)):  # one condition per group, the same for its views
+            assert len(set(batch.noises[g * k : (g + 1) * k].tolist())) == 1
+        if not fixed:  # more groups than recordings: shared recordings are recognised
+            assert len(set(batch.noises.tolist())) <= len(noises) < len(batch.ids)
+        # environments group recordings: never more environments than recordings
+        assert len(set(batch.environments.tolist())) <= len(set(batch.noises.tolist()))
 
 
 def test_groups_of_different_sizes_are_refused(prepared):

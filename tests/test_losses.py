@@ -6,7 +6,12 @@ import torch
 import torch.nn.functional as F
 
 import jsqa_sb.losses
-from jsqa_sb.losses import JNDContrastiveLoss, jnd_pair_masks
+from jsqa_sb.losses import JNDContrastiveLoss, jnd_pair_masks, pair_keys
+
+
+def WithinGroupLoss(**options):  # noqa: N802 - the loss of the first version, by name
+    return JNDContrastiveLoss(pairs="within_group", **options)
+
 
 # Two groups of three views; jnd 3 dB, margin 6 dB.
 GROUPS = torch.tensor([0, 0, 0, 1, 1, 1])
@@ -83,13 +88,13 @@ def test_masks_validation():
     with pytest.raises(ValueError, match="same length"):
         jnd_pair_masks(SNRS, GROUPS[:4])
     with pytest.raises(ValueError):
-        JNDContrastiveLoss(tau=0.0)
+        WithinGroupLoss(tau=0.0)
     with pytest.raises(ValueError):
-        JNDContrastiveLoss(jnd_db=3.0, neg_margin_db=1.0)
+        WithinGroupLoss(jnd_db=3.0, neg_margin_db=1.0)
     with pytest.raises(ValueError, match=r"\(N, D\)"):
-        JNDContrastiveLoss()(torch.randn(6), SNRS, GROUPS)
+        WithinGroupLoss()(torch.randn(6), SNRS, GROUPS)
     with pytest.raises(ValueError, match="match z"):
-        JNDContrastiveLoss()(torch.randn(5, 3), SNRS, GROUPS)
+        WithinGroupLoss()(torch.randn(5, 3), SNRS, GROUPS)
 
 
 def _numpy_loss(z, snrs, groups, tau, jnd, margin):
@@ -122,7 +127,7 @@ def test_matches_hand_computation(tau):
     groups = np.array([0, 0, 0, 1])
     z = rng.normal(size=(4, 5))
     expected, n_anchors = _numpy_loss(z, snrs, groups, tau, 3.0, 6.0)
-    loss_fn = JNDContrastiveLoss(tau=tau)
+    loss_fn = WithinGroupLoss(tau=tau)
     got = loss_fn(torch.tensor(z, dtype=torch.float32), torch.tensor(snrs), torch.tensor(groups))
     assert got.item() == pytest.approx(expected, abs=1e-5)
     assert loss_fn.last_num_anchors == n_anchors == 2
@@ -138,7 +143,7 @@ def test_matches_hand_computation_larger_random():
     groups = np.repeat(np.arange(6), 4)
     z = rng.normal(size=(24, 8))
     expected, n_anchors = _numpy_loss(z, snrs, groups, 0.1, 3.0, 6.0)
-    loss_fn = JNDContrastiveLoss(tau=0.1)
+    loss_fn = WithinGroupLoss(tau=0.1)
     got, stats = loss_fn(torch.tensor(z), torch.tensor(snrs), torch.tensor(groups), True)
     assert got.item() == pytest.approx(expected, abs=1e-10)
     assert int(stats["num_anchors"]) == n_anchors
@@ -153,7 +158,7 @@ def test_ignored_pairs_do_not_matter():
     assert not (pos[:, 3] | neg[:, 3]).any()
     gen = torch.Generator().manual_seed(3)
     z = torch.randn(4, 6, generator=gen)
-    loss_fn = JNDContrastiveLoss()
+    loss_fn = WithinGroupLoss()
     base = loss_fn(z, snrs, groups)
     for _ in range(5):
         z2 = z.clone()
@@ -167,7 +172,7 @@ def test_ignored_pairs_do_not_matter():
 
 def _grad_of(z, snrs, groups, **kw):
     z = z.detach().clone().requires_grad_(True)
-    loss = JNDContrastiveLoss(**kw)(z, snrs, groups)
+    loss = WithinGroupLoss(**kw)(z, snrs, groups)
     loss.backward()
     return loss, z.grad
 
@@ -182,7 +187,7 @@ def test_finite_with_finite_gradients(dtype):
     assert grad.dtype == dtype
     assert torch.isfinite(grad.float()).all() and grad.abs().sum() > 0
     # Rows 2..5 have no positive: their gradient only comes through the other anchors.
-    assert JNDContrastiveLoss()(z, SNRS, GROUPS, return_stats=True)[1]["num_anchors"] == 2
+    assert WithinGroupLoss()(z, SNRS, GROUPS, return_stats=True)[1]["num_anchors"] == 2
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -190,7 +195,7 @@ def test_no_positive_at_all_gives_zero(dtype):
     snrs = torch.tensor([0.0, 10.0, 20.0, 0.5])  # the close pair is in different groups
     groups = torch.tensor([0, 0, 0, 1])
     z = torch.randn(4, 8).to(dtype)
-    loss_fn = JNDContrastiveLoss()
+    loss_fn = WithinGroupLoss()
     z_leaf = z.clone().requires_grad_(True)
     loss = loss_fn(z_leaf, snrs, groups)
     assert loss.item() == 0.0
@@ -230,7 +235,7 @@ def _good_bad_config():
 
 def test_good_configuration_has_lower_loss():
     snrs, groups, good, bad = _good_bad_config()
-    loss_fn = JNDContrastiveLoss()
+    loss_fn = WithinGroupLoss()
     assert loss_fn(good, snrs, groups).item() < loss_fn(bad, snrs, groups).item() - 1.0
 
 
@@ -238,8 +243,8 @@ def test_temperature_effect():
     snrs, groups, good, bad = _good_bad_config()
     # For a well separated configuration, lower tau gives a lower loss (sharper softmax);
     # for the bad one, a higher loss.
-    good_losses = [JNDContrastiveLoss(tau=t)(good, snrs, groups).item() for t in (0.05, 0.1, 1.0)]
-    bad_losses = [JNDContrastiveLoss(tau=t)(bad, snrs, groups).item() for t in (0.05, 0.1, 1.0)]
+    good_losses = [WithinGroupLoss(tau=t)(good, snrs, groups).item() for t in (0.05, 0.1, 1.0)]
+    bad_losses = [WithinGroupLoss(tau=t)(bad, snrs, groups).item() for t in (0.05, 0.1, 1.0)]
     assert good_losses[0] < good_losses[1] < good_losses[2]
     assert bad_losses[0] > bad_losses[1] > bad_losses[2]
     # Collapsed embeddings: every similarity equal, loss = mean log|A(i)| whatever tau.
@@ -248,7 +253,7 @@ def test_temperature_effect():
     anchors = pos.any(1)
     expected = torch.log((pos | neg).sum(1)[anchors].float()).mean().item()
     for tau in (0.05, 1.0, 5.0):
-        assert JNDContrastiveLoss(tau=tau)(z, SNRS, GROUPS).item() == pytest.approx(expected)
+        assert WithinGroupLoss(tau=tau)(z, SNRS, GROUPS).item() == pytest.approx(expected)
 
 
 def test_sgd_on_free_embeddings_learns_the_structure():
@@ -260,7 +265,7 @@ def test_sgd_on_free_embeddings_learns_the_structure():
     groups = torch.arange(n_groups).repeat_interleave(k)
     pos, neg = jnd_pair_masks(snrs, groups)
     free = torch.randn(n_groups * k, 16, requires_grad=True)
-    loss_fn = JNDContrastiveLoss(tau=0.1)
+    loss_fn = WithinGroupLoss(tau=0.1)
     losses = []
     for _ in range(50):  # plain SGD, lr 0.5 (torch.optim takes seconds to import)
         free.grad = None
@@ -283,7 +288,89 @@ def test_batch_order_invariance():
     gen = torch.Generator().manual_seed(6)
     z = torch.randn(6, 5, generator=gen)
     perm = torch.randperm(6, generator=gen)
-    loss_fn = JNDContrastiveLoss()
+    loss_fn = WithinGroupLoss()
     a = loss_fn(z, SNRS, GROUPS)
     b = loss_fn(z[perm], SNRS[perm], GROUPS[perm])
     assert a.item() == pytest.approx(b.item(), abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- pairing schemes
+# Three groups (utterances) of two views: groups 0 and 1 share noise recording 5 (CAF),
+# group 2 has recording 9 from the same environment.
+SCHEME_SNRS = torch.tensor([0.0, 1.0, 1.5, 12.0, 0.5, 20.0])
+SCHEME_GROUPS = torch.tensor([0, 0, 1, 1, 2, 2])
+SCHEME_NOISES = torch.tensor([5, 5, 5, 5, 9, 9])
+SCHEME_ENVS = torch.tensor([1, 1, 1, 1, 1, 1])
+
+
+def _pairs(mask):
+    return {(i, j) for i, j in torch.nonzero(torch.triu(mask, 1)).tolist()}
+
+
+@pytest.mark.parametrize(
+    "scheme, positives",
+    [
+        ("within_group", {(0, 1)}),
+        ("same_noise", {(0, 1), (0, 2), (1, 2)}),
+        ("same_environment", {(0, 1), (0, 2), (1, 2), (0, 4), (1, 4), (2, 4)}),
+        ("snr_only", {(0, 1), (0, 2), (1, 2), (0, 4), (1, 4), (2, 4)}),
+    ],
+)
+def test_pairing_schemes_on_a_hand_built_batch(scheme, positives):
+    keys = pair_keys(scheme, SCHEME_GROUPS, SCHEME_NOISES, SCHEME_ENVS)
+    pos, neg = jnd_pair_masks(SCHEME_SNRS, keys, jnd_db=3.0, neg_margin_db=6.0)
+    assert _pairs(pos) == positives
+    # negatives do not depend on the scheme: 6 dB or more apart, whatever the content
+    far = {
+        (i, j)
+        for i in range(6)
+        for j in range(i + 1, 6)
+        if abs(SCHEME_SNRS[i] - SCHEME_SNRS[j]) >= 6
+    }
+    assert _pairs(neg) == far
+    assert not (pos & neg).any()
+
+
+def test_unknown_scheme_and_missing_noise_ids_are_refused():
+    with pytest.raises(ValueError, match="unknown pairs scheme 'same_room'"):
+        JNDContrastiveLoss(pairs="same_room")
+    with pytest.raises(ValueError, match="need the noise condition"):
+        JNDContrastiveLoss(pairs="same_noise")(torch.randn(6, 3), SCHEME_SNRS, SCHEME_GROUPS)
+
+
+def _quality_and_content_batch(groups=8, views=4, dim=32, seed=0):
+    """SNRs of real view groups, a quality-only embedding and one content vector per group."""
+    from jsqa_sb.jnd_mixing import sample_group_snrs
+
+    rng = np.random.default_rng(seed)
+    snrs = torch.tensor(
+        np.concatenate([sample_group_snrs(rng, views) for _ in range(groups)]),
+        dtype=torch.float32,
+    )
+    angle = (snrs + 5.0) / 35.0 * 0.8 * np.pi  # a 1-D code of the SNR alone
+    quality = torch.zeros(len(snrs), dim)
+    quality[:, 0], quality[:, 1] = torch.cos(angle), torch.sin(angle)
+    torch.manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(dim - 2, dim - 2))[0][:, :groups].T
+    content = torch.zeros(groups, dim)
+    content[:, 2:] = basis  # orthogonal to the quality code and to each other
+    group_ids = torch.arange(groups).repeat_interleave(views)
+    noises = (torch.arange(groups) % 2).repeat_interleave(views)  # two recordings
+    return snrs, quality, content[group_ids], group_ids, noises
+
+
+@pytest.mark.parametrize("scheme", ["same_noise", "same_environment", "snr_only"])
+def test_content_blind_schemes_do_not_reward_a_content_code(scheme):
+    """Cause 1 of the pretraining issue: with same-group positives only, a code of the
+    utterance lowers the loss; with content-blind pairs, adding it never does."""
+    snrs, quality, content, groups, noises = _quality_and_content_batch()
+    envs = torch.zeros_like(noises)
+
+    def loss(pairs, weight):
+        fn = JNDContrastiveLoss(tau=0.1, pairs=pairs)
+        return fn(quality + weight * content, snrs, groups, noises=noises, environments=envs)
+
+    within = [loss("within_group", w).item() for w in (0.0, 0.5, 1.0)]
+    assert within[1] < 0.6 * within[0]  # the first version rewards recognising utterances
+    blind = [loss(scheme, w).item() for w in (0.0, 0.25, 0.5, 1.0, 2.0)]
+    assert all(b >= blind[0] - 1e-6 for b in blind[1:])

@@ -224,3 +224,19 @@ def test_zero_epochs_write_no_encoder(corpora, tmp_path):
     assert "nothing was trained" in result.stderr or "not trained" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (out / "encoder.ckpt").exists()
+
+
+@pytest.mark.parametrize("pairs", ["within_group", "snr_only"])
+def test_pairing_scheme_and_selection_rule_are_yaml_settings(corpora, tmp_path, pairs):
+    out = tmp_path / pairs
+    cmd = _command(corpora, out, "--number_of_epochs=2", f"--pairs={pairs}", "--select_by=last")
+    result = _run(cmd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert summary["best_epoch"] == 2 and summary["selection"] == "max epoch"
+    assert f"pairs: {pairs}" in (out / "hyperparams.yaml").read_text()
+
+
+def test_unknown_pairing_scheme_fails_at_start(corpora, tmp_path):
+    result = _run(_command(corpora, tmp_path / "bad", "--pairs=same_room"))
+    assert result.returncode != 0 and "unknown pairs scheme 'same_room'" in result.stderr
