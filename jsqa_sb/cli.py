@@ -138,14 +138,21 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    from jsqa_sb.hub_upload import upload_model
+    from jsqa_sb.hub_upload import check_repo_id, plan_upload, upload_model
 
+    if args.dry_run:  # the same checks and listing, no network call
+        check_repo_id(args.repo_id)
+        print(plan_upload(args.hub_folder, args.include).format(args.repo_id))
+        print("Dry run: nothing was uploaded")
+        return 0
     url = upload_model(
         args.hub_folder,
         args.repo_id,
         private=args.private,
         token=args.token,
         commit_message=args.message,
+        include=args.include,
+        show=lambda listing: print(listing, flush=True),  # before anything is sent
     )
     print(f"Uploaded {args.hub_folder} to {url}")
     return 0
@@ -276,7 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="a training run -> a SpeechBrain-hub model folder")
     p.add_argument("run_folder", help="output folder of a fine-tuning or pretraining run")
     p.add_argument("hub_folder", help="the model folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export in hub_folder (whole: no stale file stays)",
+    )
     p.add_argument("--window_seconds", type=float, default=10.0, help="window for long recordings")
     p.add_argument("--license", default="apache-2.0", help="license of the model card")
     p.set_defaults(func=_export)
@@ -287,6 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.add_argument("--token", default=None, help="default: huggingface_hub's (HF_TOKEN, login)")
     p.add_argument("--message", default=None, help="commit message")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also publish this file of the folder (repeatable); by default only the "
+        "model's own files are, and any other file stops the upload",
+    )
+    p.add_argument(
+        "--dry_run",
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        help="list the files that would be published, and stop",
+    )
     p.set_defaults(func=_upload)
 
     from jsqa_sb.demo import add_demo_arguments

@@ -1,10 +1,21 @@
 """Publish an exported model folder on the Hugging Face hub (``jsqa upload``).
 
 The folder is the one ``jsqa export`` writes (``hyperparams.yaml``, the ``*.ckpt``
-checkpoints, ``README.md``). It is checked before anything goes to the network; then
-the repository is created if needed and the folder uploaded as one commit with
-``huggingface_hub``. The token comes from where ``huggingface_hub`` looks by default
-(``HF_TOKEN``, or ``hf auth login``) unless one is given.
+checkpoints, ``README.md``, ``custom_interface.py``, the run's results). Before
+anything goes to the network, :func:`plan_upload` decides what is published, and
+:func:`upload_model` shows it, with sizes:
+
+* the model's own files: those ``jsqa export`` writes
+  (:data:`jsqa_sb.hub_export.EXPORTED_FILES`) and any other top-level ``*.ckpt``;
+* files named with ``include`` (``--include NAME``), and nothing else: any other file
+  or folder makes the upload fail, naming it, so that nothing is published by
+  accident;
+* never dot-files (``.git``, ``.env``, ...) or Python caches: they are left out, and
+  listed as such; never a symbolic link to a file outside the folder (refused).
+
+Then the repository is created if needed and exactly the listed files are uploaded as
+one commit with ``huggingface_hub``. The token comes from where ``huggingface_hub``
+looks by default (``HF_TOKEN``, or ``hf auth login``) unless one is given.
 
 Authors
  * JSQA contributors 2026
@@ -12,9 +23,12 @@ Authors
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
 import huggingface_hub
@@ -22,14 +36,16 @@ from huggingface_hub import utils as hf_utils
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 
 from jsqa_sb.errors import JSQAError
+from jsqa_sb.hub_export import EXPORTED_FILES
 
 logger = logging.getLogger(__name__)
 
 #: Hub address of a model repository.
 HUB_URL = "https://huggingface.co/{repo_id}"
 
-#: Files that never go to the hub.
-IGNORE_PATTERNS = ["__pycache__/*", "*/__pycache__/*", "*.pyc"]
+#: Folders left out without complaint (loading a model folder with ``foreign_class``
+#: writes a ``__pycache__`` into it).
+CACHE_FOLDERS = ("__pycache__",)
 
 _LOGIN_HINT = "run `hf auth login` (`huggingface-cli login`) or set HF_TOKEN"
 
@@ -56,6 +72,135 @@ class HubUploadError(JSQAError, RuntimeError):
     """The folder cannot be published; the message names the folder or repo and why."""
 
 
+@dataclass(frozen=True)
+class PublishedFile:
+    """A file to publish: its path in the folder (``/``-separated) and size in bytes."""
+
+    path: str
+    size: int
+
+
+@dataclass
+class UploadPlan:
+    """What :func:`upload_model` sends from a folder, and what it leaves out."""
+
+    folder: Path
+    files: list[PublishedFile] = field(default_factory=list)
+    left_out: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Bytes to send."""
+        return sum(file.size for file in self.files)
+
+    def allow_patterns(self) -> list[str]:
+        """``huggingface_hub`` patterns that match exactly the files of this plan."""
+        return [glob.escape(file.path) for file in self.files]
+
+    def format(self, repo_id: str) -> str:
+        """The listing shown before uploading: every file with its size."""
+        width = max(len(file.path) for file in self.files)
+        lines = [
+            f"Publishing {len(self.files)} files ({_size(self.total)}) from {self.folder} "
+            f"to {repo_id}:"
+        ]
+        lines += [f"  {file.path:<{width}}  {_size(file.size):>9}" for file in self.files]
+        if self.left_out:
+            shown = ", ".join(f"{name} ({why})" for name, why in self.left_out)
+            lines.append(f"Left out: {shown}")
+        return "\n".join(lines)
+
+
+def plan_upload(hub_folder: str | os.PathLike, include: Iterable[str] = ()) -> UploadPlan:
+    """Decide what publishing ``hub_folder`` sends, without any network call.
+
+    Arguments
+    ---------
+    hub_folder : str or os.PathLike
+        The folder ``jsqa export`` wrote.
+    include : iterable of str
+        Other files to publish, as paths inside the folder (``notes.txt``,
+        ``plots/a.png``).
+
+    Returns
+    -------
+    UploadPlan
+        The files to send, with sizes, and what is left out (dot-files, caches).
+
+    Raises
+    ------
+    HubUploadError
+        If the folder is not an exported model, holds files that are neither the
+        model's own nor included, or a file to send is a link to outside the folder,
+        a dot-file, missing, or a folder.
+    """
+    folder = _check_model_folder(hub_folder)
+    root = folder.resolve()
+    included = [_included_path(name, folder) for name in include]
+    plan, others = UploadPlan(folder), []
+    for entry in sorted(folder.iterdir()):
+        name = entry.name + ("/" if entry.is_dir() else "")
+        if entry.name.startswith("."):
+            plan.left_out.append((name, "dot-file"))
+        elif entry.name in CACHE_FOLDERS and entry.is_dir():
+            plan.left_out.append((name, "Python cache"))
+        elif _model_file(entry) or entry.name in included:
+            plan.files.append(_published(entry, entry.name, root))
+        elif not any(path.startswith(entry.name + "/") for path in included):
+            others.append(name)
+    if others:
+        raise HubUploadError(
+            f"{folder} holds files that are not the model's own: {', '.join(others)}; "
+            "publish one with --include NAME, or move it out of the folder"
+        )
+    for path in included:  # in subfolders, or missing
+        if path not in {file.path for file in plan.files}:
+            plan.files.append(_published(folder / path, path, root))
+    plan.files.sort(key=lambda file: file.path)
+    return plan
+
+
+def _model_file(entry: Path) -> bool:
+    """A top-level file ``jsqa export`` writes, or a checkpoint."""
+    return entry.name in EXPORTED_FILES or entry.name.endswith(".ckpt")
+
+
+def _included_path(name: str, folder: Path) -> str:
+    """An ``--include`` name as a ``/``-separated path inside the folder."""
+    path = PurePosixPath(str(name).replace(os.sep, "/"))
+    if path.is_absolute() or not path.parts or ".." in path.parts:
+        raise HubUploadError(f"--include {name}: give a path inside {folder}")
+    if any(part.startswith(".") for part in path.parts):
+        raise HubUploadError(f"--include {name}: dot-files are never published")
+    return str(path)
+
+
+def _published(entry: Path, path: str, root: Path) -> PublishedFile:
+    """A file to publish; refused if it is missing, a folder, or a link to outside."""
+    target = entry.resolve()
+    if root not in target.parents:
+        raise HubUploadError(
+            f"{entry} is a link to {target}, outside the folder: refusing to publish it "
+            "(copy the file into the folder instead)"
+        )
+    if entry.is_dir():
+        raise HubUploadError(f"{entry} is a folder: name the files in it to publish them")
+    if not entry.is_file():
+        raise HubUploadError(f"{entry}: no such file to publish")
+    return PublishedFile(path, entry.stat().st_size)
+
+
+def _size(size: float) -> str:
+    """A size in bytes the way people read it (SI units)."""
+    if size < 1000:
+        return f"{int(size)} B"
+    for unit in ("kB", "MB", "GB"):
+        size /= 1000
+        if size < 1000 or unit == "GB":
+            break
+    return f"{size:.1f} {unit}"
+
+
 def upload_model(
     hub_folder: str | os.PathLike,
     repo_id: str,
@@ -64,6 +209,8 @@ def upload_model(
     token: Optional[str] = None,
     commit_message: Optional[str] = None,
     api: Any = None,
+    include: Iterable[str] = (),
+    show: Optional[Callable[[str], Any]] = None,
 ) -> str:
     """Upload an exported model folder to a hub model repository.
 
@@ -71,7 +218,8 @@ def upload_model(
     ---------
     hub_folder : str or os.PathLike
         The folder ``jsqa export`` wrote: ``hyperparams.yaml`` and at least one
-        ``*.ckpt`` file are required.
+        ``*.ckpt`` file are required. Only the files :func:`plan_upload` lists are
+        sent.
     repo_id : str
         ``owner/name`` of the model repository; created if it does not exist.
     private : bool
@@ -83,6 +231,11 @@ def upload_model(
         The hub commit message (default: ``Upload JSQA model``).
     api : huggingface_hub.HfApi, optional
         The client to use (default: ``huggingface_hub.HfApi(token=token)``).
+    include : iterable of str
+        Other files of the folder to publish (see :func:`plan_upload`).
+    show : callable, optional
+        Called with the listing of the files to send, before any network call
+        (default: the listing is logged).
 
     Returns
     -------
@@ -92,8 +245,9 @@ def upload_model(
     Raises
     ------
     HubUploadError
-        If the folder is not an exported model or the repo id is malformed (before
-        any network call), or if the hub refuses or cannot be reached.
+        If the folder is not an exported model, holds files that are not the model's
+        own, or the repo id is malformed (before any network call), or if the hub
+        refuses or cannot be reached.
 
     Example
     -------
@@ -102,8 +256,10 @@ def upload_model(
     ...
     jsqa_sb.hub_upload.HubUploadError: repo id 'not a repo id' must look like owner/name
     """
-    _check_repo_id(repo_id)
-    folder = _check_model_folder(hub_folder)
+    check_repo_id(repo_id)
+    plan = plan_upload(hub_folder, include)
+    folder = plan.folder
+    (show or logger.info)(plan.format(repo_id))
     api = api or huggingface_hub.HfApi(token=token)
     try:
         url = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
@@ -112,7 +268,7 @@ def upload_model(
             repo_id=repo_id,
             repo_type="model",
             commit_message=commit_message or "Upload JSQA model",
-            ignore_patterns=list(IGNORE_PATTERNS),
+            allow_patterns=plan.allow_patterns(),
         )
     except _CAUGHT as err:
         raise HubUploadError(f"cannot upload {folder} to {repo_id}: {_cause(err)}") from err
@@ -141,8 +297,19 @@ def _check_model_folder(hub_folder: str | os.PathLike) -> Path:
     return folder
 
 
-def _check_repo_id(repo_id: str) -> None:
-    """Refuse a repo id that is not ``owner/name`` as the hub spells it."""
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a repo id that is not ``owner/name`` as the hub spells it.
+
+    Arguments
+    ---------
+    repo_id : str
+        The hub repository id.
+
+    Raises
+    ------
+    HubUploadError
+        If it is not ``owner/name`` or the hub would not accept it.
+    """
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise HubUploadError(f"repo id {repo_id!r} must look like owner/name")
     validate = getattr(hf_utils, "validate_repo_id", None)

@@ -72,19 +72,163 @@ def test_creates_the_repo_then_uploads_the_folder(model_folder):
                 "repo_id": REPO_ID,
                 "repo_type": "model",
                 "commit_message": "First model",
-                "ignore_patterns": ["__pycache__/*", "*/__pycache__/*", "*.pyc"],
+                "allow_patterns": ["README.md", "encoder.ckpt", "head.ckpt", "hyperparams.yaml"],
             },
         ),
     ]
 
 
-def test_ignore_patterns_drop_python_caches_only(model_folder):
+def sent(folder, api):
+    """The files huggingface_hub's upload_folder would send, as it lists and filters them."""
+    kwargs = api.calls[-1][1]
+    paths = sorted(
+        path.relative_to(folder).as_posix() for path in folder.glob("**/*") if path.is_file()
+    )
+    allowed = huggingface_hub.utils.filter_repo_objects(
+        paths,
+        allow_patterns=kwargs.get("allow_patterns"),
+        ignore_patterns=kwargs.get("ignore_patterns"),
+    )
+    return sorted(allowed)
+
+
+@pytest.fixture
+def full_export(model_folder):
+    """Everything jsqa export writes, and what living with the folder adds to it."""
+    (model_folder / "custom_interface.py").write_text("# code\n")
+    (model_folder / "training_results.json").write_text("{}")
+    (model_folder / ".env").write_text("HF_TOKEN=hf_secret\n")
+    (model_folder / ".git").mkdir()
+    (model_folder / ".git" / "config").write_text("[core]\n")
+    (model_folder / "__pycache__").mkdir()
+    (model_folder / "__pycache__" / "custom_interface.cpython-311.pyc").write_bytes(b"\0")
+    return model_folder
+
+
+MODEL_FILES = [
+    "README.md",
+    "custom_interface.py",
+    "encoder.ckpt",
+    "head.ckpt",
+    "hyperparams.yaml",
+    "training_results.json",
+]
+
+
+def test_only_the_model_files_are_sent_and_listed_with_sizes_first(full_export):
+    api, shown = FakeApi(), []
+    upload_model(
+        full_export,
+        REPO_ID,
+        api=api,
+        show=lambda text: shown.append(len(api.calls)) or shown.append(text),
+    )
+    assert sent(full_export, api) == MODEL_FILES  # no .env, no .git, no cache
+    calls_before, listing = shown
+    assert calls_before == 0  # shown before any call to the hub
+    lines = listing.splitlines()
+    assert lines[0] == f"Publishing 6 files (70 B) from {full_export} to {REPO_ID}:"
+    assert [line.split()[0] for line in lines[1:7]] == MODEL_FILES
+    assert lines[3].split()[1:] == ["8", "B"]  # encoder.ckpt, 8 bytes
+    assert lines[7] == "Left out: .env (dot-file), .git/ (dot-file), __pycache__/ (Python cache)"
+
+
+def test_other_files_stop_the_upload_unless_included(full_export):
+    (full_export / "notes.txt").write_text("private notes\n")
+    (full_export / "plots").mkdir()
+    (full_export / "plots" / "scatter.png").write_bytes(b"png")
+    api = FakeApi()
+    with pytest.raises(
+        HubUploadError,
+        match=r"not the model's own: notes.txt, plots/; publish one with --include NAME",
+    ):
+        upload_model(full_export, REPO_ID, api=api)
+    assert api.calls == []
+    upload_model(full_export, REPO_ID, api=api, include=["notes.txt", "plots/scatter.png"])
+    assert sent(full_export, api) == sorted([*MODEL_FILES, "notes.txt", "plots/scatter.png"])
+
+
+@pytest.mark.parametrize(
+    "name, error",
+    [
+        (".env", "dot-files are never published"),
+        ("sub/.secret", "dot-files are never published"),
+        ("../outside.txt", "give a path inside"),
+        ("/etc/passwd", "give a path inside"),
+        ("missing.txt", "no such file to publish"),
+        ("plots", "is a folder: name the files in it"),
+    ],
+)
+def test_include_names_files_inside_the_folder_only(full_export, name, error):
+    (full_export / "plots").mkdir()
+    (full_export / "plots" / "a.png").write_bytes(b"png")
+    api = FakeApi()
+    with pytest.raises(HubUploadError, match=error):
+        upload_model(full_export, REPO_ID, api=api, include=[name, "plots/a.png"])
+    assert api.calls == []
+
+
+def test_a_link_to_a_file_outside_the_folder_is_refused(model_folder, tmp_path):
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY\n")
+    (model_folder / "head.ckpt").unlink()
+    (model_folder / "head.ckpt").symlink_to(secret)
+    api = FakeApi()
+    with pytest.raises(
+        HubUploadError, match=r"head.ckpt is a link to .*id_rsa, outside the folder"
+    ):
+        upload_model(model_folder, REPO_ID, api=api)
+    assert api.calls == []
+    (model_folder / "head.ckpt").unlink()
+    (model_folder / "head.ckpt").symlink_to(model_folder / "encoder.ckpt")  # inside: fine
+    upload_model(model_folder, REPO_ID, api=api)
+    assert "head.ckpt" in sent(model_folder, api)
+
+
+def test_names_with_pattern_characters_match_only_themselves(model_folder):
+    (model_folder / "head[1].ckpt").write_bytes(b"\0")
+    (model_folder / "head1.ckpt").write_bytes(b"\0")
     api = FakeApi()
     upload_model(model_folder, REPO_ID, api=api)
-    patterns = api.calls[1][1]["ignore_patterns"]
-    paths = ["hyperparams.yaml", "encoder.ckpt", "__pycache__/x.pyc", "a/__pycache__/b", "c.pyc"]
-    kept = list(huggingface_hub.utils.filter_repo_objects(paths, ignore_patterns=patterns))
-    assert kept == ["hyperparams.yaml", "encoder.ckpt"]
+    assert sent(model_folder, api) == [
+        "README.md",
+        "encoder.ckpt",
+        "head.ckpt",
+        "head1.ckpt",
+        "head[1].ckpt",
+        "hyperparams.yaml",
+    ]
+
+
+def test_jsqa_upload_prints_the_listing_before_uploading(full_export, monkeypatch, capsys):
+    from jsqa_sb.cli import main
+
+    seen = []
+
+    class StandIn(FakeApi):
+        def create_repo(self, **kwargs):
+            seen.append(capsys.readouterr().out)  # what the user saw before the first call
+            return super().create_repo(**kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", StandIn)
+    assert main(["upload", str(full_export), REPO_ID]) == 0
+    assert seen[0].startswith(f"Publishing 6 files (70 B) from {full_export} to {REPO_ID}:")
+    assert "training_results.json" in seen[0] and "Left out: .env (dot-file)" in seen[0]
+    assert f"Uploaded {full_export} to https://huggingface.co/{REPO_ID}" in capsys.readouterr().out
+
+
+def test_jsqa_upload_dry_run_lists_and_sends_nothing(full_export, monkeypatch, capsys):
+    from jsqa_sb.cli import main
+
+    FakeApi.instances.clear()
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    (full_export / "notes.txt").write_text("x")
+    assert main(["upload", str(full_export), REPO_ID, "--dry-run", "--include", "notes.txt"]) == 0
+    out = capsys.readouterr().out
+    assert "Publishing 7 files" in out and "notes.txt" in out and "nothing was uploaded" in out
+    assert FakeApi.instances == []
+    assert main(["upload", str(full_export), REPO_ID, "--dry_run"]) == 2  # notes.txt not included
+    assert "notes.txt" in capsys.readouterr().err
 
 
 def test_private_is_passed_through(model_folder):
