@@ -111,21 +111,29 @@ class JSQA(Pretrained):
     ) -> JSQA:
         """Load a model from a local folder or a hub id, like SpeechBrain's interfaces.
 
-        Before anything in ``hyperparams.yaml`` is instantiated, the file is checked:
-        it may only create or call objects of ``jsqa_sb``, ``speechbrain``, ``torch``
-        and ``torchaudio`` (see :mod:`jsqa_sb.yaml_security`). Checkpoints are loaded
-        with ``torch.load(weights_only=True)``: plain tensors only, no pickled code.
+        Before anything in ``hyperparams.yaml`` is instantiated, the file is checked
+        (see :mod:`jsqa_sb.yaml_security`): without ``trust_remote_code`` it may only
+        create the objects ``jsqa export`` writes (the encoder, the head, the
+        Pretrainer) and plain data, and it must be small enough to check in bounded
+        time. Checkpoints are loaded with ``torch.load(weights_only=True)``: plain
+        tensors only, no pickled code. A save folder holds one model: it records the
+        source it was filled from, and is refilled when another source is loaded
+        into it.
 
         Arguments
         ---------
         source : str or os.PathLike
-            A local model folder (no network needed) or a Hugging Face hub id.
+            A local model folder (no network needed) or a Hugging Face hub id
+            ``owner/name``; anything else that is not an existing folder is refused at
+            once ("no such folder"), without a hub look-up.
         hparams_file : str
             The hyperparameters file in ``source``.
         savedir : str or os.PathLike, optional
-            Where the model's files are collected (default: the hub cache).
+            Where the model's files are collected (default: the files are used where
+            they are, in ``source`` or the hub cache).
         trust_remote_code : bool
-            Load a YAML that names other code too. Only for sources you trust.
+            Load a YAML that creates other objects or runs code too. Only for sources
+            you trust.
         overrides : dict, optional
             HyperPyYAML overrides.
         **kwargs
@@ -138,17 +146,34 @@ class JSQA(Pretrained):
         Raises
         ------
         jsqa_sb.yaml_security.UntrustedCodeError
-            If the YAML names code outside the allowed packages.
+            If the YAML creates or runs anything ``jsqa export`` does not write
+            (:class:`~jsqa_sb.yaml_security.UnsafeModelError`, whatever the trust: if
+            it is too large to check, or a loadable would be saved outside ``savedir``).
+        jsqa_sb.yaml_security.ModelSourceError
+            If ``source`` is neither an existing folder nor a hub id.
         RecordingError
             Never; see :meth:`score_file`.
         """
         from hyperpyyaml import load_hyperpyyaml
-        from speechbrain.utils.fetching import fetch
+        from speechbrain.utils.fetching import FetchConfig, fetch
 
-        from jsqa_sb.yaml_security import check_hparams_yaml
+        from jsqa_sb.yaml_security import (
+            check_hparams_size,
+            check_hparams_yaml,
+            check_loadable_names,
+            model_source,
+            prepare_save_folder,
+            record_save_folder,
+        )
 
-        hparams_path = fetch(filename=hparams_file, source=source, savedir=savedir)
+        source = model_source(source)  # a mistyped folder fails here, not on the hub
+        # Files of another model in savedir are fetched afresh, never reused.
+        fetch_config = FetchConfig(overwrite=prepare_save_folder(savedir, source, hparams_file))
+        hparams_path = fetch(
+            filename=hparams_file, source=source, savedir=savedir, fetch_config=fetch_config
+        )
         # Check and load the same text (no window for the file to change in between).
+        check_hparams_size(hparams_path)
         text = Path(hparams_path).read_text(encoding="utf-8") + "\n"
         check_hparams_yaml(text, name=str(hparams_path), trust_remote_code=trust_remote_code)
         if trust_remote_code:  # the file itself, so that !include: paths resolve
@@ -160,9 +185,12 @@ class JSQA(Pretrained):
         pretrainer = hparams["pretrainer"]
         if savedir is not None:
             pretrainer.set_collect_in(savedir)
-        paths = pretrainer.collect_files(default_source=source)
+        check_loadable_names(pretrainer.loadables, str(hparams_path))
+        paths = pretrainer.collect_files(default_source=source, fetch_config=fetch_config)
         for name, module in pretrainer.loadables.items():
             load_state_dict_safely(module, paths[name])
+        collected = [hparams_file, *(f"{name}.ckpt" for name in pretrainer.loadables)]
+        record_save_folder(savedir, source, hparams_file, collected)
         return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
 
     # ------------------------------------------------------------------ audio

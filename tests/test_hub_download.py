@@ -1,24 +1,38 @@
-"""Loading a model by hub id: the real download code, against a local stand-in server.
+"""Where a model comes from: hub ids, local folders, and the save folder it is put in.
 
 The Hugging Face hub cannot be reached from the test machine, so a small HTTP server
 answers the two requests ``huggingface_hub.hf_hub_download`` makes for each file
 (``HEAD`` then ``GET`` on ``/<repo_id>/resolve/<revision>/<filename>``) from an exported
 model folder, and ``HF_ENDPOINT`` points the real code at it. ``jsqa score`` then runs
 with a hub id, in a fresh process, exactly as it would against huggingface.co.
+
+A save folder holds one model: loading model B into a folder that held model A's
+files gives model B. A mistyped local folder is refused at once, not looked up on the
+hub.
 """
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
 
 from jsqa_sb import JSQA
+from jsqa_sb.yaml_security import (
+    SAVE_FOLDER_STAMP,
+    ModelSourceError,
+    UnsafeModelError,
+    model_source,
+)
 
 REPO_ID = "jsqa-tests/tiny-model"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -106,3 +120,146 @@ def test_score_by_hub_id_downloads_through_huggingface_hub(hub, model_folder, sp
     local = JSQA.from_hparams(source=str(model_folder), savedir=tmp_path / "local")
     score = pd.read_csv(out)["mos"].iloc[0]
     assert score == pytest.approx(local.score_file(wav)["mos"], abs=1e-6)
+    # The save folder now records the hub model; loading a local model into it refills it.
+    stamp = json.loads((tmp_path / "sd" / SAVE_FOLDER_STAMP).read_text())
+    assert stamp["source"] == f"hub:{REPO_ID}"
+    assert (tmp_path / "sd" / "hyperparams.yaml").resolve().is_relative_to(tmp_path / "hf_home")
+    JSQA.from_hparams(source=str(model_folder), savedir=tmp_path / "sd")
+    assert (tmp_path / "sd" / "hyperparams.yaml").resolve() == model_folder / "hyperparams.yaml"
+
+
+# --------------------------------------------------------------- one model per save folder
+@pytest.fixture(scope="module")
+def other_models(model_folder, pretrain_run, tmp_path_factory):
+    """Model B: the same network with other head weights; C: an encoder-only export."""
+    from jsqa_sb.hub_export import export_model
+
+    root = tmp_path_factory.mktemp("others")
+    other = root / "other"
+    shutil.copytree(model_folder, other)
+    torch.manual_seed(7)
+    head = torch.load(other / "head.ckpt", weights_only=True)
+    torch.save({k: torch.randn_like(v) for k, v in head.items()}, other / "head.ckpt")
+    return other, export_model(pretrain_run, root / "encoder_only")
+
+
+def scores(model, wav):
+    return model.score_batch(wav)
+
+
+def test_a_save_folder_used_for_another_model_is_refilled(model_folder, other_models, tmp_path):
+    other, encoder_only = other_models
+    wav = 0.1 * torch.randn(2, 16000)
+    saved = tmp_path / "pretrained_models" / "jsqa"  # the README's fixed savedir
+    expected_a = scores(JSQA.from_hparams(source=str(model_folder), savedir=tmp_path / "a"), wav)
+    expected_b = scores(JSQA.from_hparams(source=str(other), savedir=tmp_path / "b"), wav)
+    assert not torch.allclose(expected_a, expected_b)
+
+    torch.testing.assert_close(
+        scores(JSQA.from_hparams(model_folder, savedir=saved), wav), expected_a
+    )
+    torch.testing.assert_close(
+        scores(JSQA.from_hparams(str(other), savedir=saved), wav), expected_b
+    )
+    assert (saved / "head.ckpt").resolve() == other / "head.ckpt"
+    # an encoder-only model leaves no head.ckpt of the earlier one behind
+    model = JSQA.from_hparams(source=str(encoder_only), savedir=saved)
+    assert model.output_names == () and not (saved / "head.ckpt").exists()
+    assert sorted(p.name for p in saved.iterdir() if p.is_symlink()) == [
+        "encoder.ckpt",
+        "hyperparams.yaml",
+    ]
+    # and back: the first model again, not what the folder held last
+    torch.testing.assert_close(
+        scores(JSQA.from_hparams(model_folder, savedir=saved), wav), expected_a
+    )
+
+
+def test_a_save_folder_of_unknown_origin_is_refilled(model_folder, other_models, tmp_path):
+    other, _ = other_models
+    saved = tmp_path / "sd"
+    JSQA.from_hparams(source=str(model_folder), savedir=saved)
+    (saved / SAVE_FOLDER_STAMP).unlink()  # as an earlier version of jsqa_sb left it
+    model = JSQA.from_hparams(source=str(other), savedir=saved)
+    assert (saved / "hyperparams.yaml").resolve() == other / "hyperparams.yaml"
+    assert (saved / "head.ckpt").resolve() == other / "head.ckpt"
+    wav = 0.1 * torch.randn(1, 16000)
+    fresh = JSQA.from_hparams(source=str(other), savedir=tmp_path / "fresh")
+    torch.testing.assert_close(scores(model, wav), scores(fresh, wav))
+
+
+def test_the_model_folder_itself_as_save_folder_is_left_alone(other_models, tmp_path):
+    other, _ = other_models
+    folder = tmp_path / "m"
+    shutil.copytree(other, folder)
+    before = sorted(p.name for p in folder.iterdir())
+    JSQA.from_hparams(source=str(folder), savedir=folder)
+    assert sorted(p.name for p in folder.iterdir()) == before  # no stamp, nothing relinked
+
+
+def test_traversal_loadable_names_are_refused_even_when_trusted(model_folder, tmp_path):
+    folder = tmp_path / "models" / "evil"
+    shutil.copytree(model_folder, folder)
+    yaml = folder / "hyperparams.yaml"
+    yaml.write_text(
+        yaml.read_text().replace("        head: !ref <head>", "        ../../escape: !ref <head>")
+    )
+    saved = tmp_path / "sd" / "inner"
+    with pytest.raises(UnsafeModelError, match=r"loadable '\.\./\.\./escape'"):
+        JSQA.from_hparams(source=str(folder), savedir=saved, trust_remote_code=True)
+    assert not list(tmp_path.rglob("escape*"))  # no link outside (or inside) the save folder
+
+
+# ------------------------------------------------------------ a folder or a hub id
+@pytest.mark.parametrize(
+    "source",
+    [
+        "models/jsqaa",
+        "./models/jsqa",
+        "models/jsqa/extra",
+        "/nonexistent/jsqa",
+        "~/no-such-jsqa-model",
+        "jsqaa",
+    ],
+)
+def test_a_mistyped_folder_says_no_such_folder_without_a_hub_look_up(source, tmp_path, monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()  # where the user exported their model: models/jsqa
+    start = time.perf_counter()
+    with pytest.raises(ModelSourceError, match=r"no such folder"):
+        JSQA.from_hparams(source=source, savedir=tmp_path / "sd")
+    assert time.perf_counter() - start < 1.0
+    assert not (tmp_path / "sd").exists()
+
+
+def test_the_cli_says_no_such_folder_at_once(speech, tmp_path, monkeypatch, capsys):
+    from jsqa_sb.cli import main
+
+    audio, sr = speech
+    sf.write(tmp_path / "a.wav", audio, sr)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    assert main(["score", "models/jsqaa", "a.wav", "--no_progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jsqa: error: models/jsqaa: no such folder") and "\n" not in err
+
+
+def test_a_file_is_not_a_model_folder(model_folder):
+    with pytest.raises(ModelSourceError, match="is a file, not a model folder"):
+        JSQA.from_hparams(source=str(model_folder / "hyperparams.yaml"))
+
+
+def test_hub_ids_and_folders_are_told_apart_without_the_network(
+    model_folder, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert model_source(REPO_ID) == REPO_ID  # owner/name, and no folder jsqa-tests/ here
+    assert model_source(str(model_folder)) == str(model_folder)
+    (tmp_path / "demo_out" / "model").mkdir(parents=True)
+    assert model_source("demo_out/model") == "demo_out/model"  # an existing folder wins
