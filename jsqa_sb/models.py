@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Optional, Union
 
 import torch
@@ -806,12 +806,51 @@ def check_encoder_checkpoint(path: Union[str, os.PathLike], encoder: nn.Module) 
     FileNotFoundError
         If ``path`` does not exist.
     CheckpointMismatchError
-        If parameters are missing, unexpected or of another shape (all are named).
+        If ``path`` is not a checkpoint (a folder, not a file ``torch.save`` wrote, a
+        truncated one, or one that holds anything but a state dict of tensors), or if
+        parameters are missing, unexpected or of another shape (all are named).
     """
+    if os.path.isdir(path):
+        raise CheckpointMismatchError(f"{path} is a folder, not an encoder checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained encoder checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    expected = encoder.state_dict()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises anything for a file it cannot read
+        raise CheckpointMismatchError(
+            f"{path} is not a checkpoint that torch.load(weights_only=True) reads (a state "
+            f"dict saved with torch.save): {_first_line(err)}"
+        ) from err
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointMismatchError(
+            f"{path} is not an encoder checkpoint: it holds {describe_state(state)}, not a "
+            "state dict of tensors"
+        )
+    problems = state_dict_problems(state, encoder)
+    if problems:
+        raise CheckpointMismatchError(
+            f"{path} does not fit the encoder of this YAML: {'; '.join(problems)}"
+        )
+
+
+def state_dict_problems(state: Mapping, module: nn.Module, limit: int = 12) -> list[str]:
+    """The parameters of ``state`` that do not fit ``module``: missing, unexpected, shape.
+
+    Arguments
+    ---------
+    state : Mapping
+        A state dict (parameter names -> tensors), e.g. a loaded checkpoint.
+    module : torch.nn.Module
+        The module it should load into.
+    limit : int
+        At most this many problems, then one ``... (N in all)``.
+
+    Returns
+    -------
+    list of str
+        Empty when the names and shapes all match.
+    """
+    expected = module.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
     problems += [
@@ -819,8 +858,20 @@ def check_encoder_checkpoint(path: Union[str, os.PathLike], encoder: nn.Module) 
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
-    if problems:
-        shown = "; ".join(problems[:12]) + (
-            f"; ... ({len(problems)} in all)" if len(problems) > 12 else ""
-        )
-        raise CheckpointMismatchError(f"{path} does not fit the encoder of this YAML: {shown}")
+    if len(problems) > limit:
+        problems = problems[:limit] + [f"... ({len(problems)} in all)"]
+    return problems
+
+
+def describe_state(state: object) -> str:
+    """What a loaded checkpoint holds instead of a state dict of tensors, for messages."""
+    if isinstance(state, Mapping):
+        odd = [f"{k}: {type(v).__name__}" for k, v in state.items() if not torch.is_tensor(v)]
+        return "non-tensor values (" + ", ".join(odd[:3]) + (", ...)" if len(odd) > 3 else ")")
+    return f"a {type(state).__name__}"
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message, with its type (torch's are long)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
