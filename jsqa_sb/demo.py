@@ -24,7 +24,9 @@ Everything goes under one folder (``--out``, default ``demo_out``)::
 Running it again reuses what is done: a step whose outputs exist is skipped (an
 interrupted training run resumes from its last checkpoint); the comparison and the
 scoring are cheap and always rerun. Delete a step's folder to redo it, and the folders
-of the steps after it, which would otherwise keep their old results.
+of the steps after it, which would otherwise keep their old results. Stopping the demo
+(Ctrl-C, SIGTERM, SIGHUP) stops the training run it is waiting for, with the run's
+worker processes, before it exits.
 
 The miniature corpora are synthetic and tiny (12 training utterances for pretraining;
 40 training, 12 validation and 12 test files for MOS, with labels that follow the
@@ -42,8 +44,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -68,6 +72,12 @@ SMOKE_EPOCHS = 1
 SCORE_DB, N_SCORED = "NISQA_TEST_SIM", 4
 #: Lines of a failed step's log shown on the terminal.
 TAIL_LINES = 25
+#: Seconds a stopped training run has to exit on SIGTERM before it is killed.
+STOP_GRACE_SECONDS = 20.0
+#: Signals that stop the demo and its training runs (besides Ctrl-C).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 _SETTINGS_FILE = "demo.json"
 _CLONE_HINT = (
@@ -79,6 +89,18 @@ _CLONE_HINT = (
 
 class DemoError(JSQAError, RuntimeError):
     """A step of the demo failed; the message says which step, why, and where its log is."""
+
+
+class DemoStopped(KeyboardInterrupt):
+    """The demo was stopped by a signal (SIGTERM, SIGHUP); its training runs were stopped.
+
+    A ``KeyboardInterrupt`` like Ctrl-C: ``jsqa`` prints one line and exits with
+    ``128 + signum``.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
 
 
 @dataclass
@@ -192,6 +214,14 @@ def _tail(path: Path, n: int = TAIL_LINES) -> str:
     return "\n".join(lines[-n:])
 
 
+def _signal_name(signum: int) -> str:
+    """``stopped by SIGTERM``."""
+    try:
+        return f"stopped by {signal.Signals(signum).name}"
+    except ValueError:
+        return f"stopped by signal {signum}"
+
+
 def _options(options: dict[str, Any]) -> list[str]:
     return [f"--{key}={value}" for key, value in options.items()]
 
@@ -202,11 +232,73 @@ def _train(recipe: Path, yaml: str, arguments: Sequence[str], log: Path) -> None
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ cd {recipe}\n$ {' '.join(command)}\n")
         f.flush()
-        status = subprocess.run(
-            command, cwd=recipe, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        ).returncode
+        # In a process group of its own, so that stopping it stops its workers too.
+        process = subprocess.Popen(
+            command,
+            cwd=recipe,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=hasattr(os, "killpg"),
+        )
+        try:
+            status = process.wait()
+        except BaseException:  # Ctrl-C or a stop signal: no orphan keeps training
+            _stop(process)
+            raise
     if status != 0:
         raise _StepFailed(f"train.py {yaml} exited with status {status}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop a training run and its process group: SIGTERM, then SIGKILL; wait for it.
+
+    The run has :data:`STOP_GRACE_SECONDS` to exit; a second Ctrl-C kills it at once.
+    """
+
+    def send(hard: bool) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if hasattr(os, "killpg"):
+                os.killpg(process.pid, signal.SIGKILL if hard else signal.SIGTERM)
+            elif hard:
+                process.kill()
+            else:
+                process.terminate()
+
+    send(hard=False)
+    try:
+        process.wait(timeout=STOP_GRACE_SECONDS)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt) as err:
+        send(hard=True)
+        process.wait()
+        if isinstance(err, KeyboardInterrupt):
+            raise
+    send(hard=True)  # whatever of its process group outlived it (data loader workers)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """Turn :data:`STOP_SIGNALS` into :class:`DemoStopped` for a while (main thread only).
+
+    Without this, SIGTERM would end the demo at once and leave its running
+    ``train.py`` writing into the demo folder. Further signals are ignored while the
+    demo stops its training run (which takes at most :data:`STOP_GRACE_SECONDS`).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        for other in STOP_SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
+        raise DemoStopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -233,6 +325,8 @@ def _jsqa(argv: list[str], log: Path) -> None:
         f.write(f"$ jsqa {' '.join(argv)}\n")
     with _output_to(log):
         status = main(argv)
+    if status > 128:  # main caught Ctrl-C or a stop signal: the demo stops too
+        raise KeyboardInterrupt if status - 128 == signal.SIGINT else DemoStopped(status - 128)
     if status != 0:
         raise _StepFailed(f"jsqa {argv[0]} exited with status {status}")
 
@@ -385,6 +479,15 @@ def _run_step(step: Step, number: str, log: Path, stream: TextIO, since: float) 
     start = time.monotonic()
     try:
         step.action(log)
+    except KeyboardInterrupt as err:
+        how = "interrupted" if not isinstance(err, DemoStopped) else _signal_name(err.signum)
+        print(
+            f" {how} after {_duration(time.monotonic() - start)}; running the demo again "
+            "continues from here",
+            file=stream,
+            flush=True,
+        )
+        raise
     except Exception as err:
         seconds = time.monotonic() - start
         if not isinstance(err, _StepFailed):
@@ -466,9 +569,10 @@ def run_demo(
 
     print(f"JSQA demo in {_show(out)} (logs in {_show(out / 'logs')})", file=stream, flush=True)
     done = {}
-    for i, step in enumerate(steps, 1):
-        log = out / "logs" / f"{i}_{step.key}.log"
-        done[step.key] = _run_step(step, f"[{i}/{len(steps)}]", log, stream, start)
+    with _stopped_by_signals():
+        for i, step in enumerate(steps, 1):
+            log = out / "logs" / f"{i}_{step.key}.log"
+            done[step.key] = _run_step(step, f"[{i}/{len(steps)}]", log, stream, start)
     summary = _summary(out, done, time.monotonic() - start)
     _print_summary(summary, stream)
     return summary
