@@ -162,6 +162,10 @@ def oversized(arena):
     return "# padding\n" * 10_000, "larger than 64 kB"
 
 
+def dense(arena):  # under the size limit: ruamel.yaml alone would take seconds on it
+    return "numbers: [" + ", ".join(["1"] * 15_000) + "]\n", "more than 10,000 nodes"
+
+
 HOSTILE = {
     "torch.fx code runner": fx_runner,
     "speechbrain shell runner": shell_runner,
@@ -183,6 +187,7 @@ HOSTILE = {
     "Pretrainer collecting elsewhere": collect_elsewhere,
     "SpeechBrain run option": run_option,
     "oversized YAML": oversized,
+    "dense YAML": dense,
 }
 
 

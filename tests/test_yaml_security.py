@@ -317,3 +317,22 @@ def test_trust_remote_code_returns_tags_and_warns(caplog):
         tags = check_hparams_yaml(text, trust_remote_code=True)
     assert tags == ["!new:torch.nn.Identity", "!apply:os.system"]
     assert "line 2: !apply:os.system" in caplog.text
+
+
+def test_check_hparams_size_refuses_before_anything_slow_parses_the_file(tmp_path):
+    from jsqa_sb.yaml_security import check_hparams_size
+
+    path = tmp_path / "hyperparams.yaml"
+    path.write_text("x: [" + ", ".join(["1"] * 15_000) + "]\n")
+    start = time.perf_counter()
+    with pytest.raises(UnsafeModelError, match="more than 10,000 nodes"):
+        check_hparams_size(path)
+    assert time.perf_counter() - start < 1.0
+    path.write_text(billion_laughs())
+    with pytest.raises(UnsafeModelError, match=r"\*a"):
+        check_hparams_size(path)
+    path.write_text("x: [1, 2\n")  # not YAML: left to the loader, which says so
+    check_hparams_size(path)
+    check_hparams_size(tmp_path / "missing.yaml")
+    path.write_text(EXPORTED_STYLE_YAML)
+    check_hparams_size(path)
