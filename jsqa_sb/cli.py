@@ -10,13 +10,32 @@ Authors
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Optional
 
+from jsqa_sb.errors import JSQAError
+
 logger = logging.getLogger("jsqa_sb")
+
+#: OSErrors about the user's files and disks, shown as one line; any other OSError is
+#: shown as one line only when it names a file (``filename``), else it keeps its traceback.
+USER_OS_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+class DeviceError(JSQAError, ValueError):
+    """A ``--device`` that does not name a device this machine has."""
 
 
 def _prepare_jnd(args: argparse.Namespace) -> int:
@@ -83,38 +102,88 @@ def _load_model(args: argparse.Namespace):
     from jsqa_sb.inference import JSQA
 
     run_opts = {"device": args.device} if args.device else None
-    return JSQA.from_hparams(
+    model = JSQA.from_hparams(
         source=args.model,
         savedir=args.savedir,
         trust_remote_code=args.trust_remote_code,
         run_opts=run_opts,
     )
+    if args.command == "score":
+        model._head()  # an encoder-only model: refused once, before any recording is read
+    return model
+
+
+def check_device(device: str) -> None:
+    """Check that ``device`` (``cpu``, ``cuda``, ``cuda:1``, ...) is one this machine has.
+
+    Arguments
+    ---------
+    device : str
+        A PyTorch device string, as ``--device`` takes it.
+
+    Raises
+    ------
+    DeviceError
+        If ``device`` is not a device string, or names a device that is not available
+        (no GPU, or a GPU index beyond the ones there are); the message says which.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise DeviceError(
+            f"--device {device!r} is not a device: use cpu, cuda or cuda:N ({err})"
+        ) from err
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"--device {device}: no CUDA GPU is available here (torch "
+                f"{torch.__version__}, CUDA {torch.version.cuda or 'not built in'}); "
+                "use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DeviceError(
+                f"--device {device}: there are {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
+        return
+    backend = getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        raise DeviceError(f"--device {device}: no {dev.type} device is available here")
 
 
 def _score(args: argparse.Namespace) -> int:
     import tempfile
 
-    from jsqa_sb.batch_scoring import collect_inputs, score_paths
+    from jsqa_sb.batch_scoring import check_output, list_inputs, score_paths
 
-    paths = collect_inputs(args.inputs, column=args.column)  # input errors before the model
+    # Input and output errors before the model is loaded.
+    listing = list_inputs(args.inputs, column=args.column)
+    if args.out is not None:
+        check_output(args.out, listing.sources, listing.paths)
     model = _load_model(args)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or f"{tmp}/scores.csv"
         summary = score_paths(
             model,
-            paths,
+            listing,
             out,
             resume=args.resume,
             batch_size=args.batch_size,
             max_batch_seconds=args.max_batch_seconds,
             progress=not args.no_progress,
+            model_name=args.model,
         )
         if args.out is None:
-            with open(out) as f:
+            with open(out, encoding="utf-8") as f:
                 sys.stdout.write(f.read())
             summary.out = "standard output"
     print(summary.format(), file=sys.stderr)
-    return 1 if summary.failed else 0
+    return 0 if summary.complete else 1
 
 
 def _distance(args: argparse.Namespace) -> int:
@@ -266,7 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or CSV files")
     p.add_argument("--out", default=None, help="scores.csv or scores.json (default: stdout, CSV)")
     p.add_argument("--column", default="path", help="the path column of CSV inputs")
-    p.add_argument("--resume", action="store_true", help="skip inputs already scored in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip inputs already scored in --out (refused if another model wrote it)",
+    )
     p.add_argument("--batch_size", type=int, default=16, help="recordings per batch")
     p.add_argument("--max_batch_seconds", type=float, default=160.0, help="audio seconds per batch")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -325,7 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the ``jsqa`` command line; return the exit status."""
+    """Run the ``jsqa`` command line; return the exit status.
+
+    An error about the user's inputs, settings or environment (a :class:`JSQAError`, or
+    an OSError about their files: see :func:`is_user_error`) is printed as one line,
+    ``jsqa: error: ...``, with exit status 2; Ctrl-C prints ``jsqa: interrupted`` and
+    exits 130 (128 + the signal's number when a command stops on another signal, e.g.
+    143 for ``jsqa demo`` on SIGTERM). Any other exception is a bug and keeps its
+    traceback; with ``-v`` every error does.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -333,29 +414,51 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     if not args.verbose:  # SpeechBrain's start-up notes (quirks, fetching) only with -v
         logging.getLogger("speechbrain").setLevel(logging.WARNING)
-    from jsqa_sb.prepare_utils import DataPreparationError  # after parsing: --help stays fast
-
     try:
+        if getattr(args, "device", None):  # before reading any input or loading the model
+            check_device(args.device)
         return args.func(args)
-    except Exception as err:
-        if args.verbose or not isinstance(err, (DataPreparationError, *_user_errors())):
+    except KeyboardInterrupt as err:  # Ctrl-C, or a command's own stop on a signal
+        if args.verbose:
             raise
-        print(f"jsqa: error: {err}", file=sys.stderr)
+        signum = getattr(err, "signum", signal.SIGINT)
+        stopped = "interrupted" if signum == signal.SIGINT else f"stopped by {_signal_name(signum)}"
+        print(f"jsqa: {stopped}", file=sys.stderr)
+        return 128 + int(signum)
+    except Exception as err:
+        if args.verbose or not is_user_error(err):
+            raise
+        print(f"jsqa: error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 
-def _user_errors() -> tuple:
-    """Errors about the user's inputs or environment (not bugs): shown as one line."""
-    errors = [OSError, ValueError]  # ValueError covers the export, YAML and input errors
-    for module, name in (
-        ("jsqa_sb.inference", "RecordingError"),
-        ("jsqa_sb.hub_upload", "HubUploadError"),
-        ("jsqa_sb.demo", "DemoError"),
-    ):
-        mod = sys.modules.get(module)  # only a module the command imported can raise them
-        if mod is not None:
-            errors.append(getattr(mod, name))
-    return tuple(errors)
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is about the user's inputs or environment (not a bug).
+
+    :class:`JSQAError` (the project's errors), and OSErrors about the user's files or
+    disks: :data:`USER_OS_ERRORS`, a full or read-only disk, or any OSError that names
+    a file. Anything else (a ``ValueError`` or ``TypeError`` from inside the code) is
+    a bug and must keep its traceback.
+    """
+    if isinstance(err, JSQAError):
+        return True
+    if isinstance(err, OSError):
+        return (
+            isinstance(err, USER_OS_ERRORS) or err.errno in _USER_ERRNOS or err.filename is not None
+        )
+    return False
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (the exception's name if it has none)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ Authors
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Optional, Union
 
@@ -55,6 +56,24 @@ class RecordingError(JSQAError, RuntimeError):
 
 class RecordingTooShortError(RecordingError):
     """A recording is shorter than the model's minimum length."""
+
+
+class ModelError(JSQAError, RuntimeError):
+    """A model that cannot be loaded, or cannot do what is asked; the message says why.
+
+    Raised for a model folder or hub id that cannot be fetched, a ``hyperparams.yaml``
+    that is empty, not YAML or not a JSQA model's, a checkpoint that is missing,
+    truncated, not plain tensors or does not fit the network, and for scoring with an
+    encoder-only model.
+    """
+
+
+class NonFiniteAudioError(RecordingError):
+    """A recording holds NaN or infinite samples: no score would mean anything."""
+
+
+class BatchInputError(JSQAError, ValueError):
+    """Waveforms or relative lengths given to a batch method are not valid."""
 
 
 class JSQA(Pretrained):
@@ -93,7 +112,7 @@ class JSQA(Pretrained):
         self.output_names: tuple[str, ...] = tuple(outputs or self.head_outputs)
         unknown = [name for name in self.output_names if name not in self.head_outputs]
         if unknown:
-            raise ValueError(f"outputs {unknown} are not among the head's {self.head_outputs}")
+            raise ModelError(f"outputs {unknown} are not among the head's {self.head_outputs}")
         self._output_index = [self.head_outputs.index(name) for name in self.output_names]
         encoder = self.mods.encoder
         self.min_samples = int(getattr(encoder, "min_samples", 1))
@@ -169,24 +188,31 @@ class JSQA(Pretrained):
         source = model_source(source)  # a mistyped folder fails here, not on the hub
         # Files of another model in savedir are fetched afresh, never reused.
         fetch_config = FetchConfig(overwrite=prepare_save_folder(savedir, source, hparams_file))
-        hparams_path = fetch(
-            filename=hparams_file, source=source, savedir=savedir, fetch_config=fetch_config
-        )
+        with _fetch_errors(source, hparams_file):
+            hparams_path = fetch(
+                filename=hparams_file, source=source, savedir=savedir, fetch_config=fetch_config
+            )
         # Check and load the same text (no window for the file to change in between).
         check_hparams_size(hparams_path)
-        text = Path(hparams_path).read_text(encoding="utf-8") + "\n"
+        text = _read_hparams(hparams_path) + "\n"
         check_hparams_yaml(text, name=str(hparams_path), trust_remote_code=trust_remote_code)
-        if trust_remote_code:  # the file itself, so that !include: paths resolve
-            with open(hparams_path, encoding="utf-8") as fin:
-                hparams = load_hyperpyyaml(fin, overrides or {})
-        else:
-            hparams = load_hyperpyyaml(text, overrides or {})
+        # HyperPyYAML's own errors about the file: bad references, arguments, names.
+        try:
+            if trust_remote_code:  # the file itself, so that !include: paths resolve
+                with open(hparams_path, encoding="utf-8") as fin:
+                    hparams = load_hyperpyyaml(fin, overrides or {})
+            else:
+                hparams = load_hyperpyyaml(text, overrides or {})
+        except (ValueError, TypeError, KeyError, ImportError) as err:
+            raise ModelError(f"cannot load {hparams_path}: {_one_line(err)}") from err
+        _check_hparams(hparams, hparams_path, cls.HPARAMS_NEEDED, cls.MODULES_NEEDED)
         hparams["savedir"] = savedir
         pretrainer = hparams["pretrainer"]
         if savedir is not None:
             pretrainer.set_collect_in(savedir)
         check_loadable_names(pretrainer.loadables, str(hparams_path))
-        paths = pretrainer.collect_files(default_source=source, fetch_config=fetch_config)
+        with _fetch_errors(source, "checkpoints"):
+            paths = pretrainer.collect_files(default_source=source, fetch_config=fetch_config)
         for name, module in pretrainer.loadables.items():
             load_state_dict_safely(module, paths[name])
         collected = [hparams_file, *(f"{name}.ckpt" for name in pretrainer.loadables)]
@@ -245,6 +271,15 @@ class JSQA(Pretrained):
             )
 
     @staticmethod
+    def _check_finite(path: PathLike, wav: torch.Tensor) -> None:
+        bad = int((~torch.isfinite(wav)).sum())
+        if bad:
+            raise NonFiniteAudioError(
+                f"{path}: holds NaN or infinite samples ({bad} of {wav.numel()} at the "
+                "model's sample rate); such audio cannot be scored"
+            )
+
+    @staticmethod
     def _warn_if_silent(path: PathLike, peak: float) -> None:
         if not peak > 0:
             warnings.warn(f"{path}: digital silence; its score means little", stacklevel=3)
@@ -260,17 +295,21 @@ class JSQA(Pretrained):
         wavs : torch.Tensor
             (B, T) or (T,) waveforms, zero-padded.
         wav_lens : torch.Tensor, optional
-            Relative lengths (B,), SpeechBrain style (``None``: all full length).
+            Relative lengths (B,), SpeechBrain style: each in (0, 1], the fraction of
+            the padded length a waveform fills (``None``: all full length).
 
         Returns
         -------
         torch.Tensor
             (B, D) embeddings.
+
+        Raises
+        ------
+        BatchInputError
+            If ``wavs`` is not (B, T) or (T,), holds NaN or infinite samples, or
+            ``wav_lens`` is not B finite relative lengths in (0, 1].
         """
-        if wavs.dim() == 1:
-            wavs = wavs.unsqueeze(0)
-        if wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0])
+        wavs, wav_lens = _check_batch(wavs, wav_lens)
         with torch.no_grad():
             return self.mods.encoder(wavs.float().to(self.device), wav_lens.to(self.device))
 
@@ -287,12 +326,17 @@ class JSQA(Pretrained):
         wavs : torch.Tensor
             (B, T) or (T,) waveforms, zero-padded.
         wav_lens : torch.Tensor, optional
-            Relative lengths (B,) (``None``: all full length).
+            Relative lengths (B,), each in (0, 1] (``None``: all full length).
 
         Returns
         -------
         torch.Tensor
             (B, len(output_names)) scores in [1, 5], columns in :attr:`output_names`.
+
+        Raises
+        ------
+        BatchInputError
+            For invalid waveforms or lengths (see :meth:`encode_batch`).
         """
         head = self._head()
         emb = self.encode_batch(wavs, wav_lens)
@@ -306,7 +350,7 @@ class JSQA(Pretrained):
     def _head(self):
         head = getattr(self.mods, "head", None)
         if head is None or not self.output_names:
-            raise RuntimeError(
+            raise ModelError(
                 "this model has no MOS head (an encoder-only export from a pretraining "
                 "run): it can encode_batch() and distance(), not score"
             )
@@ -325,6 +369,8 @@ class JSQA(Pretrained):
         for i in range(0, len(windows), self.window_batch):
             group = windows[i : i + self.window_batch]
             wavs = [self.load_audio(path, start, frames) for start, frames in group]
+            for wav in wavs:
+                self._check_finite(path, wav)
             peak = max([peak] + [float(w.abs().max()) for w in wavs])
             batch, lens = _pad(wavs)
             embs.append(self.encode_batch(batch, lens).cpu())
@@ -353,7 +399,8 @@ class JSQA(Pretrained):
         Raises
         ------
         RecordingError
-            If the file cannot be read (:class:`RecordingTooShortError`: too short).
+            If the file cannot be read (:class:`RecordingTooShortError`: too short;
+            :class:`NonFiniteAudioError`: NaN or infinite samples).
         """
         return self._score_file(path, None)
 
@@ -387,6 +434,7 @@ class JSQA(Pretrained):
                     continue
                 wav = self.load_audio(path)
                 self._check_length(path, wav.numel())
+                self._check_finite(path, wav)
                 self._warn_if_silent(path, float(wav.abs().max()))
                 short_idx.append(i)
                 short_wavs.append(wav)
@@ -424,6 +472,38 @@ class JSQA(Pretrained):
         return self.encode_file(x)
 
 
+def _check_batch(
+    wavs: torch.Tensor, wav_lens: Optional[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a batch: (B, T) finite waveforms and B relative lengths in (0, 1]."""
+    if not isinstance(wavs, torch.Tensor):
+        raise BatchInputError(f"wavs must be a torch.Tensor, not {type(wavs).__name__}")
+    if wavs.dim() == 1:
+        wavs = wavs.unsqueeze(0)
+    if wavs.dim() != 2 or wavs.numel() == 0:
+        raise BatchInputError(
+            f"wavs must be a non-empty (batch, time) or (time,) tensor; got shape "
+            f"{tuple(wavs.shape)} (average the channels of multi-channel audio)"
+        )
+    bad_rows = (~torch.isfinite(wavs)).any(dim=1).nonzero().flatten().tolist()
+    if bad_rows:
+        raise BatchInputError(f"wavs hold NaN or infinite samples (rows {bad_rows[:10]})")
+    if wav_lens is None:
+        return wavs, torch.ones(wavs.shape[0])
+    lens = torch.as_tensor(wav_lens).detach().float().cpu().reshape(-1)
+    if lens.numel() != wavs.shape[0]:
+        raise BatchInputError(
+            f"wav_lens has {lens.numel()} value(s) for a batch of {wavs.shape[0]} waveform(s)"
+        )
+    invalid = [v for v in lens.tolist() if not 0.0 < v <= 1.0]  # NaN fails this too
+    if invalid:
+        raise BatchInputError(
+            f"wav_lens must be relative lengths in (0, 1], the fraction of the padded "
+            f"length each waveform fills (not sample counts); got {invalid[:5]}"
+        )
+    return wavs, lens
+
+
 def _pad(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-pad 1-D waveforms into (B, T) with SpeechBrain's relative lengths."""
     longest = max(w.numel() for w in wavs)
@@ -439,18 +519,97 @@ def load_state_dict_safely(module: torch.nn.Module, path: PathLike) -> None:
 
     Raises
     ------
-    RuntimeError
-        If the file holds anything but tensors and plain containers (pickled code is
-        refused), or if its parameters do not fit the module (names and shapes).
+    ModelError
+        If the file is missing or truncated, holds anything but a state dict of
+        tensors (pickled code is refused), or if its parameters do not fit the module
+        (names and shapes).
     """
+    from jsqa_sb.models import describe_state, state_dict_problems
+
+    if not os.path.isfile(path):
+        what = "is a folder, not a file" if os.path.isdir(path) else "not found"
+        raise ModelError(f"checkpoint {path} {what}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise RuntimeError(
+    except Exception as err:  # torch.load raises anything for a file it cannot read
+        detail = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+        raise ModelError(
             f"refusing to load {path}: not a plain tensor checkpoint (loaded with "
-            f"weights_only=True): {str(err).splitlines()[0]}"
+            f"weights_only=True), or a truncated one: {detail}"
         ) from err
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ModelError(
+            f"{path} is not a checkpoint of the model's parameters: it holds "
+            f"{describe_state(state)}, not a state dict of tensors"
+        )
+    problems = state_dict_problems(state, module)
+    if problems:
+        raise ModelError(f"{path} does not fit the model: {'; '.join(problems)}")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise RuntimeError(f"{path} does not fit the model: {err}") from err
+        raise ModelError(f"{path} does not fit the model: {_one_line(err)}") from err
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line (PyTorch's and YAML's span several)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+@contextlib.contextmanager
+def _fetch_errors(source: PathLike, what: str) -> Iterator[None]:
+    """Turn the errors of fetching a model's ``what`` (local or hub) into ModelError."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        if isinstance(err, JSQAError):
+            raise
+        text = str(source)
+        where = "" if os.path.isdir(text) else " from the Hugging Face hub"
+        raise ModelError(
+            f"cannot fetch the {what} of the model {text}{where}: {_one_line(err)}"
+        ) from err
+
+
+def _read_hparams(path: PathLike) -> str:
+    """The text of a model's ``hyperparams.yaml``; ModelError unless it is a YAML mapping."""
+    import ruamel.yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ModelError(f"{path} is not UTF-8 text: {err}") from err
+    except OSError as err:  # a folder without the file, or one named like it
+        raise ModelError(f"cannot read the model's {path}: {err.strerror or err}") from err
+    try:
+        root = ruamel.yaml.YAML().compose(text)
+    except ruamel.yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or _one_line(err)
+        raise ModelError(f"{path} is not valid YAML: {problem}{where}") from err
+    if root is None:
+        raise ModelError(f"{path} is empty: a model's hyperparams.yaml defines its network")
+    if not isinstance(root, ruamel.yaml.nodes.MappingNode):
+        raise ModelError(f"{path} is not a YAML mapping of names to values: not a model's YAML")
+    return text
+
+
+def _check_hparams(
+    hparams: dict, path: PathLike, needed: Sequence[str], modules_needed: Sequence[str]
+) -> None:
+    """ModelError unless ``hparams`` has what :class:`JSQA` loads (named in the message)."""
+    from speechbrain.utils.parameter_transfer import Pretrainer
+
+    missing = [key for key in ("modules", "pretrainer", *needed) if key not in hparams]
+    modules = hparams.get("modules")
+    if isinstance(modules, Mapping):
+        missing += [f"modules: {key}" for key in modules_needed if key not in modules]
+    elif "modules" not in missing:
+        missing.append("modules (a mapping)")
+    if "pretrainer" in hparams and not isinstance(hparams["pretrainer"], Pretrainer):
+        missing.append("pretrainer (a speechbrain Pretrainer)")
+    if missing:
+        raise ModelError(
+            f"{path} is not a JSQA model's hyperparams.yaml: it lacks {', '.join(missing)}"
+        )

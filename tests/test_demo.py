@@ -2,7 +2,12 @@
 
 import io
 import json
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,3 +180,73 @@ def test_make_demo_runs_jsqa_demo(smoke_run):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipped, already done" in result.stdout  # the smoke run's steps, reused
     assert "exported model:" in result.stdout and "scores:" in result.stdout
+
+
+# ----------------------------------------------------------------------------- stopping
+def _processes_mentioning(text: str) -> dict[int, str]:
+    """Live processes whose command line contains ``text`` (pid -> command line)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if text in cmdline:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_demo_stops_its_training_run(signum, status, tmp_path):
+    """SIGTERM (or Ctrl-C) to ``jsqa demo`` leaves no ``train.py`` writing into its folder."""
+    script = Path(sys.executable).with_name("jsqa")
+    jsqa = str(script) if script.is_file() else shutil.which("jsqa")
+    out = tmp_path / "demo"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [jsqa, "demo", "--smoke", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            running = [c for c in _processes_mentioning(str(out)).values() if "train.py" in c]
+            if running:
+                break
+            time.sleep(0.1)
+        assert running, "no train.py started"
+        time.sleep(1.0)  # let it get going (it has the log file open by now)
+        process.send_signal(signum)  # to jsqa alone, as kill or a job scheduler sends it
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == status, stderr[-3000:]
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        expected = "jsqa: interrupted" if signum == signal.SIGINT else "jsqa: stopped by SIGTERM"
+        assert lines == [expected], stderr[-3000:]
+        assert "[2/7] JND contrastive pretraining" in stdout
+        assert "running the demo again continues from here" in stdout
+        survivors = _processes_mentioning(str(out))
+        assert survivors == {}, survivors
+        before = _files(out)
+        time.sleep(3)
+        assert _files(out) == before  # nothing keeps writing into the demo folder
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in _processes_mentioning(str(out)):  # what this test started, if it failed
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

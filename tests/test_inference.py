@@ -192,3 +192,84 @@ def test_local_folder_loads_without_network(model_folder, tmp_path, monkeypatch,
         warnings.simplefilter("error")  # no silent fallback either
         model = JSQA.from_hparams(source=str(model_folder), savedir=tmp_path / "sd")
     assert 1 <= model.score_file(wav16)["mos"] <= 5
+
+
+# --- NaN and infinite audio, invalid batches (issue 11, items 17 and 18) ----------------
+
+
+def _non_finite(kind, audio):
+    audio = audio.copy()
+    if kind == "partial_nan":
+        audio[1000:1100] = np.nan
+    elif kind == "all_nan":
+        audio[:] = np.nan
+    else:
+        audio[5000] = np.inf
+    return audio
+
+
+@pytest.mark.parametrize("kind", ["partial_nan", "all_nan", "one_inf"])
+def test_nan_or_inf_audio_is_an_error_not_a_score(model, speech, tmp_path, kind):
+    from jsqa_sb.errors import JSQAError
+    from jsqa_sb.inference import NonFiniteAudioError
+
+    audio, sr = speech
+    path = tmp_path / f"{kind}.wav"
+    sf.write(path, _non_finite(kind, audio), sr, subtype="FLOAT")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(NonFiniteAudioError, match=r"NaN or infinite samples") as err:
+            model.score_file(path)
+    assert str(path) in str(err.value)
+    assert isinstance(err.value, RecordingError) and isinstance(err.value, JSQAError)
+    assert not [w for w in caught if "digital silence" in str(w.message)]
+
+
+def test_nan_in_a_late_window_of_a_long_file_is_an_error(model, speech, tmp_path):
+    from jsqa_sb.inference import NonFiniteAudioError
+
+    audio, sr = speech
+    long = np.tile(audio, 8)  # 24 s: three windows
+    long[-100] = np.nan
+    path = tmp_path / "long.wav"
+    sf.write(path, long, sr, subtype="FLOAT")
+    with pytest.raises(NonFiniteAudioError):
+        model.score_file(path)
+
+
+def test_score_files_reports_non_finite_audio_and_scores_the_rest(model, speech, wav16, tmp_path):
+    from jsqa_sb.inference import NonFiniteAudioError
+
+    audio, sr = speech
+    bad = tmp_path / "nan.wav"
+    sf.write(bad, _non_finite("partial_nan", audio), sr, subtype="FLOAT")
+    results = model.score_files([wav16, bad])
+    assert isinstance(results[1], NonFiniteAudioError)
+    assert results[0]["mos"] == pytest.approx(model.score_file(wav16)["mos"], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "lens",
+    [[1.0, 1.5], [1.0, 0.0], [1.0, -0.5], [1.0, float("nan")], [1.0, float("inf")], [16000, 8000]],
+)
+def test_score_batch_refuses_invalid_relative_lengths(model, lens):
+    from jsqa_sb.errors import JSQAError
+    from jsqa_sb.inference import BatchInputError
+
+    with pytest.raises(BatchInputError, match=r"relative lengths in \(0, 1\]") as err:
+        model.score_batch(torch.randn(2, 16000) * 0.1, torch.tensor(lens))
+    assert isinstance(err.value, ValueError) and isinstance(err.value, JSQAError)
+
+
+def test_score_batch_refuses_wrong_shapes_and_non_finite_waveforms(model):
+    from jsqa_sb.inference import BatchInputError
+
+    wavs = torch.randn(2, 16000) * 0.1
+    with pytest.raises(BatchInputError, match="2 waveform"):
+        model.score_batch(wavs, torch.tensor([1.0, 0.5, 0.5]))
+    with pytest.raises(BatchInputError, match="shape"):
+        model.score_batch(wavs.reshape(2, 8000, 2))
+    wavs[1, 10] = float("nan")
+    with pytest.raises(BatchInputError, match=r"NaN or infinite samples \(rows \[1\]\)"):
+        model.score_batch(wavs)
+    assert model.score_batch(wavs[:1], torch.tensor([0.5])).shape == (1, 1)
