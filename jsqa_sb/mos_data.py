@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from speechbrain.dataio.dataio import load_data_json
@@ -29,6 +29,7 @@ def make_mos_dataset(
     replacements: dict,
     dims: Sequence[str] = DIMENSIONS,
     sample_rate: int = 16000,
+    keep: Optional[Collection[str]] = None,
 ) -> DynamicItemDataset:
     """One dataset over one or more per-database NISQA manifests.
 
@@ -36,14 +37,16 @@ def make_mos_dataset(
     ``file`` (the manifest's key), ``sig`` (mono float waveform at ``sample_rate``; files at
     other rates are resampled), ``targets`` (one value per entry of ``dims``, NaN where
     the corpus has no label), ``con`` and ``db``. A file that cannot be decoded gives
-    a NaN signal and a warning naming it; the training loop skips such batches.
+    a NaN signal and a warning naming it; the training loop skips such batches. With
+    ``keep``, only the items whose ``id`` it holds.
 
     Raises
     ------
     ValueError
         If the manifests hold no entry (an empty training set is an error).
     DataPreparationError
-        If a (database, file) pair is listed twice.
+        If a (database, file) pair is listed twice, or ``keep`` names an id that is not
+        in the manifests.
     """
     data = {}
     for manifest in manifests:
@@ -53,6 +56,14 @@ def make_mos_dataset(
             if key in data:
                 raise DataPreparationError(f"file '{file}' of {entry['db']} is listed twice")
             data[key] = {**entry, "file": file}
+    if keep is not None:
+        unknown = sorted(set(keep) - set(data))
+        if unknown:
+            raise DataPreparationError(
+                f"{len(unknown)} file id(s) to keep are not in the manifests, e.g. "
+                f"{unknown[0]!r} (ids are <db>/<file>)"
+            )
+        data = {key: entry for key, entry in data.items() if key in set(keep)}
     if not data:
         names = ", ".join(str(m) for m in manifests) or "no manifest"
         raise DataPreparationError(f"no NISQA file to use in {names}")

@@ -112,7 +112,7 @@ def prepare_nisqa(
     record.invalidate()
     logger.info("Preparing NISQA manifests in %s from %s", save_folder, corpus)
 
-    table = pd.concat([_read_csv(f) for f in csv_files], ignore_index=True)
+    table = _read_tables(csv_files)
     if table.empty:
         raise DataPreparationError(
             f"no NISQA rows: {', '.join(map(str, csv_files))} hold(s) a header but no rows"
@@ -158,6 +158,21 @@ def prepare_nisqa(
     record.mark_done(outputs, counts)
     logger.info("NISQA manifests written: %s", json.dumps(counts))
     return _result(save_folder, splits, report_path, splits_path)
+
+
+def corpus_table(nisqa_folder: PathLike) -> pd.DataFrame:
+    """Every row of the NISQA CSVs that :func:`prepare_nisqa` reads, as text."""
+    corpus = Path(nisqa_folder) / "NISQA_Corpus"
+    return _read_tables(_csv_files(Path(nisqa_folder), corpus))
+
+
+def file_key(row: dict) -> str:
+    """The id of a NISQA row within its database: ``file``, else the file name's stem."""
+    return (row.get("file") or "").strip() or Path(row["filepath_deg"].strip()).stem
+
+
+def _read_tables(csv_files: Sequence[Path]) -> pd.DataFrame:
+    return pd.concat([_read_csv(f) for f in csv_files], ignore_index=True)
 
 
 def _csv_files(folder: Path, corpus: Path) -> list[Path]:
@@ -213,7 +228,7 @@ def _usable_rows(table: pd.DataFrame, corpus: Path, report: SkipReport) -> list:
         row = {"db": record["db"].strip(), "filepath_deg": record["filepath_deg"].strip()}
         path = corpus / row["filepath_deg"]
         row["con"] = record["con"].strip() or None
-        row["key"] = (record.get("file") or "").strip() or path.stem
+        row["key"] = file_key(record)
         reason = _row_problem(record, row)
         if reason is None and not path.is_file():
             reason = "file listed in the CSV does not exist"

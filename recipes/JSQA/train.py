@@ -138,14 +138,21 @@ def mos_dataio_prep(hparams, splits):
     folder = Path(hparams["manifest_folder"])
     replacements = {"nisqa_folder": hparams["nisqa_folder"]}
 
-    def dataset(dbs, split):
+    def dataset(dbs, split, keep=None):
         if not dbs:
             raise DataPreparationError(f"no NISQA {split} database found (see {folder})")
         paths = [folder / f"{db}.json" for db in dbs]
-        return make_mos_dataset(paths, replacements, hparams["dims"], hparams["sample_rate"])
+        return make_mos_dataset(
+            paths, replacements, hparams["dims"], hparams["sample_rate"], keep=keep
+        )
 
+    keep = None  # a subset of the training files (label-budget experiments)
+    if hparams.get("train_files"):
+        with open(hparams["train_files"], encoding="utf-8") as f:
+            keep = json.load(f)
+    train = dataset(splits["train"], "training", keep)
     tests = {db: dataset([db], "test") for db in splits["test"]}
-    return dataset(splits["train"], "training"), dataset(splits["valid"], "validation"), tests
+    return train, dataset(splits["valid"], "validation"), tests
 
 
 def finetune(hparams, run_opts):

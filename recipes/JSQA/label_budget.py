@@ -1,0 +1,475 @@
+#!/usr/bin/env python3
+"""The label-budget experiment: when does JND pretraining pay off, and by how much.
+
+Fine-tunes the MOS model from each pretrained encoder, probes each frozen encoder
+(linear probe: the head alone is trained), and trains the same network from scratch,
+on nested subsets of the labelled training files, over several seeds:
+
+    python label_budget.py --nisqa_folder=/d \
+        --encoder same_noise=results/pretrain_a/encoder.ckpt \
+        --encoder within_group=results/pretrain_b/encoder.ckpt \
+        --budgets 24 48 96 all --seeds 1 2 3 4 5 --output_folder=results/label_budget
+
+Protocol:
+
+* subsets: the training files are grouped by clean reference (``filename_ref`` of
+  the NISQA CSV) and the references shuffled with the seed; a budget takes whole
+  references in that order (the last one cut) until it has its number of files. The
+  subsets of one seed are nested, and every arm of a seed sees the same files;
+* learning rates: every arm gets the same small grid (``--lr`` x ``--lr_encoder``;
+  ``--lr`` alone for the frozen arm), run with the first ``--search_seeds`` seeds; the
+  setting with the best mean validation PCC (the selected checkpoint's, on the YAML's
+  validation databases) is then run with the other seeds. Test data play no part in
+  the choice;
+* every run is a ``train.py`` run (``finetune.yaml`` or ``scratch.yaml``) in its own
+  folder under ``runs/``, evaluated on every test database; a finished run (its
+  ``results.json`` written) is skipped when the command is run again, and an
+  interrupted one resumes from its checkpoint.
+
+Writes ``runs.csv`` (one row per run: budget, arm, seed, learning rates, validation
+PCC, and test PCC, SRCC, RMSE, per-condition PCC per test database), ``summary.md``
+(mean +- sd per budget and arm with the chosen learning rates, and each pretrained arm's
+paired difference to scratch with a paired t-test and a Wilcoxon test across seeds),
+``summary.csv``, ``label_budget.png`` (test PCC against the number of labelled files)
+and ``config.json`` (the exact configuration and command). ``--smoke`` runs a tiny
+version (what ``make test`` runs).
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
+
+from jsqa_sb.errors import JSQAError
+from jsqa_sb.prepare_nisqa import corpus_table, file_key, prepare_nisqa
+
+RECIPE = Path(__file__).resolve().parent
+SMOKE_OPTIONS = {
+    "number_of_epochs": 1,
+    "batch_size": 4,
+    "num_workers": 0,
+    "cnn_channels": 4,
+    "d_model": 16,
+    "att_layers": 1,
+    "att_heads": 2,
+    "emb_dim": 16,
+    "head_hidden": 8,
+}
+
+
+class BudgetError(JSQAError):
+    """A setting of the experiment that cannot be run (named in the message)."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--nisqa_folder", required=True, help="the folder that contains NISQA_Corpus/")
+    p.add_argument("--output_folder", default="results/label_budget")
+    p.add_argument(
+        "--encoder",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a pretrained encoder.ckpt (repeatable): fine-tuned and frozen arms",
+    )
+    p.add_argument("--budgets", nargs="+", default=["24", "48", "96", "all"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--search_seeds", type=int, default=2, help="seeds that run the lr grid")
+    p.add_argument("--lr", nargs="+", type=float, default=[1e-3, 3e-3])
+    p.add_argument("--lr_encoder", nargs="+", type=float, default=[3e-4, 1e-3])
+    p.add_argument("--number_of_epochs", type=int, default=40)
+    p.add_argument("--no_frozen", action="store_true", help="skip the frozen-encoder arms")
+    p.add_argument("--no_scratch", action="store_true", help="skip the scratch arm")
+    p.add_argument("--test_db", default="NISQA_TEST_SIM", help="the database of summary.md")
+    p.add_argument("--jobs", type=int, default=1, help="train.py runs at once")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--train_option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a train.py override for every run (repeatable), e.g. num_workers=2",
+    )
+    p.add_argument("--smoke", action="store_true", help="a tiny version (tests)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.number_of_epochs = SMOKE_OPTIONS["number_of_epochs"]
+    return args
+
+
+def arms(args) -> dict[str, dict]:
+    """Each arm: its YAML, encoder and the grid of learning rates it searches."""
+    encoders = {}
+    for item in args.encoder:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise BudgetError(f"--encoder wants NAME=PATH, got {item!r}")
+        encoders[name] = path
+    grid = list(itertools.product(args.lr, args.lr_encoder))
+    out = {}
+    for name, path in encoders.items():
+        out[f"finetune_{name}"] = {"yaml": "finetune.yaml", "encoder": path, "grid": grid}
+        if not args.no_frozen:
+            frozen_grid = [(lr, None) for lr in args.lr]
+            out[f"frozen_{name}"] = {"yaml": "finetune.yaml", "encoder": path, "grid": frozen_grid}
+    if not args.no_scratch:
+        out["scratch"] = {"yaml": "scratch.yaml", "encoder": None, "grid": grid}
+    if not out:
+        raise BudgetError("nothing to run: no --encoder, and --no_scratch")
+    return out
+
+
+def training_files(args, hparams: dict, manifest_folder: Path) -> dict[str, str]:
+    """The training files (``<db>/<file>`` ids, what ``train_files`` takes) -> clean reference.
+
+    The manifests are those ``train.py`` writes (same preparation, same databases).
+    """
+    prepare_nisqa(
+        args.nisqa_folder,
+        manifest_folder,
+        train_dbs=hparams["train_dbs"],
+        valid_dbs=hparams["valid_dbs"],
+        test_dbs=hparams["test_dbs"],
+    )
+    splits = json.loads((manifest_folder / "nisqa_splits.json").read_text())
+    table = corpus_table(args.nisqa_folder)
+    column = "filename_ref" if "filename_ref" in table.columns else "source"
+    references = {
+        (row["db"].strip(), file_key(row)): str(row.get(column) or "").strip()
+        for row in table.to_dict("records")
+    }
+    files = {}
+    for db in splits["train"]:
+        for file in json.loads((manifest_folder / f"{db}.json").read_text()):
+            files[f"{db}/{file}"] = references.get((db, file)) or f"{db}/{file}"
+    if not files:
+        raise BudgetError(f"no training file in {args.nisqa_folder} ({hparams['train_dbs']})")
+    return files
+
+
+def nested_subsets(files: dict[str, str], budgets: list[int], seed: int) -> dict[int, list]:
+    """The subset of each budget for one seed: whole references, nested across budgets.
+
+    Example
+    -------
+    >>> files = {f"DB/{i}": f"ref{i // 3}" for i in range(12)}
+    >>> subsets = nested_subsets(files, [4, 12], seed=0)
+    >>> len(subsets[4]), set(subsets[4]) < set(subsets[12]), len(subsets[12])
+    (4, True, 12)
+    """
+    rng = np.random.default_rng(seed)
+    by_ref: dict[str, list] = {}
+    for file in sorted(files):
+        by_ref.setdefault(files[file], []).append(file)
+    order = [by_ref[ref] for ref in rng.permutation(sorted(by_ref))]
+    ranked = [file for group in order for file in rng.permutation(group).tolist()]
+    return {budget: sorted(ranked[:budget]) for budget in budgets}
+
+
+def resolve_budgets(budgets: list[str], available: int) -> list[int]:
+    """Budgets as numbers (``all``: every training file); each must fit the training set."""
+    out = []
+    for budget in budgets:
+        n = available if budget == "all" else int(budget)
+        if n <= 0:
+            raise BudgetError(f"a budget must be a positive number of files, got {budget}")
+        if n > available:
+            raise BudgetError(
+                f"budget {n} is larger than the training set ({available} labelled files)"
+            )
+        out.append(n)
+    return sorted(set(out))
+
+
+def recipe_hparams(args, folder: Path) -> dict:
+    """finetune.yaml as the runs will see it (with --train_option), loaded in ``folder``."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    overrides = {**_train_options(args), "output_folder": str(folder)}
+    overrides.update(nisqa_folder=args.nisqa_folder, pretrained_encoder="none")
+    with open(RECIPE / "hparams" / "finetune.yaml", encoding="utf-8") as f:
+        return load_hyperpyyaml(f, overrides)
+
+
+def _train_options(args) -> dict:
+    options = dict(SMOKE_OPTIONS) if args.smoke else {}
+    for item in args.train_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise BudgetError(f"--train_option wants KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
+    options["number_of_epochs"] = args.number_of_epochs
+    return options
+
+
+def check_encoders(hparams: dict, arm_specs: dict) -> None:
+    """Fail before any training if an encoder checkpoint is missing or does not fit."""
+    from jsqa_sb.models import check_encoder_checkpoint
+
+    for path in sorted({spec["encoder"] for spec in arm_specs.values() if spec["encoder"]}):
+        if not os.path.isfile(path):  # FileNotFoundError would not be a one-line error here
+            raise BudgetError(f"pretrained encoder checkpoint not found: {path}")
+        check_encoder_checkpoint(path, hparams["encoder"])
+
+
+def run_folder(out: Path, budget: int, arm: str, seed: int, lr: float, lr_enc) -> Path:
+    """Where one run lives."""
+    rates = f"lr{lr:g}" + ("" if lr_enc is None else f"_enc{lr_enc:g}")
+    return out / "runs" / f"n{budget}" / arm / rates / f"seed{seed}"
+
+
+def train(args, spec: dict, folder: Path, subset: Path, seed: int, lr: float, lr_enc) -> Path:
+    """One train.py run (skipped when its results.json exists); returns its folder."""
+    if (folder / "results.json").is_file():
+        return folder
+    overrides = {
+        **_train_options(args),
+        "nisqa_folder": Path(args.nisqa_folder).resolve(),
+        "output_folder": folder.resolve(),
+        "train_files": subset.resolve(),
+        "seed": seed,
+        "lr": lr,
+    }
+    if spec["encoder"]:
+        overrides["pretrained_encoder"] = Path(spec["encoder"]).resolve()
+    if lr_enc is None:
+        overrides["freeze_encoder"] = True
+    else:
+        overrides["lr_encoder"] = lr_enc
+    cmd = [sys.executable, "train.py", f"hparams/{spec['yaml']}", f"--device={args.device}"]
+    cmd += [f"--{key}={value}" for key, value in overrides.items()]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "command.txt").write_text(" ".join(map(str, cmd)) + "\n")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if args.jobs > 1:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    with open(folder / "train_stdout.txt", "w") as log:
+        done = subprocess.run(cmd, cwd=RECIPE, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        tail = (folder / "train_stdout.txt").read_text().strip().splitlines()[-1:]
+        raise BudgetError(f"train.py failed in {folder}: {' '.join(tail)}")
+    return folder
+
+
+def valid_pcc(folder: Path) -> float:
+    """The validation PCC of the checkpoint the run selected (its best)."""
+    values = [
+        yaml.safe_load(p.read_text()).get("pcc") for p in (folder / "save").glob("CKPT+*/CKPT.yaml")
+    ]
+    values = [v for v in values if isinstance(v, (int, float)) and np.isfinite(v)]
+    return max(values) if values else float("nan")
+
+
+def run_row(folder: Path, budget: int, arm: str, seed: int, lr: float, lr_enc) -> dict:
+    """One row of runs.csv."""
+    results = json.loads((folder / "results.json").read_text())
+    row = {"budget": budget, "arm": arm, "seed": seed, "lr": lr, "lr_encoder": lr_enc}
+    row["valid_pcc"] = valid_pcc(folder)
+    for db, dims in results["databases"].items():
+        for key in ("pcc", "srcc", "rmse", "pcc_con"):
+            row[f"{db}_{key}"] = dims["mos"].get(key)
+    row["folder"] = str(folder)
+    return row
+
+
+def run_all(args, jobs: list) -> list[dict]:
+    """Run (or skip) ``(budget, arm, seed, lr, lr_enc, spec, subset)`` jobs; their rows."""
+    out = Path(args.output_folder)
+
+    def one(job):
+        budget, arm, seed, lr, lr_enc, spec, subset = job
+        folder = run_folder(out, budget, arm, seed, lr, lr_enc)
+        train(args, spec, folder, subset, seed, lr, lr_enc)
+        return run_row(folder, budget, arm, seed, lr, lr_enc)
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        return list(pool.map(one, jobs))
+
+
+def choose(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (budget, arm), the learning rates with the best mean validation PCC."""
+    rates = rows.assign(lr_encoder=rows["lr_encoder"].fillna(-1.0))
+    means = rates.groupby(["budget", "arm", "lr", "lr_encoder"], as_index=False)["valid_pcc"]
+    best = means.mean().sort_values("valid_pcc", ascending=False, na_position="last")
+    best = best.groupby(["budget", "arm"], as_index=False).head(1).drop(columns="valid_pcc")
+    best["lr_encoder"] = best["lr_encoder"].where(best["lr_encoder"] >= 0)
+    return best
+
+
+def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.DataFrame:
+    """Mean and sd per budget and arm (chosen rates), paired differences to scratch."""
+    key = f"{test_db}_pcc"
+    if key not in rows.columns:
+        raise BudgetError(f"no test results for {test_db} (have: {sorted(rows.columns)})")
+    picked = rows.merge(chosen, on=["budget", "arm", "lr"], suffixes=("", "_chosen"))
+    same_enc = (picked["lr_encoder"] == picked["lr_encoder_chosen"]) | (
+        picked["lr_encoder"].isna() & picked["lr_encoder_chosen"].isna()
+    )
+    picked = picked[same_enc]
+    lines = []
+    for (budget, arm), group in picked.groupby(["budget", "arm"]):
+        values = group.set_index("seed")[key]
+        line = {
+            "budget": budget,
+            "arm": arm,
+            "lr": group["lr"].iloc[0],
+            "lr_encoder": group["lr_encoder"].iloc[0],
+            "seeds": len(values),
+            "pcc_mean": values.mean(),
+            "pcc_sd": values.std(ddof=1) if len(values) > 1 else float("nan"),
+            "values": values.round(3).tolist(),
+        }
+        scratch = picked[(picked["budget"] == budget) & (picked["arm"] == "scratch")]
+        if arm != "scratch" and not scratch.empty:
+            paired = pd.concat([values, scratch.set_index("seed")[key]], axis=1).dropna()
+            diff = paired.iloc[:, 0] - paired.iloc[:, 1]
+            line["diff_mean"] = diff.mean()
+            line["diff_sd"] = diff.std(ddof=1) if len(diff) > 1 else float("nan")
+            line["wins"] = f"{int((diff > 0).sum())}/{len(diff)}"
+            if len(diff) > 1 and diff.std(ddof=1) > 0:
+                line["t_test_p"] = stats.ttest_rel(paired.iloc[:, 0], paired.iloc[:, 1]).pvalue
+                line["wilcoxon_p"] = stats.wilcoxon(diff).pvalue
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def markdown(summary: pd.DataFrame, test_db: str) -> str:
+    """summary.md."""
+    out = [f"# Label budget: test PCC on {test_db} (MOS, files)", ""]
+    out += ["| labelled files | arm | lr | lr_encoder | seeds | PCC mean ± sd | vs scratch "]
+    out[-1] += "(paired mean ± sd, wins) | t-test p | Wilcoxon p |"
+    out += ["|---:|---|---:|---:|---:|---|---|---:|---:|"]
+    for row in summary.to_dict("records"):
+        diff = ""
+        if not pd.isna(row.get("diff_mean", float("nan"))):
+            diff = f"{row['diff_mean']:+.3f} ± {row['diff_sd']:.3f} ({row['wins']})"
+        enc = "-" if pd.isna(row["lr_encoder"]) else f"{row['lr_encoder']:g}"
+        cells = [
+            str(row["budget"]),
+            row["arm"],
+            f"{row['lr']:g}",
+            enc,
+            str(row["seeds"]),
+            f"{row['pcc_mean']:.3f} ± {row['pcc_sd']:.3f}",
+            diff,
+            _p(row.get("t_test_p")),
+            _p(row.get("wilcoxon_p")),
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _p(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:.3g}"
+
+
+def plot(summary: pd.DataFrame, path: Path, test_db: str) -> None:
+    """Test PCC against the number of labelled files, one line per arm, sd as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for arm, group in summary.groupby("arm"):
+        group = group.sort_values("budget")
+        ax.errorbar(
+            group["budget"],
+            group["pcc_mean"],
+            yerr=group["pcc_sd"].fillna(0),
+            marker="o",
+            capsize=3,
+            label=arm,
+        )
+    ax.set_xscale("log")
+    budgets = sorted(summary["budget"].unique())
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.set_xlabel("labelled training files")
+    ax.set_ylabel(f"test PCC ({test_db}, mean ± sd over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    """Run the experiment; return the exit status."""
+    args = parse_args(argv)
+    out = Path(args.output_folder)
+    try:
+        # 1. the arms, the training files and their nested subsets, checked before training
+        arm_specs = arms(args)
+        with tempfile.TemporaryDirectory() as tmp:
+            hparams = recipe_hparams(args, Path(tmp))
+            files = training_files(args, hparams, out / "manifests")
+            budgets = resolve_budgets(args.budgets, len(files))
+            check_encoders(hparams, arm_specs)
+        subsets = {}
+        for seed in args.seeds:
+            for budget, ids in nested_subsets(files, budgets, seed).items():
+                subsets[budget, seed] = out / "subsets" / f"n{budget}_seed{seed}.json"
+                subsets[budget, seed].parent.mkdir(parents=True, exist_ok=True)
+                subsets[budget, seed].write_text(json.dumps(ids, indent=1) + "\n")
+        config = {"args": vars(args), "argv": sys.argv, "arms": arm_specs, "budgets": budgets}
+        (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+
+        # 2. the learning-rate search, with the first search_seeds seeds
+        search_seeds = args.seeds[: max(1, args.search_seeds)]
+        jobs = [
+            (b, arm, s, lr, enc, spec, subsets[b, s])
+            for b in budgets
+            for arm, spec in arm_specs.items()
+            for (lr, enc) in spec["grid"]
+            for s in search_seeds
+        ]
+        rows = run_all(args, jobs)
+        chosen = choose(pd.DataFrame(rows))
+
+        # 3. the other seeds with the chosen learning rates
+        jobs = [
+            (
+                c["budget"],
+                c["arm"],
+                s,
+                c["lr"],
+                None if pd.isna(c["lr_encoder"]) else c["lr_encoder"],
+            )
+            for c in chosen.to_dict("records")
+            for s in args.seeds[len(search_seeds) :]
+        ]
+        jobs = [(*job, arm_specs[job[1]], subsets[job[0], job[2]]) for job in jobs]
+        rows += run_all(args, jobs)
+    except JSQAError as err:
+        print(f"label_budget.py: error: {err}", file=sys.stderr)
+        return 2
+
+    # 4. the tables and the plot
+    frame = pd.DataFrame(rows).sort_values(["budget", "arm", "seed", "lr", "lr_encoder"])
+    frame.to_csv(out / "runs.csv", index=False)
+    summary = summarise(frame, chosen, args.test_db)
+    summary.to_csv(out / "summary.csv", index=False)
+    (out / "summary.md").write_text(markdown(summary, args.test_db))
+    plot(summary, out / "label_budget.png", args.test_db)
+    print((out / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

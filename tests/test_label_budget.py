@@ -1,0 +1,117 @@
+"""The label-budget experiment (``recipes/JSQA/label_budget.py``), in its --smoke form."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from jsqa_sb.minicorpus import build_nisqa
+from jsqa_sb.models import JSQAEncoder
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "JSQA"
+sys.path.insert(0, str(RECIPE))
+import label_budget  # noqa: E402
+
+TINY = {"cnn_channels": 4, "d_model": 16, "att_layers": 1, "att_heads": 2, "emb_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def nisqa(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nisqa")
+    build_nisqa(root, databases={"NISQA_TRAIN_SIM": 16, "NISQA_VAL_SIM": 8, "NISQA_TEST_SIM": 9})
+    return root
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("enc") / "encoder.ckpt"
+    torch.manual_seed(0)
+    torch.save(JSQAEncoder(**TINY).state_dict(), path)
+    return path
+
+
+def _run(nisqa, out, *extra, timeout=600):
+    cmd = [sys.executable, "label_budget.py", "--smoke", f"--nisqa_folder={nisqa}"]
+    cmd += [f"--output_folder={out}", *extra]
+    return subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=timeout)
+
+
+def test_smoke_runs_every_arm_and_writes_the_tables(nisqa, encoder, tmp_path):
+    out = tmp_path / "lb"
+    args = [f"--encoder=tiny={encoder}", "--budgets", "6", "--seeds", "1", "2"]
+    args += ["--search_seeds=1", "--lr", "1e-3", "--lr_encoder", "3e-4", "--jobs=2"]
+    result = _run(nisqa, out, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = pd.read_csv(out / "runs.csv")
+    arms = {"finetune_tiny", "frozen_tiny", "scratch"}
+    assert set(runs["arm"]) == arms and set(runs["budget"]) == {6} and len(runs) == 6
+    assert runs["NISQA_TEST_SIM_pcc"].between(-1, 1).all()
+    assert runs["valid_pcc"].notna().all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["arm"]) == arms and (summary["seeds"] == 2).all()
+    assert summary.loc[summary["arm"] != "scratch", "wins"].notna().all()
+    assert "| 6 | finetune_tiny |" in (out / "summary.md").read_text()
+    assert (out / "label_budget.png").stat().st_size > 10_000
+    config = json.loads((out / "config.json").read_text())
+    assert config["budgets"] == [6] and config["args"]["seeds"] == [1, 2]
+    # every arm of a seed trains on the same files; the frozen arm freezes the encoder
+    commands = {p.parts[-4]: p.read_text() for p in out.rglob("seed1/command.txt")}
+    assert set(commands) == arms and all("n6_seed1.json" in c for c in commands.values())
+    assert "--freeze_encoder=True" in commands["frozen_tiny"]
+    assert "pretrained_encoder" not in commands["scratch"]
+
+    # run again: every finished run is skipped, the tables are the same
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("results.json")}
+    again = _run(nisqa, out, *args, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("results.json")} == stamps
+    assert pd.read_csv(out / "runs.csv").equals(runs)
+
+
+def test_subsets_are_nested_whole_references_and_differ_by_seed():
+    files = {f"DB/{i}": f"ref{i // 4}" for i in range(40)}  # 10 references of 4 files
+    subsets = label_budget.nested_subsets(files, [6, 12, 40], seed=1)
+    assert set(subsets[6]) < set(subsets[12]) < set(subsets[40]) == set(files)
+    refs = [files[f] for f in subsets[12]]
+    assert len(set(refs)) == 3  # whole references: 4 + 4 + 4
+    assert subsets[6] != label_budget.nested_subsets(files, [6], seed=2)[6]
+
+
+def test_learning_rates_are_chosen_on_validation_only():
+    rows = pd.DataFrame(
+        {
+            "budget": [6] * 4,
+            "arm": ["scratch"] * 4,
+            "seed": [1, 2, 1, 2],
+            "lr": [1e-3, 1e-3, 3e-3, 3e-3],
+            "lr_encoder": [3e-4] * 4,
+            "valid_pcc": [0.5, 0.6, 0.7, 0.8],
+            "NISQA_TEST_SIM_pcc": [0.9, 0.9, 0.1, 0.1],  # the test split must not matter
+        }
+    )
+    chosen = label_budget.choose(rows)
+    assert chosen.to_dict("records") == [
+        {"budget": 6, "arm": "scratch", "lr": 3e-3, "lr_encoder": 3e-4}
+    ]
+
+
+def test_budget_larger_than_the_training_set_fails_before_training(nisqa, tmp_path):
+    result = _run(nisqa, tmp_path / "lb", "--budgets", "17", timeout=120)
+    assert result.returncode == 2
+    assert "budget 17 is larger than the training set (16 labelled files)" in result.stderr
+    assert not (tmp_path / "lb" / "runs").exists()
+
+
+def test_missing_or_mismatched_encoder_fails_before_training(nisqa, tmp_path):
+    missing = f"--encoder=x={tmp_path / 'none.ckpt'}"
+    result = _run(nisqa, tmp_path / "a", missing, "--budgets", "6", timeout=120)
+    assert result.returncode == 2 and "not found" in result.stderr
+    wrong = tmp_path / "wrong.ckpt"
+    torch.save(JSQAEncoder(**{**TINY, "emb_dim": 32}).state_dict(), wrong)
+    result = _run(nisqa, tmp_path / "b", f"--encoder=x={wrong}", "--budgets", "6", timeout=120)
+    assert result.returncode == 2 and "does not fit the encoder" in result.stderr
+    assert not (tmp_path / "a" / "runs").exists() and not (tmp_path / "b" / "runs").exists()
