@@ -99,6 +99,13 @@ def torch_class(arena):
     return "layer: !new:torch.nn.Linear [2, 3]\n", "!new:torch.nn.Linear"
 
 
+def project_class(arena):  # a class of jsqa_sb itself, that makes a folder when built
+    return (
+        f"saver: !new:jsqa_sb.checkpoints.Checkpointer\n    checkpoints_dir: {arena.marker}\n",
+        "!new:jsqa_sb.checkpoints.Checkpointer",
+    )
+
+
 def name_exec(arena):
     return "run: !name:builtins.exec\n", "!name:builtins.exec"
 
@@ -175,6 +182,7 @@ HOSTILE = {
     "torch.load of a shipped pickle": shipped_pickle_torch_load,
     "a class of the standard library": other_class,
     "a torch class": torch_class,
+    "a class of jsqa_sb that is not a model's": project_class,
     "!name: of exec": name_exec,
     "!module:": module_os,
     "!include:": include,
@@ -307,6 +315,7 @@ def test_the_real_command_line_refuses_a_code_runner(arena):
         "pickle writer and loader",
         "torch.load of a shipped pickle",
         "tuple text re-parsed",
+        "a class of jsqa_sb that is not a model's",
     ],
 )
 def test_the_attacks_are_real(case, arena):
