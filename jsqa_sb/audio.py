@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from pathlib import Path
 from typing import Union
 
@@ -53,7 +54,8 @@ def audio_info(path: PathLike) -> AudioInfo:
     AudioReadError
         If the header cannot be read.
     """
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
+    _check_regular(path)
+    if os.path.getsize(path) == 0:
         raise AudioReadError(f"{path}: empty file (0 bytes)")
     try:
         return _sb_info(str(path))
@@ -89,6 +91,7 @@ def read_audio(
     AudioReadError
         If the file cannot be decoded.
     """
+    _check_regular(path)
     try:
         # soundfile directly (what SpeechBrain's audio_io wraps): mono comes back 1-D, with
         # no tensor round trip; this is the data loader's hot path.
@@ -133,6 +136,17 @@ def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
 def _resampler(orig_sr: int, new_sr: int) -> torchaudio.transforms.Resample:
     """The resampling kernel of a rate pair, built once."""
     return torchaudio.transforms.Resample(orig_sr, new_sr, **RESAMPLING)
+
+
+def _check_regular(path: PathLike) -> None:
+    """Refuse what is not a regular file before opening it: opening a FIFO would block."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise AudioReadError(f"{path}: {err.strerror or err}") from err
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe, device or socket"
+        raise AudioReadError(f"{path}: not a regular file ({kind})")
 
 
 def _reason(err: Exception) -> str:

@@ -436,6 +436,15 @@ def load_results(run_folder: PathLike) -> dict[str, Any]:
         raise ReportError(f"cannot read {path}: {exc}") from exc
     if not isinstance(results, dict) or not isinstance(results.get("databases"), dict):
         raise ReportError(f"{path} is not a JSQA results file (no 'databases' mapping)")
+    for db, dims in results["databases"].items():
+        if not isinstance(dims, dict):
+            raise ReportError(f"{path}: {db} is not a mapping of dimensions")
+        for dim, metrics in dims.items():
+            if not isinstance(metrics, dict):
+                raise ReportError(f"{path}: {db}/{dim} is not a mapping of metrics")
+            for key, value in metrics.items():
+                if value is not None and not _is_number(value):
+                    raise ReportError(f"{path}: {db}/{dim}/{key} is not a number: {value!r}")
     results.setdefault("test_sets", sorted(results["databases"]))
     return results
 

@@ -37,3 +37,27 @@ def test_files_at_48k_are_read_through_the_same_resampler(tmp_path):
     audio, sr = read_audio(path, target_sr=16000)
     assert sr == 16000 and audio.shape == (32000,)
     assert _level_db(audio[1000:-1000]) < -60 - 6  # the tone was at -6 dB re full scale
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+    import threading
+
+    from jsqa_sb.audio import AudioReadError, audio_info
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    errors = []
+
+    def read_both():
+        for reader in (audio_info, read_audio):
+            try:
+                reader(fifo)
+            except AudioReadError as err:
+                errors.append(str(err))
+
+    thread = threading.Thread(target=read_both, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "reading a FIFO blocked"
+    assert len(errors) == 2 and all("not a regular file" in e for e in errors)

@@ -1,6 +1,7 @@
 import doctest
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -370,3 +371,17 @@ def test_condition_table_gives_the_per_condition_true_scores(tmp_path):
     assert noi["pcc_con"] == pytest.approx(
         evaluate_predictions(frame["true_noi"], frame["pred_noi"], frame["con"])["pcc_con"]
     )
+
+
+@pytest.mark.parametrize(
+    "databases, named",
+    [
+        ({"NISQA_TEST_SIM": {"mos": {"pcc": "abc"}}}, "NISQA_TEST_SIM/mos/pcc is not a number"),
+        ({"NISQA_TEST_SIM": {"mos": [0.9]}}, "NISQA_TEST_SIM/mos is not a mapping"),
+        ({"NISQA_TEST_SIM": "x"}, "NISQA_TEST_SIM is not a mapping of dimensions"),
+    ],
+)
+def test_a_results_file_with_non_numbers_is_a_clear_error(tmp_path, databases, named):
+    (tmp_path / "results.json").write_text(json.dumps({"databases": databases}))
+    with pytest.raises(ReportError, match=re.escape(named)):
+        compare_runs(tmp_path, tmp_path)
