@@ -246,8 +246,8 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--trust_remote_code",
         dest="trust_remote_code",
         action="store_true",
-        help="load a model whose hyperparams.yaml names code outside jsqa_sb, speechbrain, "
-        "torch and torchaudio (only for models you trust)",
+        help="load a model whose hyperparams.yaml creates anything but the objects jsqa "
+        "export writes (only for models you trust)",
     )
 
 

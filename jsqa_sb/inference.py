@@ -99,9 +99,11 @@ class JSQA(Pretrained):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sample_rate = int(self.hparams.sample_rate)
-        self.window_seconds = float(getattr(self.hparams, "window_seconds", 10.0))
-        self.window_batch = int(getattr(self.hparams, "window_batch", 8))
+        # A model's YAML is untrusted: its plain numbers must be sane too (a 1e-9 s window
+        # would cut a file into billions of windows).
+        self.sample_rate = _setting(self.hparams, "sample_rate", 16000, int, 4000, 192000)
+        self.window_seconds = _setting(self.hparams, "window_seconds", 10.0, float, 0.5, 600.0)
+        self.window_batch = _setting(self.hparams, "window_batch", 8, int, 1, 256)
         head = getattr(self.mods, "head", None)
         self.head_outputs: tuple[str, ...] = ()
         if head is not None:
@@ -593,6 +595,20 @@ def _read_hparams(path: PathLike) -> str:
     if not isinstance(root, ruamel.yaml.nodes.MappingNode):
         raise ModelError(f"{path} is not a YAML mapping of names to values: not a model's YAML")
     return text
+
+
+def _setting(hparams, name: str, default, kind: type, low, high):
+    """A plain number of a model's YAML, checked against its sane range (ModelError)."""
+    value = getattr(hparams, name, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and kind is int:
+        ok = float(value).is_integer()
+    if not ok or not math.isfinite(value) or not low <= value <= high:
+        raise ModelError(
+            f"the model's {name} must be a{'n integer' if kind is int else ' number'} "
+            f"from {low} to {high}, got {value!r}"
+        )
+    return kind(value)
 
 
 def _check_hparams(

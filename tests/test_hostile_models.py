@@ -12,6 +12,7 @@ HyperPyYAML loads them as they are.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -335,3 +336,28 @@ def test_the_attacks_are_real(case, arena):
         except Exception:  # some fail after their payload ran: the payload is the point
             pass
     assert arena.marker.exists(), case
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("window_seconds", "1.0e-9"),
+        ("window_seconds", ".nan"),
+        ("sample_rate", "1"),
+        ("sample_rate", "16000.5"),
+        ("window_batch", "100000000"),
+    ],
+)
+def test_plain_numbers_out_of_range_are_refused(setting, value, arena, capsys):
+    """Plain data can hurt too: a 1e-9 s window would cut a file into billions."""
+    yaml = arena.folder / "hyperparams.yaml"
+    text = yaml.read_text()
+    text, found = re.subn(rf"^{setting}: .*$", f"{setting}: {value}", text, flags=re.M)
+    assert found == 1  # jsqa export writes every one of these settings
+    yaml.write_text(text)
+    start = time.perf_counter()
+    assert main(arena.args()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the model's {setting} must be" in err[0], err
+    assert time.perf_counter() - start < 10
+    assert not (arena.out / "scores.csv").exists()
