@@ -235,9 +235,16 @@ def _resolved_run_yaml(path: Path) -> dict:
     import ruamel.yaml
     from hyperpyyaml import resolve_references
 
-    with open(path, encoding="utf-8") as fin:
-        resolved = resolve_references(fin)
-    return ruamel.yaml.YAML().load(resolved.getvalue())
+    try:
+        with open(path, encoding="utf-8") as fin:
+            resolved = resolve_references(fin)
+        run_yaml = ruamel.yaml.YAML().load(resolved.getvalue())
+    except (ValueError, ruamel.yaml.YAMLError, AttributeError, TypeError) as err:
+        # hyperpyyaml raises AttributeError/TypeError on an empty or non-mapping file
+        raise ExportError(f"{path} is not a readable run YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(run_yaml, dict):
+        raise ExportError(f"{path} is not a run YAML (a mapping of settings)")
+    return run_yaml
 
 
 def _selected_checkpoint(run: Path, results: dict) -> Path:

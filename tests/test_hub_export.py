@@ -314,3 +314,18 @@ def test_custom_interface_carries_no_yaml_check_and_says_what_loading_it_means(m
     assert "'jsqa_sb.yaml_security'" not in code  # foreign_class would never use it
     assert "'jsqa_sb.errors'" in code  # the carried modules import it
     assert "loading a model that way means trusting its" in code
+
+
+@pytest.mark.parametrize("text", ["", "# nothing\n", "a: [1, 2\n", "- a list\n", "\xff\xfe"])
+def test_export_of_a_run_with_an_unreadable_yaml_is_one_line(finetune_run, tmp_path, text, capsys):
+    import shutil
+
+    from jsqa_sb.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(finetune_run, run)
+    (run / "hyperparams.yaml").write_text(text, encoding="latin-1")
+    assert main(["export", str(run), str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jsqa: error: ") and "hyperparams.yaml" in err[0]
+    assert not (tmp_path / "model").exists()
