@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -301,6 +301,62 @@ def check_output(
                 f"({_printable(path)}); writing the scores there would destroy it: "
                 "choose another output file"
             )
+
+
+def default_scoring_threads() -> int:
+    """The torch threads ``jsqa score`` uses: the CPUs this process may run on, less one.
+
+    Torch's threads wait for each other at the end of every operation, so one that
+    shares its core with another busy process holds all the others back: on a 2-core
+    machine with one other CPU-bound process, two threads scored 7 times slower than
+    idle (``benchmarks/README.md``), while one thread, with a core to itself, is not
+    slowed. Leaving one CPU to the rest of the machine (decoding, the operating system,
+    another program) costs little where there are many cores, and keeps the threads
+    off a busy core where there are few.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
+
+
+@contextlib.contextmanager
+def scoring_threads(threads: int | None = None) -> Iterator[int]:
+    """Run a block with torch's intra-op threads set for scoring, then restore them.
+
+    Arguments
+    ---------
+    threads : int, optional
+        A positive number of threads (default: :func:`default_scoring_threads`).
+
+    Yields
+    ------
+    int
+        The number of threads set.
+
+    Raises
+    ------
+    ScoringInputError
+        If ``threads`` is not a positive integer (before anything is changed).
+    """
+    import torch
+
+    if threads is None:
+        threads = default_scoring_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ScoringInputError(f"--threads must be a positive number of threads, not {threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(previous)
 
 
 def model_fingerprint(scorer: Any) -> str | None:

@@ -157,6 +157,13 @@ def check_device(device: str) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from jsqa_sb.batch_scoring import scoring_threads
+
+    with scoring_threads(args.threads):  # restored after: main() may run in a caller's process
+        return _score_with_threads_set(args)
+
+
+def _score_with_threads_set(args: argparse.Namespace) -> int:
     import tempfile
 
     from jsqa_sb.batch_scoring import check_output, list_inputs, score_paths
@@ -165,7 +172,26 @@ def _score(args: argparse.Namespace) -> int:
     listing = list_inputs(args.inputs, column=args.column)
     if args.out is not None:
         check_output(args.out, listing.sources, listing.paths)
+    if args.timeline is not None:
+        from jsqa_sb.timeline import check_timeline_folder, check_window
+
+        check_window(args.timeline_window, args.timeline_hop)
+        check_timeline_folder(args.timeline)
+    labels = None
+    if args.label is not None and args.report is None:
+        raise JSQAError("--label goes with --report: the labels are compared in the report")
+    if args.report is not None:
+        from jsqa_sb.collection_report import check_report_path, read_labels
+
+        check_report_path(args.report)
+        if args.label is not None:
+            labels = read_labels(args.inputs, args.label, column=args.column)
     model = _load_model(args)
+    if args.timeline is not None and args.timeline_window * model.sample_rate < model.min_samples:
+        raise JSQAError(
+            f"--timeline_window {args.timeline_window}: shorter than the minimum of "
+            f"{model.min_samples / model.sample_rate:.3f} s this model needs"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or f"{tmp}/scores.csv"
         summary = score_paths(
@@ -182,7 +208,38 @@ def _score(args: argparse.Namespace) -> int:
             with open(out, encoding="utf-8") as f:
                 sys.stdout.write(f.read())
             summary.out = "standard output"
+        if args.report is not None:
+            from jsqa_sb.collection_report import write_report
+
+            write_report(
+                out,
+                model.output_names,
+                args.report,
+                labels=labels,
+                label_name=args.label or "mos",
+                model_name=args.model,
+            )
+    if args.timeline is not None:
+        from jsqa_sb.timeline import write_timelines
+
+        failed = {path for path, _ in summary.errors}
+        timelines = write_timelines(
+            model,
+            [p for p in listing.paths if p not in failed],
+            args.timeline,
+            args.timeline_window,
+            args.timeline_hop,
+            progress=not args.no_progress,
+        )
     print(summary.format(), file=sys.stderr)
+    if args.report is not None:
+        print(f"Report: {args.report}", file=sys.stderr)
+    if args.timeline is not None:
+        print(
+            f"Timelines of {sum(not row['error'] for row in timelines)} recording(s) in "
+            f"{args.timeline} (listed in its index.csv)",
+            file=sys.stderr,
+        )
     return 0 if summary.complete else 1
 
 
@@ -249,6 +306,17 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="load a model whose hyperparams.yaml creates anything but the objects jsqa "
         "export writes (only for models you trust)",
     )
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a positive integer (``--threads``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
 
 
 def _print_summary(report_path: str, outputs: dict) -> None:
@@ -343,6 +411,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16, help="recordings per batch")
     p.add_argument("--max_batch_seconds", type=float, default=160.0, help="audio seconds per batch")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--timeline",
+        default=None,
+        metavar="FOLDER",
+        help="also write each recording's scores over time (CSV and PNG) into FOLDER",
+    )
+    p.add_argument(
+        "--timeline_window", type=float, default=3.0, help="timeline window, seconds (3.0)"
+    )
+    p.add_argument(
+        "--timeline_hop", type=float, default=1.0, help="timeline hop between windows, s (1.0)"
+    )
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="FILE",
+        help="also write a report of the collection: report.html or report.md",
+    )
+    p.add_argument(
+        "--label",
+        default=None,
+        metavar="COLUMN",
+        help="with --report: compare the scores with this column of the input CSV (e.g. mos)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch CPU threads (default: the CPUs available less one, at least 1)",
+    )
     _add_model_arguments(p)
     p.set_defaults(func=_score)
 
