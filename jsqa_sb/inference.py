@@ -526,24 +526,12 @@ def load_state_dict_safely(module: torch.nn.Module, path: PathLike) -> None:
         tensors (pickled code is refused), or if its parameters do not fit the module
         (names and shapes).
     """
-    from jsqa_sb.models import describe_state, state_dict_problems
+    from jsqa_sb.models import load_tensor_state, state_dict_problems
 
     if not os.path.isfile(path):
         what = "is a folder, not a file" if os.path.isdir(path) else "not found"
         raise ModelError(f"checkpoint {path} {what}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises anything for a file it cannot read
-        detail = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
-        raise ModelError(
-            f"refusing to load {path}: not a plain tensor checkpoint (loaded with "
-            f"weights_only=True), or a truncated one: {detail}"
-        ) from err
-    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ModelError(
-            f"{path} is not a checkpoint of the model's parameters: it holds "
-            f"{describe_state(state)}, not a state dict of tensors"
-        )
+    state = load_tensor_state(path, ModelError)
     problems = state_dict_problems(state, module)
     if problems:
         raise ModelError(f"{path} does not fit the model: {'; '.join(problems)}")

@@ -814,23 +814,37 @@ def check_encoder_checkpoint(path: Union[str, os.PathLike], encoder: nn.Module) 
         raise CheckpointMismatchError(f"{path} is a folder, not an encoder checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained encoder checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises anything for a file it cannot read
-        raise CheckpointMismatchError(
-            f"{path} is not a checkpoint that torch.load(weights_only=True) reads (a state "
-            f"dict saved with torch.save): {_first_line(err)}"
-        ) from err
-    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointMismatchError(
-            f"{path} is not an encoder checkpoint: it holds {describe_state(state)}, not a "
-            "state dict of tensors"
-        )
+    state = load_tensor_state(path, CheckpointMismatchError)
     problems = state_dict_problems(state, encoder)
     if problems:
         raise CheckpointMismatchError(
             f"{path} does not fit the encoder of this YAML: {'; '.join(problems)}"
         )
+
+
+def load_tensor_state(path: Union[str, os.PathLike], error: type[Exception]) -> Mapping:
+    """Read a state dict of tensors with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    error
+        (the given class) naming the file, for a file ``torch.load`` cannot read with
+        ``weights_only=True`` (pickled code, a truncated file, not a checkpoint at all),
+        or one that holds anything but a mapping of tensors.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises anything for a file it cannot read
+        raise error(
+            f"refusing to load {path}: not a checkpoint of plain tensors (torch.load with "
+            f"weights_only=True), or a truncated one: {_first_line(err)}"
+        ) from err
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise error(
+            f"{path} is not a checkpoint of parameters: it holds {describe_state(state)}, "
+            "not a state dict of tensors"
+        )
+    return state
 
 
 def state_dict_problems(state: Mapping, module: nn.Module, limit: int = 12) -> list[str]:
