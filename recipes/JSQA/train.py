@@ -48,6 +48,7 @@ def prepare_data(hparams):
             "save_folder": hparams["manifest_folder"],
             "train_subsets": hparams["train_subsets"],
             "valid_subsets": hparams["valid_subsets"],
+            "valid_noise_sessions": hparams["valid_noise_sessions"],
             "segment_seconds": hparams["segment_seconds"],
             "views_per_group": hparams["views_per_group"],
             "snr_min": hparams["snr_min"],
