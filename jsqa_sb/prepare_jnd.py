@@ -333,6 +333,11 @@ def _noise_entries(files: Sequence[Path], min_seconds: float, report: SkipReport
 def _split_sessions(noises: dict, fraction: float, sessions: Optional[Sequence[str]], seed: int):
     """Split backgrounds into training and validation by recording session."""
     if sessions is not None:
+        if any(not isinstance(session, str) for session in sessions):
+            raise DataPreparationError(
+                f"valid_noise_sessions must be strings like '150204_020', got {list(sessions)} "
+                "(quote them: YAML reads 150204_020 as the number 150204020)"
+            )
         held_out = set(sessions)
         unknown = held_out - {e["session"] for e in noises.values()}
         if unknown:

@@ -240,3 +240,10 @@ def test_truncated_manifest_is_redone(corpora, tmp_path, caplog):
         prepare_jnd(corpora / "libri", corpora / "chime", tmp_path / "m")
     assert not any("up to date" in r.getMessage() for r in caplog.records)
     assert open(out["train"]).read() == full
+
+
+def test_unquoted_noise_sessions_say_to_quote_them(corpora, tmp_path):
+    with pytest.raises(DataPreparationError, match="quote them"):
+        prepare_jnd(
+            corpora / "libri", corpora / "chime", tmp_path / "m", valid_noise_sessions=[150204020]
+        )
