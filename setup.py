@@ -33,6 +33,10 @@ setup(
         "matplotlib>=3.7,<4",
         "tqdm>=4.60",
     ],
-    extras_require={"dev": ["pytest>=7", "ruff>=0.4"]},
+    extras_require={
+        "dev": ["pytest>=7", "ruff>=0.4"],
+        # Optional peer of the benchmarks (DNSMOS; bench_inference, bench_invariance).
+        "bench": ["speechmos>=0.0.1", "onnxruntime", "librosa"],
+    },
     entry_points={"console_scripts": ["jsqa = jsqa_sb.cli:main"]},
 )

@@ -16,13 +16,23 @@ speech from ``jsqa_sb/samples`` mixed with noise at random SNRs):
 - ``hour_peak_rss_mb``: the peak resident memory of a fresh process that loads the model
   and scores a one-hour file with ``score_file`` (and ``hour_rss_after_load_mb``, the
   same process before scoring);
+- ``hour_timeline_peak_rss_mb``: the same for ``jsqa score --timeline``'s work on that
+  file (``write_timelines``: 3 s windows every 1 s, the CSV and the PNG);
+- with ``--background-load N``: ``batch_rtf`` with N CPU-bound processes running beside
+  the scoring and without them, measured alternately (``--repeats`` times each, for
+  each of ``--compare_threads``), so that both see the same machine otherwise; the
+  load processes are paused (SIGSTOP) between the loaded measurements;
 - the same figures for ``nisqa`` and ``speechmos`` when they are importable (optional
   peers, never dependencies), with ratios.
+
+Torch threads: those ``jsqa score`` uses (:func:`jsqa_sb.batch_scoring.default_scoring_threads`,
+the CPUs less one) unless ``--threads`` says otherwise.
 
 The model is the default network of ``hparams/finetune.yaml`` (randomly initialised:
 speed does not depend on the weights), or ``--model FOLDER`` (an exported model).
 
     python benchmarks/bench_inference.py [--files 50] [--device cuda] [--model FOLDER]
+        [--background-load 1 --compare_threads 1 2 --repeats 3] [--skip_hour]
 
 Prints one JSON line. Target on the 2-core development machine: ``batch_rtf`` <= 0.004.
 """
@@ -35,6 +45,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -200,12 +211,121 @@ def hour_memory(model_folder, device, path: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+HOUR_TIMELINE_CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {bench!r})
+import bench_inference as b
+from jsqa_sb.timeline import write_timelines
+model = b.build_model({model!r}, {device!r})
+after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+start = time.perf_counter()
+rows = write_timelines(model, [{path!r}], {folder!r}, progress=False)
+wall = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"after_load_mb": after_load, "peak_mb": peak, "wall_s": wall,
+                   "windows": rows[0]["windows"], "error": rows[0]["error"]}}))
+"""
+
+
+def hour_timeline_memory(model_folder, device, path: Path, folder: Path) -> dict:
+    code = HOUR_TIMELINE_CHILD.format(
+        bench=str(Path(__file__).parent),
+        model=model_folder,
+        device=device,
+        path=str(path),
+        folder=str(folder),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class BackgroundLoad:
+    """``n`` CPU-bound processes (a Python busy loop each), paused until :meth:`run`."""
+
+    def __init__(self, n: int):
+        self.procs = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)
+        ]
+        self.pause()
+
+    def _signal(self, sig: int) -> None:
+        for proc in self.procs:
+            proc.send_signal(sig)
+
+    def run(self) -> None:
+        """Resume the processes."""
+        self._signal(signal.SIGCONT)
+        time.sleep(0.5)  # let the scheduler spread them
+
+    def pause(self) -> None:
+        """Pause the processes (SIGSTOP)."""
+        self._signal(signal.SIGSTOP)
+
+    def close(self) -> None:
+        """End the processes."""
+        for proc in self.procs:
+            proc.kill()  # SIGKILL ends a stopped process too
+            proc.wait()
+
+
+def load_comparison(
+    model, paths: list[Path], audio_seconds: float, tmp: Path, load: int, threads_list, repeats: int
+) -> dict:
+    """``batch_rtf`` idle and beside ``load`` busy processes, alternately, per thread count."""
+    background = BackgroundLoad(load)
+    runs = {t: {"idle": [], "loaded": []} for t in threads_list}
+    try:
+        for _ in range(repeats):
+            for threads in threads_list:
+                torch.set_num_threads(threads)
+                for state in ("idle", "loaded"):
+                    if state == "loaded":
+                        background.run()
+                    try:
+                        rtf = batch_rtf(model, paths, audio_seconds, tmp / "load.csv")
+                    finally:
+                        background.pause()
+                    runs[threads][state].append(rtf)
+    finally:
+        background.close()
+    out = {}
+    for threads, run in runs.items():
+        idle, loaded = statistics.median(run["idle"]), statistics.median(run["loaded"])
+        out[f"threads_{threads}"] = {
+            "idle_rtf_median": idle,
+            "loaded_rtf_median": loaded,
+            "loaded_over_idle": loaded / idle,
+            "idle_rtf_runs": [round(v, 5) for v in run["idle"]],
+            "loaded_rtf_runs": [round(v, 5) for v in run["loaded"]],
+        }
+    return out
+
+
+def busy_processes(limit: int = 5) -> list[str]:
+    """What else was using the CPU (``ps``, highest first): the context of the figures."""
+    try:
+        ps = subprocess.run(
+            ["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [" ".join(line.split()) for line in ps.stdout.splitlines()[:limit]]
+
+
 def peers(paths: list[Path], audio_seconds: float) -> dict:
     """NISQA and speechmos (DNSMOS) on the same files, when they are installed."""
     out = {}
     if importlib.util.find_spec("speechmos") is not None:
         from speechmos import dnsmos
 
+        dnsmos.run(sf.read(paths[0], dtype="float32")[0], SR)  # warm-up: loads, JIT-compiles
         start = time.perf_counter()
         for p in paths:
             dnsmos.run(sf.read(p, dtype="float32")[0], SR)
@@ -226,11 +346,35 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default=None, help="an exported model folder")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: jsqa score's choice)"
+    )
     parser.add_argument("--skip_hour", action="store_true", help="skip the one-hour file")
+    parser.add_argument(
+        "--background-load",
+        "--background_load",
+        dest="background_load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure batch_rtf beside N CPU-bound processes, alternating with idle",
+    )
+    parser.add_argument(
+        "--compare_threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="thread counts measured with --background-load (default: the chosen one and all CPUs)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="idle/loaded pairs per setting")
+    parser.add_argument("--no_peers", action="store_true", help="skip NISQA and speechmos")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from jsqa_sb.batch_scoring import default_scoring_threads
+
+    chosen = args.threads or default_scoring_threads()
+    torch.set_num_threads(chosen)
+    load_before = os.getloadavg()
+    busy_before = busy_processes()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = make_files(tmp, args.files)
@@ -241,6 +385,7 @@ def main() -> None:
             "benchmark": "inference",
             "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch threads "
             f"{torch.get_num_threads()}",
+            "threads": chosen,
             "device": str(model.device),
             "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
             "files": len(paths),
@@ -262,7 +407,37 @@ def main() -> None:
             result["hour_wall_s"] = round(hour["wall_s"], 2)
             result["hour_rtf"] = hour["wall_s"] / 3600
             result["hour_gpu_peak_mb"] = hour["gpu_peak_mb"]
-        result.update(peers(paths, audio_seconds))
+        if args.background_load > 0:
+            cpus = os.cpu_count() or 1
+            threads_list = args.compare_threads or sorted({chosen, cpus})
+            result["background_load"] = args.background_load
+            result["load_comparison"] = load_comparison(
+                model, paths, audio_seconds, tmp, args.background_load, threads_list, args.repeats
+            )
+            torch.set_num_threads(chosen)
+            chosen_run = result["load_comparison"].get(f"threads_{chosen}")
+            if chosen_run:
+                result["chosen_threads_meets_load_target"] = (
+                    chosen_run["loaded_over_idle"] <= 2.0
+                    and chosen_run["idle_rtf_median"] <= TARGET_RTF
+                )
+        if not args.skip_hour:
+            hour_path = tmp / "one_hour.wav"
+            timeline = hour_timeline_memory(args.model, args.device, hour_path, tmp / "timeline")
+            result["hour_timeline_peak_rss_mb"] = round(timeline["peak_mb"], 1)
+            result["hour_timeline_wall_s"] = round(timeline["wall_s"], 2)
+            result["hour_timeline_windows"] = timeline["windows"]
+        if not args.no_peers:
+            result.update(peers(paths, audio_seconds))
+        if isinstance(result.get("speechmos_dnsmos_rtf"), float):
+            result["speechmos_over_batch_rtf"] = (
+                result["speechmos_dnsmos_rtf"] / result["batch_rtf"]
+            )
+        result["loadavg_before_after"] = [
+            [round(v, 2) for v in load_before],
+            [round(v, 2) for v in os.getloadavg()],
+        ]
+        result["busiest_processes_at_start"] = busy_before
         result["self_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 

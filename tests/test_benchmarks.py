@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,3 +52,79 @@ def test_bench_train_compares_the_step_with_the_loader():
     assert result["step_views_per_s"] > 0 and result["loader_views_per_s"] > 0
     ratio = result["loader_views_per_s"] / result["step_views_per_s"]
     assert abs(result["loader_to_step_ratio"] - ratio) < 0.01 * ratio + 0.01
+
+
+def test_bench_inference_measures_idle_and_loaded_alternately(model_folder):
+    result = _run(
+        "bench_inference.py",
+        "--model",
+        str(model_folder),
+        "--files",
+        "2",
+        "--skip_hour",
+        "--no_peers",
+        "--background-load",
+        "1",
+        "--compare_threads",
+        "1",
+        "--repeats",
+        "2",
+    )
+    assert result["background_load"] == 1 and result["batch_rtf"] > 0
+    run = result["load_comparison"]["threads_1"]
+    assert len(run["idle_rtf_runs"]) == len(run["loaded_rtf_runs"]) == 2
+    assert run["loaded_over_idle"] == pytest.approx(
+        run["loaded_rtf_median"] / run["idle_rtf_median"]
+    )
+
+
+def test_bench_invariance_reports_each_change(model_folder, tmp_path):
+    import numpy as np
+    import pandas as pd
+    import soundfile as sf
+
+    db = tmp_path / "NISQA_TEST_X"
+    (db / "deg").mkdir(parents=True)
+    (db / "ref").mkdir()
+    speech = sf.read(ROOT / "jsqa_sb" / "samples" / "librivox_2.flac", dtype="float32")[0]
+    rows = []
+    for i, condition in enumerate(["clean", "noise=x@5dB; packetloss=10%"]):
+        noisy = speech + 0.01 * i * np.random.default_rng(i).standard_normal(speech.size)
+        sf.write(db / "deg" / f"c{i}.wav", noisy.astype(np.float32), 16000, subtype="PCM_16")
+        sf.write(db / "ref" / f"r{i}.wav", speech, 16000, subtype="PCM_16")
+        rows.append(
+            {
+                "con": i,
+                "con_description": condition,
+                "filename_deg": f"c{i}.wav",
+                "filename_ref": f"r{i}.wav",
+            }
+        )
+    pd.DataFrame(rows).to_csv(db / "NISQA_TEST_X_file.csv", index=False)
+    result = _run(
+        "bench_invariance.py",
+        "--model",
+        str(model_folder),
+        "--data",
+        str(db),
+        "--burst_files",
+        "1",
+        "--no_dnsmos",
+    )
+    changes = result["changes"]
+    assert result["files"] == 2 and result["local_degradation_files"] == 1
+    assert set(changes) == {
+        "wav16",
+        "flac",
+        "wav_float",
+        "ogg",
+        "stored_48k",
+        "stereo",
+        "silence",
+        "halves_swapped",
+        "burst_moved",
+    }
+    assert changes["wav16"]["jsqa"]["max_abs"] == 0.0  # the same 16-bit samples
+    assert changes["halves_swapped"]["jsqa"]["files"] == 1
+    assert changes["burst_moved"]["jsqa"]["files"] == 2  # packet loss and clipping
+    assert all(0 <= c["jsqa"]["mean_abs"] <= c["jsqa"]["max_abs"] for c in changes.values())
