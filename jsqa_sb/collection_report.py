@@ -269,7 +269,7 @@ def write_report(
         ("scored", str(len(scored))),
         ("failed", str(len(failed))),
     ]
-    document.table(["", ""], facts)
+    document.table(["", "value"], facts)
     document.heading(2, "Scores")
     stats = summarize(frame, names)
     document.table(
@@ -358,7 +358,7 @@ def _histogram(values: pd.Series, name: str) -> bytes:
             linestyle=":",
             label=f"median {np.median(data):.2f}",
         )
-        ax.legend(loc="upper left", fontsize=9)
+        ax.legend(loc="best", framealpha=0.9, fontsize=9)
     ax.set_xlim(low, high)
     ax.set_xlabel(f"predicted {name}")
     ax.set_ylabel("number of files")

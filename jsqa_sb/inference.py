@@ -4,7 +4,9 @@
 (:class:`speechbrain.inference.interfaces.Pretrained`): load a model folder or a hub
 id with :meth:`JSQA.from_hparams`, then
 
-* :meth:`JSQA.score_file` a recording -> ``{"mos": 3.71, ...}``;
+* :meth:`JSQA.score_file` a recording -> ``{"mos": 3.71, ...}`` (with ``windows=True``,
+  also the scores of the windows it is the mean of);
+* :meth:`JSQA.score_timeline` a recording -> scores over time (sliding windows);
 * :meth:`JSQA.score_batch` waveforms -> a tensor of scores;
 * :meth:`JSQA.encode_batch` waveforms -> quality embeddings;
 * :meth:`JSQA.distance` two recordings -> their quality distance.
@@ -35,7 +37,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +76,37 @@ class NonFiniteAudioError(RecordingError):
 
 class BatchInputError(JSQAError, ValueError):
     """Waveforms or relative lengths given to a batch method are not valid."""
+
+
+class WindowScores(NamedTuple):
+    """The scores of one window of a recording.
+
+    Arguments
+    ---------
+    start, end : float
+        Where the window starts and ends in the recording, in seconds.
+    scores : dict
+        ``{name: score}`` for every name in :attr:`JSQA.output_names`.
+    """
+
+    start: float
+    end: float
+    scores: dict[str, float]
+
+
+class FileScores(NamedTuple):
+    """A recording's scores and the windows they are the duration-weighted mean of.
+
+    Arguments
+    ---------
+    scores : dict
+        ``{name: score}``: what :meth:`JSQA.score_file` returns without ``windows``.
+    windows : list of WindowScores
+        The windows the recording was scored by, in time order.
+    """
+
+    scores: dict[str, float]
+    windows: list[WindowScores]
 
 
 class JSQA(Pretrained):
@@ -265,6 +298,24 @@ class JSQA(Pretrained):
         bounds = [round(i * total / n) for i in range(n + 1)]
         return [(bounds[i], bounds[i + 1] - bounds[i]) for i in range(n)]
 
+    @staticmethod
+    def _sliding_windows(info, window_seconds: float, hop_seconds: float) -> list[tuple[int, int]]:
+        """(start, frames) of windows of ``window_seconds`` every ``hop_seconds``.
+
+        The last window ends at the end of the recording (so the end is covered even
+        when the hop does not divide the remainder); a recording shorter than one
+        window is one window.
+        """
+        total, rate = int(info.frames), info.sample_rate
+        length = max(1, round(window_seconds * rate))
+        hop = max(1, round(hop_seconds * rate))
+        if total <= length:
+            return [(0, total)]
+        starts = list(range(0, total - length + 1, hop))
+        if starts[-1] + length < total:
+            starts.append(total - length)
+        return [(start, length) for start in starts]
+
     def _check_length(self, path: PathLike, num_samples: int) -> None:
         if num_samples < self.min_samples:
             raise RecordingTooShortError(
@@ -360,11 +411,18 @@ class JSQA(Pretrained):
 
     # ------------------------------------------------------------------ files
     def _file_embeddings(
-        self, path: PathLike, info: Optional[AudioInfo] = None
+        self,
+        path: PathLike,
+        info: Optional[AudioInfo] = None,
+        windows: Optional[Sequence[tuple[int, int]]] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Window embeddings (N, D) of a recording and the windows' durations (N,)."""
+        """Window embeddings (N, D) of a recording and the windows' durations (N,).
+
+        ``windows`` are ``(start, frames)`` at the file's rate (default: the scoring
+        windows, :meth:`_windows`); they are read from disk ``window_batch`` at a time.
+        """
         info = info or self._info(path)
-        windows = self._windows(info)
+        windows = list(windows) if windows is not None else self._windows(info)
         new_len = [max(1, round(f * self.sample_rate / info.sample_rate)) for _, f in windows]
         self._check_length(path, min(new_len))
         embs, peak = [], 0.0
@@ -385,18 +443,26 @@ class JSQA(Pretrained):
         embs, durations = self._file_embeddings(path)
         return (embs * durations.unsqueeze(1)).sum(0) / durations.sum()
 
-    def score_file(self, path: PathLike) -> dict[str, float]:
+    def score_file(
+        self, path: PathLike, windows: bool = False
+    ) -> Union[dict[str, float], FileScores]:
         """Score one recording of any length.
 
         Arguments
         ---------
         path : str or os.PathLike
             The recording.
+        windows : bool
+            Also return the scores of the windows the recording is scored by (equal
+            windows of at most ``window_seconds``; one window for a shorter file).
 
         Returns
         -------
-        dict
-            ``{name: score}`` for every name in :attr:`output_names` (e.g. ``mos``).
+        dict or FileScores
+            ``{name: score}`` for every name in :attr:`output_names` (e.g. ``mos``);
+            with ``windows``, a :class:`FileScores` holding that dict (the same
+            values) and the :class:`WindowScores` of every window, whose
+            duration-weighted mean it is.
 
         Raises
         ------
@@ -404,15 +470,84 @@ class JSQA(Pretrained):
             If the file cannot be read (:class:`RecordingTooShortError`: too short;
             :class:`NonFiniteAudioError`: NaN or infinite samples).
         """
-        return self._score_file(path, None)
+        if not windows:
+            return self._score_file(path, None)
+        info = self._info(path)
+        spans = self._windows(info)
+        scores, durations = self._window_scores(path, info, spans)
+        return FileScores(self._mean(scores, durations), self._rows(spans, info, scores))
 
-    def _score_file(self, path: PathLike, info: Optional[AudioInfo]) -> dict[str, float]:
+    def score_timeline(
+        self, path: PathLike, window_seconds: float = 3.0, hop_seconds: float = 1.0
+    ) -> list[WindowScores]:
+        """Scores over time: windows of ``window_seconds`` every ``hop_seconds``.
+
+        The windows are read from disk ``window_batch`` at a time, so memory does not
+        grow with the recording's length. The last window ends where the recording
+        ends; a recording shorter than ``window_seconds`` is one window.
+
+        Arguments
+        ---------
+        path : str or os.PathLike
+            The recording.
+        window_seconds : float
+            Length of each window (> 0; at least the model's minimum length).
+        hop_seconds : float
+            Time between the starts of consecutive windows (> 0).
+
+        Returns
+        -------
+        list of WindowScores
+            In time order.
+
+        Raises
+        ------
+        ValueError
+            If ``window_seconds`` or ``hop_seconds`` is not a positive number.
+        RecordingError
+            As :meth:`score_file`.
+        """
+        for name, value in (("window_seconds", window_seconds), ("hop_seconds", hop_seconds)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise BatchInputError(f"{name} must be a positive number of seconds, not {value!r}")
+        info = self._info(path)
+        spans = self._sliding_windows(info, window_seconds, hop_seconds)
+        scores, _ = self._window_scores(path, info, spans)
+        return self._rows(spans, info, scores)
+
+    def _window_scores(
+        self,
+        path: PathLike,
+        info: Optional[AudioInfo],
+        spans: Optional[Sequence[tuple[int, int]]] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores (N, outputs) of a recording's windows and their durations (N,)."""
         head = self._head()
-        embs, durations = self._file_embeddings(path, info)
+        embs, durations = self._file_embeddings(path, info, spans)
         with torch.no_grad():
             scores = head(embs.to(self.device))[:, self._output_index].float().cpu()
+        return scores, durations
+
+    def _mean(self, scores: torch.Tensor, durations: torch.Tensor) -> dict[str, float]:
+        """The duration-weighted mean of window scores, as ``{name: score}``."""
         mean = (scores * durations.unsqueeze(1)).sum(0) / durations.sum()
         return {name: float(v) for name, v in zip(self.output_names, mean)}
+
+    def _rows(
+        self, spans: Sequence[tuple[int, int]], info: AudioInfo, scores: torch.Tensor
+    ) -> list[WindowScores]:
+        rate = info.sample_rate
+        return [
+            WindowScores(
+                start / rate,
+                (start + frames) / rate,
+                {name: float(v) for name, v in zip(self.output_names, row)},
+            )
+            for (start, frames), row in zip(spans, scores)
+        ]
+
+    def _score_file(self, path: PathLike, info: Optional[AudioInfo]) -> dict[str, float]:
+        return self._mean(*self._window_scores(path, info))
 
     def score_files(self, paths: Sequence[PathLike]) -> list[Union[dict[str, float], Exception]]:
         """Score several recordings; a bad file gives its exception, not a failure of all.
