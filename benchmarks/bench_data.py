@@ -89,7 +89,7 @@ def bench_bare(manifest, maker, min_seconds):
     while time.perf_counter() - start < min_seconds:
         maker.set_epoch(epoch)
         for uid, e in entries:
-            excerpts, gains, _ = maker.train_views(uid, e["wav"], e["duration"], e["sample_rate"])
+            excerpts, gains, *_ = maker.train_views(uid, e["wav"], e["duration"], e["sample_rate"])
             audio += mix_views(excerpts, gains).numel() / maker.sample_rate
         epoch += 1
     return audio / (time.perf_counter() - start)

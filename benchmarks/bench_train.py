@@ -61,7 +61,8 @@ def step_rate(hparams, batches, device, steps):
     def step(batch):
         batch = batch.to(device)
         emb = modules["encoder"](batch.wavs, batch.wav_lens)
-        loss = loss_fn(modules["projector"](emb), batch.snrs, batch.groups)
+        projections = modules["projector"](emb)
+        loss = loss_fn(projections, batch.snrs, batch.groups, noises=batch.noises)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -330,6 +330,7 @@ def test_console_script_ctrl_c_is_one_line_and_status_130(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,  # a shell's background job inherits it ignored
     )
     try:
         deadline = time.monotonic() + 120
@@ -413,3 +414,8 @@ def test_scores_still_come_out_for_a_good_model(model_folder, wav, capsys):
     assert main(["score", str(model_folder), str(wav), "--no_progress"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 1 and 1 <= float(rows[0]["mos"]) <= 5
+
+
+def _default_sigint():
+    """In the child: Ctrl-C's default action, whatever the test runner's parent ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

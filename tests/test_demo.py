@@ -218,6 +218,7 @@ def test_a_stopped_demo_stops_its_training_run(signum, status, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_default_sigint,  # a shell's background job inherits it ignored
     )
     try:
         deadline = time.monotonic() + 300
@@ -250,3 +251,8 @@ def test_a_stopped_demo_stops_its_training_run(signum, status, tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _default_sigint():
+    """In the child: Ctrl-C's default action, whatever the test runner's parent ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
