@@ -277,14 +277,20 @@ def load_comparison(
 ) -> dict:
     """``batch_rtf`` idle and beside ``load`` busy processes, alternately, per thread count."""
     background = BackgroundLoad(load)
+    from jsqa_sb.batch_scoring import default_scoring_threads
+
     runs = {t: {"idle": [], "loaded": []} for t in threads_list}
+    chosen = {"idle": [], "loaded": []}
     try:
         for _ in range(repeats):
             for threads in threads_list:
-                torch.set_num_threads(threads)
                 for state in ("idle", "loaded"):
                     if state == "loaded":
                         background.run()
+                        time.sleep(0.2)  # the busy loops are running when "auto" looks
+                    if threads == "auto":  # jsqa score's choice, made now, as it would be
+                        chosen[state].append(default_scoring_threads())
+                    torch.set_num_threads(chosen[state][-1] if threads == "auto" else threads)
                     try:
                         rtf = batch_rtf(model, paths, audio_seconds, tmp / "load.csv")
                     finally:
@@ -302,6 +308,8 @@ def load_comparison(
             "idle_rtf_runs": [round(v, 5) for v in run["idle"]],
             "loaded_rtf_runs": [round(v, 5) for v in run["loaded"]],
         }
+        if threads == "auto":
+            out["threads_auto"]["chosen_threads"] = chosen
     return out
 
 
@@ -361,10 +369,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--compare_threads",
-        type=int,
+        type=lambda v: v if v == "auto" else int(v),
         nargs="+",
         default=None,
-        help="thread counts measured with --background-load (default: the chosen one and all CPUs)",
+        help="thread counts measured with --background-load, or auto (jsqa score's choice, "
+        "made in each state); default: auto and all CPUs",
     )
     parser.add_argument("--repeats", type=int, default=3, help="idle/loaded pairs per setting")
     parser.add_argument("--no_peers", action="store_true", help="skip NISQA and speechmos")
@@ -409,13 +418,13 @@ def main() -> None:
             result["hour_gpu_peak_mb"] = hour["gpu_peak_mb"]
         if args.background_load > 0:
             cpus = os.cpu_count() or 1
-            threads_list = args.compare_threads or sorted({chosen, cpus})
+            threads_list = args.compare_threads or ["auto", cpus]
             result["background_load"] = args.background_load
             result["load_comparison"] = load_comparison(
                 model, paths, audio_seconds, tmp, args.background_load, threads_list, args.repeats
             )
             torch.set_num_threads(chosen)
-            chosen_run = result["load_comparison"].get(f"threads_{chosen}")
+            chosen_run = result["load_comparison"].get("threads_auto")
             if chosen_run:
                 result["chosen_threads_meets_load_target"] = (
                     chosen_run["loaded_over_idle"] <= 2.0

@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,15 +305,15 @@ def check_output(
 
 
 def default_scoring_threads() -> int:
-    """The torch threads ``jsqa score`` uses: the CPUs this process may run on, less one.
+    """The torch threads ``jsqa score`` uses: the CPUs that other processes leave free.
 
     Torch's threads wait for each other at the end of every operation, so one that
-    shares its core with another busy process holds all the others back: on a 2-core
-    machine with one other CPU-bound process, two threads scored 7 times slower than
-    idle (``benchmarks/README.md``), while one thread, with a core to itself, is not
-    slowed. Leaving one CPU to the rest of the machine (decoding, the operating system,
-    another program) costs little where there are many cores, and keeps the threads
-    off a busy core where there are few.
+    shares its core with another busy process holds all the others back: on the 2-core
+    machine, two threads beside one CPU-bound process scored 2.3 times slower than
+    alone, one thread not at all slower (``benchmarks/README.md``). So the CPUs busy
+    with other work, sampled from ``/proc/stat`` over 0.1 s (the 1-minute load average
+    where there is none), are left to it: all CPUs on an idle machine, one fewer per
+    busy one.
 
     Returns
     -------
@@ -323,7 +324,28 @@ def default_scoring_threads() -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, cpus - 1)
+    return max(1, min(cpus, cpus - round(_busy_cpus())))
+
+
+def _busy_cpus(seconds: float = 0.1) -> float:
+    """How many CPUs other processes keep busy now (this process sleeps meanwhile)."""
+
+    def sample():
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 1.0  # unknown: leave one CPU, as if one were busy
+    total = total1 - total0
+    return (os.cpu_count() or 1) * (1.0 - (idle1 - idle0) / total) if total > 0 else 0.0
 
 
 @contextlib.contextmanager

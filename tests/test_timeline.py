@@ -11,6 +11,7 @@ both halves, so only the noise differs).
 import csv
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,34 @@ def test_threads_option_is_used_and_restored(model_folder, speech, tmp_path, mon
         == 0
     )
     assert seen == [3] and torch.get_num_threads() == before
+
+
+def test_default_threads_leave_busy_cpus_to_the_other_processes(monkeypatch):
+    """All CPUs on an idle machine, one fewer per busy one, never fewer than one."""
+    from jsqa_sb import batch_scoring
+
+    monkeypatch.setattr(batch_scoring.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for busy, threads in ((0.05, 2), (0.9, 1), (1.2, 1), (2.0, 1)):
+        monkeypatch.setattr(batch_scoring, "_busy_cpus", lambda busy=busy: busy)
+        assert batch_scoring.default_scoring_threads() == threads
+
+
+def test_busy_cpus_sees_a_busy_process():
+    import multiprocessing
+
+    from jsqa_sb.batch_scoring import _busy_cpus
+
+    stop = multiprocessing.Event()
+    spinner = multiprocessing.Process(target=_spin, args=(stop,))
+    spinner.start()
+    try:
+        time.sleep(0.3)
+        assert _busy_cpus(0.3) > 0.6  # one core kept busy, whatever else runs
+    finally:
+        stop.set()
+        spinner.join(timeout=10)
+
+
+def _spin(stop):
+    while not stop.is_set():
+        pass
