@@ -22,7 +22,6 @@ import html
 import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from jsqa_sb.errors import JSQAError
+from jsqa_sb.prepare_utils import writable_folder
 
 #: Report formats, chosen by the extension of ``--report``.
 REPORT_FORMATS = (".html", ".md")
@@ -72,15 +72,7 @@ def check_report_path(path: str | os.PathLike) -> Path:
         )
     if report.is_dir():
         raise ReportError(f"--report {path}: it is a folder")
-    folder = report.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".jsqa-write-test-"):
-            pass
-    except OSError as err:
-        raise ReportError(
-            f"--report {path}: cannot write in {folder} ({err.strerror or err})"
-        ) from err
+    writable_folder(report.parent, ReportError, f"--report {path}")
     return report
 
 

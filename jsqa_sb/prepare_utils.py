@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +44,21 @@ def make_save_folder(path: PathLike) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataPreparationError(f"cannot create save folder {path}: {err.strerror}") from err
+    return path
+
+
+def writable_folder(folder: PathLike, error: type[Exception], what: str) -> Path:
+    """Create ``folder`` if needed and check that a file can be written in it.
+
+    Raises ``error`` with ``what`` (e.g. ``--timeline out``) and the reason otherwise.
+    """
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".jsqa-write-test-"):
+            pass
+    except OSError as err:
+        raise error(f"{what}: cannot write in {path} ({err.strerror or err})") from err
     return path
 
 

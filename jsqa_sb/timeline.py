@@ -30,7 +30,6 @@ import csv
 import hashlib
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import numpy as np
 import soundfile as sf
 
 from jsqa_sb.errors import JSQAError
+from jsqa_sb.prepare_utils import writable_folder
 
 #: Default window length and hop of ``jsqa score --timeline``, in seconds.
 DEFAULT_WINDOW_SECONDS = 3.0
@@ -78,15 +78,7 @@ def check_timeline_folder(folder: str | os.PathLike) -> Path:
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise TimelineError(f"--timeline {folder}: it is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".jsqa-write-test-"):
-            pass
-    except OSError as err:
-        raise TimelineError(
-            f"--timeline {folder}: cannot write there ({err.strerror or err})"
-        ) from err
-    return path
+    return writable_folder(path, TimelineError, f"--timeline {folder}")
 
 
 def check_window(window_seconds: float, hop_seconds: float) -> None:
