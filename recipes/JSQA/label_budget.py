@@ -387,10 +387,12 @@ def plot(summary: pd.DataFrame, path: Path, test_db: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for arm, group in summary.groupby("arm"):
+    arms = sorted(summary["arm"].unique())
+    for i, (arm, group) in enumerate(summary.groupby("arm")):
         group = group.sort_values("budget")
+        dodge = 1.0 + 0.03 * (i - (len(arms) - 1) / 2)  # side by side, not on top
         ax.errorbar(
-            group["budget"],
+            group["budget"] * dodge,
             group["pcc_mean"],
             yerr=group["pcc_sd"].fillna(0),
             marker="o",
@@ -400,6 +402,8 @@ def plot(summary: pd.DataFrame, path: Path, test_db: str) -> None:
     ax.set_xscale("log")
     budgets = sorted(summary["budget"].unique())
     ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlim(budgets[0] / 1.25, budgets[-1] * 1.25)
     ax.set_xlabel("labelled training files")
     ax.set_ylabel(f"test PCC ({test_db}, mean ± sd over seeds)")
     ax.grid(alpha=0.3)
