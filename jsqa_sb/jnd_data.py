@@ -377,35 +377,33 @@ class JNDBatch:
         return batch.repeat_interleave(self.views_per_group)
 
     @property
-    def noises(self) -> torch.Tensor:
-        """(N,) id of each view's noise recording."""
+    def noises(self) -> Optional[torch.Tensor]:
+        """(N,) id of each view's noise recording; None if the items did not say."""
         return self._per_view(0)
 
     @property
-    def environments(self) -> torch.Tensor:
-        """(N,) id of each view's noise environment."""
+    def environments(self) -> Optional[torch.Tensor]:
+        """(N,) id of each view's noise environment; None if the items did not say."""
         return self._per_view(1)
 
-    def _per_view(self, column: int) -> torch.Tensor:
-        if self.conditions is None:  # unknown: every group its own condition
-            return self.groups
+    def _per_view(self, column: int) -> Optional[torch.Tensor]:
+        if self.conditions is None:  # the loss's noise-matching pairs then refuse to run
+            return None
         return self.conditions[:, column].repeat_interleave(self.views_per_group)
 
     def _tensors(self) -> tuple:
-        conditions = self.conditions
-        if conditions is None:
-            conditions = torch.full((len(self.ids), 2), -1, dtype=torch.long)
-        return self.excerpts, self.gains, self.lens, self.snrs, conditions
+        return self.excerpts, self.gains, self.lens, self.snrs, self.conditions
 
     def to(self, device, non_blocking: bool = False) -> JNDBatch:
         """Move the tensors to ``device`` (views already made are not: the copy makes its own)."""
         return JNDBatch(
-            self.ids, *(t.to(device, non_blocking=non_blocking) for t in self._tensors())
+            self.ids,
+            *(_map(t, lambda t: t.to(device, non_blocking=non_blocking)) for t in self._tensors()),
         )
 
     def pin_memory(self) -> JNDBatch:
         """Pin the tensors (called by ``DataLoader(pin_memory=True)``)."""
-        return JNDBatch(self.ids, *(t.pin_memory() for t in self._tensors()))
+        return JNDBatch(self.ids, *(_map(t, torch.Tensor.pin_memory) for t in self._tensors()))
 
     def has_nonfinite(self) -> list:
         """Ids of the groups whose views would contain NaN or Inf (views not made)."""
@@ -417,13 +415,22 @@ class JNDBatch:
         # Sent by a loader worker, every tensor travels in a shared-memory segment of its
         # own, with a file-descriptor handshake each: the small ones go by value instead.
         # Views made before pickling are not sent.
-        small = (t.numpy() if t.device.type == "cpu" else t for t in self._tensors()[1:])
+        small = (_map(t, _to_numpy) for t in self._tensors()[1:])
         return _rebuild_batch, (self.ids, self.excerpts, *small)
 
 
 def _rebuild_batch(ids, excerpts, gains, lens, snrs, conditions) -> JNDBatch:
-    small = (torch.as_tensor(t) for t in (gains, lens, snrs, conditions))
+    small = (_map(t, torch.as_tensor) for t in (gains, lens, snrs, conditions))
     return JNDBatch(ids, excerpts, *small)
+
+
+def _map(tensor, function):
+    """``function(tensor)``, or None for a missing one (a batch without noise conditions)."""
+    return None if tensor is None else function(tensor)
+
+
+def _to_numpy(tensor: torch.Tensor):
+    return tensor.numpy() if tensor.device.type == "cpu" else tensor
 
 
 def jnd_collate(items: list) -> JNDBatch:

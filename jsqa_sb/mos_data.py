@@ -63,7 +63,8 @@ def make_mos_dataset(
                 f"{len(unknown)} file id(s) to keep are not in the manifests, e.g. "
                 f"{unknown[0]!r} (ids are <db>/<file>)"
             )
-        data = {key: entry for key, entry in data.items() if key in set(keep)}
+        keep = set(keep)
+        data = {key: entry for key, entry in data.items() if key in keep}
     if not data:
         names = ", ".join(str(m) for m in manifests) or "no manifest"
         raise DataPreparationError(f"no NISQA file to use in {names}")

@@ -241,3 +241,20 @@ def test_training_views_need_noise(prepared):
     dataset = make_jnd_dataset(out["train"], folders, JNDViewMaker(), fixed=False)
     with pytest.raises(ValueError, match="noise_manifest"):
         dataset[0]
+
+
+def test_a_batch_without_noise_conditions_is_refused_by_noise_matching_pairs():
+    """No silent stand-in: the condition stays unknown through a worker and the loss says so."""
+    from jsqa_sb.losses import JNDContrastiveLoss
+
+    items = [
+        {"id": u, "excerpts": torch.ones(2, 8), "mix_gains": torch.ones(3, 2), "mix_snrs": s}
+        for u, s in (("a", torch.tensor([0.0, 1.0, 20.0])), ("b", torch.tensor([0.5, 9.0, 30.0])))
+    ]
+    batch = pickle.loads(pickle.dumps(jnd_collate(items)))
+    assert batch.conditions is None and batch.noises is None
+    assert batch.to("cpu").environments is None
+    z = torch.randn(batch.num_views, 4)
+    with pytest.raises(ValueError, match="need the noise condition"):
+        JNDContrastiveLoss(pairs="same_noise")(z, batch.snrs, batch.groups, noises=batch.noises)
+    JNDContrastiveLoss(pairs="within_group")(z, batch.snrs, batch.groups, noises=batch.noises)
