@@ -26,7 +26,7 @@ speech from ``jsqa_sb/samples`` mixed with noise at random SNRs):
   peers, never dependencies), with ratios.
 
 Torch threads: those ``jsqa score`` uses (:func:`jsqa_sb.batch_scoring.default_scoring_threads`,
-the CPUs less one) unless ``--threads`` says otherwise.
+the CPUs other processes leave free) unless ``--threads`` says otherwise.
 
 The model is the default network of ``hparams/finetune.yaml`` (randomly initialised:
 speed does not depend on the weights), or ``--model FOLDER`` (an exported model).

@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         default=None,
-        help="torch CPU threads (default: the CPUs available less one, at least 1)",
+        help="torch CPU threads (default: the CPUs other processes leave free, at least 1)",
     )
     _add_model_arguments(p)
     p.set_defaults(func=_score)
