@@ -38,6 +38,7 @@ import logging
 import math
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -48,7 +49,13 @@ from speechbrain.dataio.dataio import load_data_json
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from jsqa_sb.audio import AudioReadError, audio_info, read_audio, resample
-from jsqa_sb.jnd_mixing import SilentSignalError, check_jnd_settings, mix_gains, sample_group_snrs
+from jsqa_sb.jnd_mixing import (
+    SilentSignalError,
+    check_jnd_settings,
+    check_level_range,
+    mix_gains,
+    sample_group_snrs,
+)
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -64,6 +71,7 @@ MIXING_KEYS = (
     "jnd_db",
     "neg_margin_db",
     "target_level_db",
+    "level_range_db",
 )
 
 
@@ -91,7 +99,12 @@ class JNDViewMaker:
     snr_min, snr_max, jnd_db, neg_margin_db : float
         SNR range, JND and negative margin (``None``: ``2 * jnd_db``), dB.
     target_level_db : float
-        Active level of every view, dBFS.
+        Active level of every view, dBFS (of every validation view, with
+        ``level_range_db``).
+    level_range_db : (float, float), optional
+        ``[low, high]`` dBFS: each training view gets its own active level, uniform in
+        this range (NISQA clips reach the model at their own level, not levelled).
+        ``None``: every view at ``target_level_db``.
     peak_limit : float
         No view sample exceeds this in absolute value.
     seed : int
@@ -110,6 +123,7 @@ class JNDViewMaker:
         jnd_db: float = 3.0,
         neg_margin_db: Optional[float] = None,
         target_level_db: float = -26.0,
+        level_range_db: Optional[Sequence[float]] = None,
         peak_limit: float = 0.99,
         seed: int = 1234,
     ):
@@ -129,6 +143,7 @@ class JNDViewMaker:
         )
         check_jnd_settings(segment_seconds, views_per_group, **self.snr_args)
         self.target_level_db = target_level_db
+        self.level_range_db = check_level_range(level_range_db)
         self.peak_limit = peak_limit
         self.seed = seed
         self.epoch = 0
@@ -148,6 +163,9 @@ class JNDViewMaker:
         noise_frames = _frames(noise["duration"], noise["sample_rate"])
         noise_offset = int(rng.integers(0, noise_frames))
         snrs = sample_group_snrs(rng, self.views_per_group, **self.snr_args)
+        levels = self.target_level_db
+        if self.level_range_db is not None:  # drawn after the SNRs: the same SNRs either way
+            levels = rng.uniform(*self.level_range_db, size=len(snrs))
         return self._mix(
             wav,
             crop_start,
@@ -157,6 +175,7 @@ class JNDViewMaker:
             noise_frames,
             noise["sample_rate"],
             snrs,
+            levels,
         )
 
     def valid_views(self, wav, duration, sample_rate, crop_start, noise_wav, noise_offset, snrs):
@@ -175,18 +194,19 @@ class JNDViewMaker:
             noise_info.frames,
             noise_info.sample_rate,
             np.asarray(snrs, dtype=np.float64),
+            self.target_level_db,
         )
 
-    def _mix(self, wav, crop_start, crop, noise_wav, noise_offset, noise_frames, noise_sr, snrs):
+    def _mix(
+        self, wav, crop_start, crop, noise_wav, noise_offset, noise_frames, noise_sr, snrs, levels
+    ):
         """(2, T) speech and noise excerpts, (K, 2) gains of the views, (K,) SNRs."""
         try:
             speech, _ = read_audio(wav, crop_start, crop, target_sr=self.sample_rate)
             noise = _read_looped(
                 noise_wav, noise_offset, noise_frames, noise_sr, speech.size, self.sample_rate
             )
-            gains = mix_gains(
-                speech, noise, snrs, self.sample_rate, self.target_level_db, self.peak_limit
-            )
+            gains = mix_gains(speech, noise, snrs, self.sample_rate, levels, self.peak_limit)
         except (AudioReadError, SilentSignalError) as err:
             return self._failed(f"{wav} (noise {noise_wav}): {err}", len(snrs))
         excerpts = torch.from_numpy(np.stack([speech, noise]))

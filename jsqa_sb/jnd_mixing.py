@@ -119,7 +119,7 @@ def mix_gains(
     noise: np.ndarray,
     snrs_db: np.ndarray,
     sample_rate: int = 16000,
-    target_level_db: float = -26.0,
+    target_level_db: float | np.ndarray = -26.0,
     peak_limit: float = 0.99,
 ) -> np.ndarray:
     """The speech and noise gains of the mixtures of one excerpt at several SNRs.
@@ -144,8 +144,9 @@ def mix_gains(
         The K SNRs in dB.
     sample_rate : int
         Sample rate of both signals.
-    target_level_db : float
-        Active level of every mixture after normalisation, dBFS.
+    target_level_db : float or numpy.ndarray
+        Active level of every mixture after normalisation, dBFS; or (K,) levels, one
+        per mixture.
     peak_limit : float
         Maximum absolute sample value of a mixture.
 
@@ -314,6 +315,37 @@ def check_jnd_settings(
             f"must be wider than 2 * neg_margin_db + jnd_db = {2 * neg_margin_db + jnd_db} dB "
             "so that every anchor has a negative partner"
         )
+
+
+def check_level_range(level_range_db) -> tuple[float, float] | None:
+    """Check a ``[low, high]`` range of view levels in dBFS; return it as a tuple.
+
+    Raises
+    ------
+    JNDSettingsError
+        Unless ``level_range_db`` is ``None`` or two finite numbers, low <= high <= 0.
+
+    Example
+    -------
+    >>> check_level_range([-36, -16])
+    (-36.0, -16.0)
+    >>> check_level_range([-16, -36])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    jsqa_sb.jnd_mixing.JNDSettingsError: level_range_db must be [low, high] dBFS ...
+    """
+    if level_range_db is None:
+        return None
+    values = list(level_range_db) if isinstance(level_range_db, (list, tuple)) else None
+    ok = values is not None and len(values) == 2
+    ok = ok and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values
+    )
+    if not ok or not values[0] <= values[1] <= 0:
+        raise JNDSettingsError(
+            f"level_range_db must be [low, high] dBFS with low <= high <= 0, got {level_range_db}"
+        )
+    return float(values[0]), float(values[1])
 
 
 def sample_group_snrs(

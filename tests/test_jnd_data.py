@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from jsqa_sb.audio import read_audio, resample
 from jsqa_sb.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
-from jsqa_sb.jnd_mixing import active_level_db, mix_at_snrs
+from jsqa_sb.jnd_mixing import JNDSettingsError, active_level_db, mix_at_snrs
 from jsqa_sb.minicorpus import build_chime3, build_librispeech
 from jsqa_sb.prepare_jnd import prepare_jnd
 
@@ -258,3 +258,30 @@ def test_a_batch_without_noise_conditions_is_refused_by_noise_matching_pairs():
     with pytest.raises(ValueError, match="need the noise condition"):
         JNDContrastiveLoss(pairs="same_noise")(z, batch.snrs, batch.groups, noises=batch.noises)
     JNDContrastiveLoss(pairs="within_group")(z, batch.snrs, batch.groups, noises=batch.noises)
+
+
+def test_level_range_gives_each_training_view_its_own_level(prepared):
+    _, out, folders = prepared
+    fixed = _with_views(make_jnd_dataset(out["train"], folders, _maker(out, folders), fixed=False))
+    ranged = _maker(out, folders, level_range_db=[-40, -20])
+    ranged = _with_views(make_jnd_dataset(out["train"], folders, ranged, fixed=False))
+    levels = []
+    for i in range(len(ranged)):
+        item = ranged[i]
+        assert torch.equal(item["mix_snrs"], fixed[i]["mix_snrs"])  # same SNRs either way
+        for view in item["views"].numpy():
+            levels.append(active_level_db(view))
+        # The SNR is kept: only the overall gain differs from the levelled view's.
+        ratio = item["mix_gains"][:, 1] / item["mix_gains"][:, 0]
+        expected = fixed[i]["mix_gains"][:, 1] / fixed[i]["mix_gains"][:, 0]
+        assert torch.allclose(ratio, expected, rtol=1e-4)
+    levels = np.array(levels)
+    assert levels.min() >= -40.05 and levels.max() <= -19.95
+    assert levels.max() - levels.min() > 8  # spread over the range, not one level
+
+
+@pytest.mark.parametrize("bad", [[-20, -40], [-30, 3], [-30], ["a", -20], [float("nan"), -20]])
+def test_a_bad_level_range_is_refused_naming_the_setting(prepared, bad):
+    _, out, folders = prepared
+    with pytest.raises(JNDSettingsError, match="level_range_db"):
+        _maker(out, folders, level_range_db=bad)
