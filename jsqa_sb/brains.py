@@ -181,7 +181,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             self.tracker = JNDMetricTracker(self.hparams.jnd_db, self.hparams.neg_margin_db)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Log the metrics; keep the checkpoint with the best cross-group AUC."""
+        """Log the metrics; keep the best checkpoint of every selection rule."""
         if stage == sb.Stage.TRAIN:
             self.train_stats = {"loss": stage_loss}
             return
@@ -205,11 +205,15 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             # The random encoder's metrics travel in every checkpoint: a resumed run
             # does not validate it again, and its summary still needs them.
             initial = getattr(self, "initial_stats", None)
-            kind, key = self._selection_key()  # e.g. max_keys=["cross_auc"]
+            self._selection_key()  # an unknown select_by fails before anything is saved
+            # The best checkpoint of every rule is kept (at most four, the last included):
+            # select_by can be changed after training; a rerun exports the new choice.
+            rules = SELECTION_RULES.values()
             self.checkpointer.save_and_keep_only(
                 meta={**stats, "epoch": epoch, "random_init_valid": initial},
                 num_to_keep=1,
-                **{f"{kind}s": [key]},
+                max_keys=[key for kind, key in rules if kind == "max_key"],
+                min_keys=[key for kind, key in rules if kind == "min_key"],
             )
         else:
             self.hparams.train_logger.log_stats(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from jsqa_sb.minicorpus import build_chime3, build_librispeech
 
@@ -62,8 +63,12 @@ def _run(cmd, timeout=300, **kwargs):
     )
 
 
+def _log(out):
+    return (Path(out) / "train_log.txt").read_text()
+
+
 def _epochs_logged(out):
-    text = (Path(out) / "train_log.txt").read_text()
+    text = _log(out)
     return [int(m) for m in re.findall(r"^Epoch: (\d+)", text, flags=re.M)]
 
 
@@ -235,6 +240,28 @@ def test_pairing_scheme_and_selection_rule_are_yaml_settings(corpora, tmp_path, 
     summary = json.loads((out / "pretrain_summary.json").read_text())
     assert summary["best_epoch"] == 2 and summary["selection"] == "max epoch"
     assert f"pairs: {pairs}" in (out / "hyperparams.yaml").read_text()
+
+
+def test_select_by_can_change_after_training(corpora, tmp_path):
+    out = tmp_path / "rules"
+    cmd = _command(corpora, out, "--number_of_epochs=3", "--select_by=last")
+    result = _run(cmd)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    metas = [yaml.safe_load(p.read_text()) for p in out.glob("save/CKPT+*/CKPT.yaml")]
+    metas = {meta["epoch"]: meta for meta in metas}
+    # The best checkpoint of every rule is kept, not only the one select_by chose.
+    assert 3 in metas and 1 < len(metas) <= 4, sorted(metas)
+    best_loss = min(metas, key=lambda epoch: metas[epoch]["loss"])
+    logged = re.findall(r"valid loss: ([0-9.e+-]+)", _log(out))[1:]  # 3 digits
+    assert metas[best_loss]["loss"] == pytest.approx(min(map(float, logged)), abs=0.01)
+    # A rerun with another rule trains nothing and exports that rule's choice.
+    result = _run(_command(corpora, out, "--number_of_epochs=3", "--select_by=loss"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert summary["selection"] == "min loss"
+    assert summary["best_epoch"] == best_loss
+    assert _epochs_logged(out) == [0, 1, 2, 3]
 
 
 def test_unknown_pairing_scheme_fails_at_start(corpora, tmp_path):
