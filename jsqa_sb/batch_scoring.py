@@ -480,7 +480,8 @@ def score_collection(
     ------
     ScoringInputError
         For an unknown ``out`` extension, an ``out`` that is an input or cannot be
-        written, bad batch limits, bad inputs (see :func:`list_inputs`) or, with
+        written, bad batch limits, bad inputs (see :func:`list_inputs`), a scorer
+        without output names or with names that clash with the columns, or, with
         ``resume``, an ``out`` that cannot be read, has other columns or was written
         by another model; all raised before anything is scored or written.
     """
@@ -525,9 +526,17 @@ def score_paths(
             f"(got {batch_size} and {max_batch_seconds})"
         )
     names = tuple(scorer.output_names)
+    if not names:  # e.g. an encoder-only export of a pretraining run: no MOS head
+        raise ScoringInputError(
+            "the model gives no scores (no output names): an encoder-only model cannot "
+            "score recordings"
+        )
     columns = [*_LEAD_COLUMNS, *names, _ERROR_COLUMN]
     if len(set(columns)) != len(columns):
-        raise ValueError(f"scorer output names {names} clash with the columns {columns}")
+        raise ScoringInputError(
+            f"the model's score names {list(names)} clash with the output's own columns "
+            f"{[*_LEAD_COLUMNS, _ERROR_COLUMN]} (or repeat a name)"
+        )
     suffix = out_path.suffix.lower()
     sink = _CsvSink(out_path, columns) if suffix == ".csv" else _JsonSink(out_path, columns)
     meta_path = out_path.with_name(out_path.name + META_SUFFIX)

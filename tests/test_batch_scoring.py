@@ -326,3 +326,19 @@ def test_missing_file_listed_in_csv_gets_error_row(tmp_path):
     assert scorer.sent == [wav]
     assert summary.errors == [(str(tmp_path / "gone.wav"), "file not found")]
     assert len(_rows(tmp_path / "s.csv")) == 2
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [((), "encoder-only"), (("mos", "path"), "clash"), (("mos", "mos"), "clash")],
+)
+def test_a_scorer_that_cannot_fill_the_columns_is_refused_before_anything_is_written(
+    corpus, tmp_path, names, message
+):
+    inputs, _, _ = corpus
+    scorer = FakeScorer()
+    scorer.output_names = names
+    out = tmp_path / "scores.csv"
+    with pytest.raises(ScoringInputError, match=message):
+        score_collection(scorer, inputs, out, progress=False)
+    assert scorer.calls == [] and not out.exists()
