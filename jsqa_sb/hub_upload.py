@@ -14,8 +14,11 @@ anything goes to the network, :func:`plan_upload` decides what is published, and
   listed as such; never a symbolic link to a file outside the folder (refused).
 
 Then the repository is created if needed and exactly the listed files are uploaded as
-one commit with ``huggingface_hub``. The token comes from where ``huggingface_hub``
-looks by default (``HF_TOKEN``, or ``hf auth login``) unless one is given.
+one commit with ``huggingface_hub``. In the same commit, model files of an earlier upload
+that the folder no longer has (``EXPORTED_FILES`` names and ``*.ckpt``) are deleted
+from the repository, so that a re-upload leaves no stale checkpoint or interface
+beside the new model; other files of the repository are kept. The token comes from
+where ``huggingface_hub`` looks by default (``HF_TOKEN``, or ``hf auth login``) unless one is given.
 
 Authors
  * JSQA contributors 2026
@@ -39,6 +42,9 @@ from jsqa_sb.errors import JSQAError
 from jsqa_sb.hub_export import EXPORTED_FILES
 
 logger = logging.getLogger(__name__)
+
+#: Remote files that a re-upload replaces: the model's own, deleted if not sent again.
+STALE_PATTERNS = [*(glob.escape(name) for name in EXPORTED_FILES), "*.ckpt"]
 
 #: Hub address of a model repository.
 HUB_URL = "https://huggingface.co/{repo_id}"
@@ -269,6 +275,7 @@ def upload_model(
             repo_type="model",
             commit_message=commit_message or "Upload JSQA model",
             allow_patterns=plan.allow_patterns(),
+            delete_patterns=STALE_PATTERNS,
         )
     except _CAUGHT as err:
         raise HubUploadError(f"cannot upload {folder} to {repo_id}: {_cause(err)}") from err

@@ -11,7 +11,7 @@ import huggingface_hub
 import pytest
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
-from jsqa_sb.hub_upload import HubUploadError, upload_model
+from jsqa_sb.hub_upload import STALE_PATTERNS, HubUploadError, upload_model
 
 REPO_ID = "someone/jsqa-nisqa"
 
@@ -73,6 +73,7 @@ def test_creates_the_repo_then_uploads_the_folder(model_folder):
                 "repo_type": "model",
                 "commit_message": "First model",
                 "allow_patterns": ["README.md", "encoder.ckpt", "head.ckpt", "hyperparams.yaml"],
+                "delete_patterns": STALE_PATTERNS,
             },
         ),
     ]
@@ -299,3 +300,19 @@ def test_hub_errors_are_wrapped_with_repo_and_cause(model_folder, error, cause):
     assert "\n" not in message
     assert info.value.__cause__ is error
     assert [name for name, _ in api.calls] == ["create_repo"]  # nothing uploaded
+
+
+def test_a_reupload_deletes_the_earlier_models_files_it_no_longer_has(model_folder):
+    """What huggingface_hub's upload_folder deletes: remote files matching delete_patterns."""
+    (model_folder / "head.ckpt").unlink()  # now an encoder-only model
+    api = FakeApi()
+    upload_model(model_folder, REPO_ID, api=api)
+    kwargs = api.calls[-1][1]
+    remote = ["README.md", "custom_interface.py", "encoder.ckpt", "head.ckpt"]
+    remote += ["hyperparams.yaml", "old_fold.ckpt", "notes/paper.pdf", "LICENSE"]
+    matched = huggingface_hub.utils.filter_repo_objects(
+        remote, allow_patterns=kwargs["delete_patterns"]
+    )
+    uploaded = set(sent(model_folder, api))
+    deleted = sorted(set(matched) - uploaded)  # files being uploaded are replaced, not deleted
+    assert deleted == ["custom_interface.py", "head.ckpt", "old_fold.ckpt"]
