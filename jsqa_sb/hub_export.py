@@ -137,6 +137,7 @@ def export_model(
         )
     _check_destination(run, hub, overwrite)
     hub.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(hub)
     partial = hub.parent / f".{hub.name}.export-{os.getpid()}-{secrets.token_hex(4)}"
     partial.mkdir()
     try:
@@ -185,6 +186,36 @@ def _check_destination(run: Path, hub: Path, overwrite: bool) -> None:
             f"{hub} holds files jsqa export does not write ({shown}): refusing to replace "
             "it; move them out, or export into another folder"
         )
+
+
+def _remove_leftovers(hub: Path) -> None:
+    """Remove what an export of ``hub`` killed outright (SIGKILL, power cut) left beside it.
+
+    Only folders named by an export of this ``hub`` whose process is gone: the
+    temporary ``.NAME.export-PID-*``, and ``.NAME.replaced-PID-*`` (the earlier export)
+    once ``hub`` exists again; without ``hub``, the earlier export is kept and named.
+    """
+    pattern = re.compile(rf"\.{re.escape(hub.name)}\.(export|replaced)-(\d+)-[0-9a-f]{{8}}")
+    for entry in hub.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if not match or not entry.is_dir() or entry.is_symlink() or _alive(int(match[2])):
+            continue
+        if match[1] == "replaced" and not hub.is_dir():
+            logger.warning("%s holds the export that %s replaced; it is kept", entry, hub)
+            continue
+        logger.info("Removing %s, left by an export that was killed", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs (one that cannot be signalled counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _move_into_place(partial: Path, hub: Path) -> None:

@@ -102,6 +102,44 @@ def test_a_failed_export_leaves_no_half_written_folder(finetune_run, tmp_path, m
     assert list((tmp_path / "new").iterdir()) == []  # neither m nor a temporary folder
 
 
+def test_an_export_removes_what_a_killed_export_left(finetune_run, tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(dead.stdout)  # a process that has exited
+    left = {
+        f".m.export-{dead}-0123abcd": False,  # killed mid-export: removed
+        f".m.replaced-{dead}-0123abcd": False,  # killed after the rename: removed
+        f".m.export-{os.getpid()}-0123abcd": True,  # a live export's: kept
+        f".other.export-{dead}-0123abcd": True,  # another model's: kept
+    }
+    export_model(finetune_run, tmp_path / "m", verify=False)
+    for name in left:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "encoder.ckpt").write_bytes(b"\0")
+    export_model(finetune_run, tmp_path / "m", verify=False, overwrite=True)
+    assert {name: (tmp_path / name).exists() for name in left} == left
+    assert (tmp_path / "m" / "hyperparams.yaml").is_file()
+
+
+def test_an_earlier_export_a_kill_left_aside_is_kept_when_the_model_folder_is_missing(
+    finetune_run, tmp_path
+):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    aside = tmp_path / f".m.replaced-{int(dead.stdout)}-0123abcd"
+    aside.mkdir()
+    export_model(finetune_run, tmp_path / "m", verify=False)
+    assert aside.is_dir()
+
+
 def test_a_failed_overwrite_keeps_the_earlier_export(
     finetune_run, pretrain_run, tmp_path, monkeypatch
 ):
