@@ -135,6 +135,8 @@ _PLAIN_REFERENCE = re.compile(r"<([^<>.\[\]]+)((?:\[[^<>.\[\]]+\])*)>")
 #: A loadable's name: its checkpoint is collected as ``<name>.ckpt`` in the save folder.
 _LOADABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 # A hub id as the hub spells it: OWNER/NAME.
+#: ``hf://owner/name``: the hub model, even where ``owner/`` is a folder here.
+HUB_PREFIX = "hf://"
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 _ONLY_EXPORT = "a model may create only the objects jsqa export writes"
@@ -654,6 +656,7 @@ def model_source(source: Any) -> Any:
     Anything else is a mistyped folder and is refused at once, without a hub look-up:
     a path that starts with ``.``, ``/`` or ``~``, has more or fewer than one ``/``, or
     whose first part is a folder here (``models/jsqaa`` next to ``models/``).
+    ``hf://owner/name`` always names the hub model.
 
     Arguments
     ---------
@@ -673,6 +676,13 @@ def model_source(source: Any) -> Any:
     if isinstance(source, tuple):  # a FetchSource: the caller said where it is
         return source
     text = os.fspath(source)
+    if isinstance(text, str) and text.startswith(HUB_PREFIX):  # the hub, whatever is here
+        from speechbrain.utils.fetching import FetchFrom, FetchSource
+
+        hub_id = text[len(HUB_PREFIX) :]
+        if _HUB_ID.fullmatch(hub_id) and ".." not in hub_id:
+            return FetchSource(FetchFrom.HUGGING_FACE, hub_id)
+        raise ModelSourceError(f"{text}: not a hub id (hf://owner/name)")
     path = Path(text).expanduser()
     if path.is_dir():
         return str(path)
@@ -688,7 +698,7 @@ def model_source(source: Any) -> Any:
             return text
         raise ModelSourceError(
             f"{text}: no such folder ({owner}/ is a folder here, so this names a folder in "
-            "it, not a hub model)"
+            f"it, not a hub model; for the hub model, give {HUB_PREFIX}{text})"
         )
     raise ModelSourceError(
         f"{text}: no such folder (and not a hub id, which looks like owner/name)"
@@ -698,6 +708,10 @@ def model_source(source: Any) -> Any:
 def _source_key(source: Any) -> str:
     """A text that names a source the same way on every load."""
     if isinstance(source, tuple):
+        from speechbrain.utils.fetching import FetchFrom
+
+        if source[0] == FetchFrom.HUGGING_FACE:  # hf://owner/name and owner/name alike
+            return f"hub:{source[1]}"
         return f"{source[0]}:{source[1]}"
     path = Path(os.fspath(source)).expanduser()
     return str(path.resolve()) if path.is_dir() else f"hub:{source}"

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from speechbrain.utils.fetching import FetchFrom
 
 from jsqa_sb import JSQA
 from jsqa_sb.yaml_security import (
@@ -126,6 +127,23 @@ def test_score_by_hub_id_downloads_through_huggingface_hub(hub, model_folder, sp
     assert (tmp_path / "sd" / "hyperparams.yaml").resolve().is_relative_to(tmp_path / "hf_home")
     JSQA.from_hparams(source=str(model_folder), savedir=tmp_path / "sd")
     assert (tmp_path / "sd" / "hyperparams.yaml").resolve() == model_folder / "hyperparams.yaml"
+
+
+def test_hf_prefix_loads_the_hub_model_where_owner_is_a_folder(hub, speech, tmp_path):
+    endpoint, requests = hub
+    audio, sr = speech
+    sf.write(tmp_path / "a.wav", audio, sr)
+    (tmp_path / REPO_ID.split("/")[0]).mkdir()  # owner/ here: REPO_ID alone names a folder
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf_home")}
+    env.pop("HF_HUB_OFFLINE", None)
+    cmd = [sys.executable, "-m", "jsqa_sb.cli", "score", f"hf://{REPO_ID}", "a.wav"]
+    cmd += ["--out", "scores.csv", "--savedir", "sd", "--no_progress"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert pd.read_csv(tmp_path / "scores.csv")["mos"].notna().all()
+    assert any(method == "GET" and path.endswith("head.ckpt") for method, path in requests)
+    stamp = json.loads((tmp_path / "sd" / SAVE_FOLDER_STAMP).read_text())
+    assert stamp["source"] == f"hub:{REPO_ID}"  # the same model as REPO_ID from elsewhere
 
 
 # --------------------------------------------------------------- one model per save folder
@@ -260,6 +278,13 @@ def test_hub_ids_and_folders_are_told_apart_without_the_network(
 ):
     monkeypatch.chdir(tmp_path)
     assert model_source(REPO_ID) == REPO_ID  # owner/name, and no folder jsqa-tests/ here
+    (tmp_path / "jsqa-tests").mkdir()  # now owner/ is a folder here: owner/name is a path
+    with pytest.raises(ModelSourceError, match=f"give hf://{REPO_ID}"):
+        model_source(REPO_ID)
+    assert tuple(model_source(f"hf://{REPO_ID}")) == (FetchFrom.HUGGING_FACE, REPO_ID)
+    for bad in ("hf://jsqa-tests", "hf://../x", "hf://a/b/c"):
+        with pytest.raises(ModelSourceError, match="not a hub id"):
+            model_source(bad)
     assert model_source(str(model_folder)) == str(model_folder)
     (tmp_path / "demo_out" / "model").mkdir(parents=True)
     assert model_source("demo_out/model") == "demo_out/model"  # an existing folder wins
