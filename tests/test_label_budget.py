@@ -14,6 +14,7 @@ from jsqa_sb.models import JSQAEncoder
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "JSQA"
 sys.path.insert(0, str(RECIPE))
+import condition_families  # noqa: E402
 import label_budget  # noqa: E402
 
 TINY = {"cnn_channels": 4, "d_model": 16, "att_layers": 1, "att_heads": 2, "emb_dim": 16}
@@ -58,6 +59,16 @@ def test_smoke_runs_every_arm_and_writes_the_tables(nisqa, encoder, tmp_path):
     assert (out / "label_budget.png").stat().st_size > 10_000
     config = json.loads((out / "config.json").read_text())
     assert config["budgets"] == [6] and config["args"]["seeds"] == [1, 2]
+    # Where it helps: the same table per condition family of the test files.
+    assert condition_families.main([str(out), f"--nisqa_folder={nisqa}"]) == 0
+    families = pd.read_csv(out / "families.csv")
+    assert set(families["family"]) == {"noise", "other"} and set(families["arm"]) == arms
+    described = pd.read_csv(nisqa / "NISQA_Corpus" / "NISQA_corpus_file.csv")
+    described = described[described["db"] == "NISQA_TEST_SIM"]["con_description"]
+    expected = described.map(condition_families.family).value_counts()
+    for name, group in families.groupby("family"):
+        assert (group["files"] == expected.get(name, 0)).all()
+    assert "| 6 | noise |" in (out / "families.md").read_text()
     # every arm of a seed trains on the same files; the frozen arm freezes the encoder
     commands = {p.parts[-4]: p.read_text() for p in out.rglob("seed1/command.txt")}
     assert set(commands) == arms and all("n6_seed1.json" in c for c in commands.values())

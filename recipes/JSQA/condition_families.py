@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Where pretraining helps: a label-budget experiment's test PCC per condition family.
+
+Splits the test files of a finished ``label_budget.py`` output folder by the
+degradations their NISQA condition describes (``con_description`` of the corpus CSV),
+and gives each budget and arm's file PCC of MOS per family, over the seeds of the
+chosen learning rates, with the paired difference to scratch:
+
+    python condition_families.py results/label_budget --nisqa_folder=/d
+
+Families: ``noise`` (additive noise only, a gain change allowed), ``other`` (any of
+clipping, a codec, a band limit or packet loss, with or without noise) and ``clean``
+(too few files and too little spread for a PCC: counted, not scored). Writes
+``families.md`` and ``families.csv`` into the folder.
+
+Authors
+ * JSQA contributors 2026
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+from label_budget import _p, summarise
+
+from jsqa_sb.errors import JSQAError
+from jsqa_sb.prepare_nisqa import corpus_table, file_key
+
+#: Words of a condition description that name a degradation other than noise.
+OTHER = re.compile(r"clip|codec|lowpass|highpass|bandpass|packetloss|bandwidth", re.I)
+FAMILIES = ("noise", "other")
+
+
+def family(description: str) -> str:
+    """The family of a NISQA condition description.
+
+    Example
+    -------
+    >>> family("noise=CAF:University2.wav@0.9dB"), family("clip=9.1dB_below_peak")
+    ('noise', 'other')
+    >>> family("noise=STR:a.wav@26.0dB; lowpass=7000Hz"), family("clean")
+    ('other', 'clean')
+    """
+    text = str(description or "").strip()
+    if not text or text.lower().startswith("clean"):
+        return "clean"
+    return "other" if OTHER.search(text) else "noise"
+
+
+def file_families(nisqa_folder: str, test_db: str) -> dict[str, str]:
+    """Test file -> family, from the corpus CSV's condition descriptions."""
+    table = corpus_table(nisqa_folder)
+    if "con_description" not in table.columns:
+        raise JSQAError(f"{nisqa_folder}: the corpus CSV has no con_description column")
+    rows = [row for row in table.to_dict("records") if str(row["db"]).strip() == test_db]
+    if not rows:
+        raise JSQAError(f"{nisqa_folder}: no file of {test_db} in the corpus CSV")
+    return {file_key(row): family(row["con_description"]) for row in rows}
+
+
+def family_rows(runs: pd.DataFrame, families: dict[str, str], test_db: str) -> pd.DataFrame:
+    """One row per run and family, with that family's test PCC as ``<test_db>_pcc``."""
+    out = []
+    for run in runs.to_dict("records"):
+        predictions = pd.read_csv(Path(run["folder"]) / f"predictions_{test_db}.csv")
+        predictions["family"] = predictions["file"].astype(str).map(families)
+        for name in FAMILIES:
+            part = predictions[predictions["family"] == name]
+            pcc = part["true_mos"].corr(part["pred_mos"]) if len(part) > 2 else float("nan")
+            out.append({**run, "family": name, "files": len(part), f"{test_db}_pcc": pcc})
+    return pd.DataFrame(out)
+
+
+def table(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.DataFrame:
+    """label_budget's summary (mean, sd, paired difference to scratch) per family."""
+    parts = []
+    for name, group in rows.groupby("family"):
+        part = summarise(group.drop(columns="family"), chosen, test_db)
+        parts.append(part.assign(family=name, files=int(group["files"].iloc[0])))
+    return pd.concat(parts).sort_values(["budget", "family", "arm"])
+
+
+def markdown(summary: pd.DataFrame, test_db: str) -> str:
+    """families.md."""
+    out = [f"# Test PCC per condition family on {test_db} (MOS, files)", ""]
+    out += ["| labelled files | family | files | arm | seeds | PCC mean ± sd | vs scratch "]
+    out[-1] += "(paired mean ± sd, wins) | t-test p |"
+    out += ["|---:|---|---:|---|---:|---|---|---:|"]
+    for row in summary.to_dict("records"):
+        diff = ""
+        if not pd.isna(row.get("diff_mean", float("nan"))):
+            diff = f"{row['diff_mean']:+.3f} ± {row['diff_sd']:.3f} ({row['wins']})"
+        cells = [row["budget"], row["family"], row["files"], row["arm"], row["seeds"]]
+        cells += [f"{row['pcc_mean']:.3f} ± {row['pcc_sd']:.3f}", diff, _p(row.get("t_test_p"))]
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    """Write families.md and families.csv; return the exit status."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folder", help="a finished label_budget.py output folder")
+    p.add_argument("--nisqa_folder", required=True, help="the folder that contains NISQA_Corpus/")
+    p.add_argument("--test_db", default="NISQA_TEST_SIM")
+    args = p.parse_args(argv)
+    folder = Path(args.folder)
+    try:
+        for name in ("runs.csv", "summary.csv"):
+            if not (folder / name).is_file():
+                raise JSQAError(f"{folder} has no {name}: run label_budget.py first")
+        chosen = pd.read_csv(folder / "summary.csv")[["budget", "arm", "lr", "lr_encoder"]]
+        runs = pd.read_csv(folder / "runs.csv")
+        families = file_families(args.nisqa_folder, args.test_db)
+        rows = family_rows(runs, families, args.test_db)
+    except (JSQAError, OSError) as err:
+        print(f"condition_families.py: error: {err}", file=sys.stderr)
+        return 2
+    summary = table(rows, chosen, args.test_db)
+    summary.to_csv(folder / "families.csv", index=False)
+    (folder / "families.md").write_text(markdown(summary, args.test_db))
+    print((folder / "families.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
