@@ -108,6 +108,10 @@ def test_learning_rates_are_chosen_on_validation_only():
     assert chosen.to_dict("records") == [
         {"budget": 6, "arm": "scratch", "lr": 3e-3, "lr_encoder": 3e-4}
     ]
+    summary = label_budget.summarise(rows, chosen, "NISQA_TEST_SIM")
+    assert summary["valid_pcc_mean"].tolist() == pytest.approx([0.75])  # the chosen runs'
+    assert summary["pcc_mean"].tolist() == pytest.approx([0.1])
+    assert "| 0.750 | 0.100 ± 0.000 |" in label_budget.markdown(summary, "NISQA_TEST_SIM")
 
 
 def test_budget_larger_than_the_training_set_fails_before_training(nisqa, tmp_path):

@@ -28,8 +28,9 @@ Protocol:
 
 Writes ``runs.csv`` (one row per run: budget, arm, seed, learning rates, validation
 PCC, and test PCC, SRCC, RMSE, per-condition PCC per test database), ``summary.md``
-(mean +- sd per budget and arm with the chosen learning rates, and each pretrained arm's
-paired difference to scratch with a paired t-test and a Wilcoxon test across seeds),
+(mean +- sd per budget and arm with the chosen learning rates, the mean validation PCC
+of the same runs, and each pretrained arm's paired difference to scratch with a paired
+t-test and a Wilcoxon test across seeds),
 ``summary.csv``, ``label_budget.png`` (test PCC against the number of labelled files)
 and ``config.json`` (the exact configuration and command). ``--smoke`` runs a tiny
 version (what ``make test`` runs).
@@ -334,6 +335,7 @@ def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.Data
             "pcc_mean": values.mean(),
             "pcc_sd": values.std(ddof=1) if len(values) > 1 else float("nan"),
             "values": values.round(3).tolist(),
+            "valid_pcc_mean": group["valid_pcc"].mean(),  # what defaults may be chosen on
         }
         scratch = picked[(picked["budget"] == budget) & (picked["arm"] == "scratch")]
         if arm != "scratch" and not scratch.empty:
@@ -352,9 +354,9 @@ def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.Data
 def markdown(summary: pd.DataFrame, test_db: str) -> str:
     """summary.md."""
     out = [f"# Label budget: test PCC on {test_db} (MOS, files)", ""]
-    out += ["| labelled files | arm | lr | lr_encoder | seeds | PCC mean ± sd | vs scratch "]
-    out[-1] += "(paired mean ± sd, wins) | t-test p | Wilcoxon p |"
-    out += ["|---:|---|---:|---:|---:|---|---|---:|---:|"]
+    out += ["| labelled files | arm | lr | lr_encoder | seeds | validation PCC | PCC mean ± sd "]
+    out[-1] += "| vs scratch (paired mean ± sd, wins) | t-test p | Wilcoxon p |"
+    out += ["|---:|---|---:|---:|---:|---:|---|---|---:|---:|"]
     for row in summary.to_dict("records"):
         diff = ""
         if not pd.isna(row.get("diff_mean", float("nan"))):
@@ -366,6 +368,7 @@ def markdown(summary: pd.DataFrame, test_db: str) -> str:
             f"{row['lr']:g}",
             enc,
             str(row["seeds"]),
+            f"{row['valid_pcc_mean']:.3f}",
             f"{row['pcc_mean']:.3f} ± {row['pcc_sd']:.3f}",
             diff,
             _p(row.get("t_test_p")),
