@@ -59,6 +59,14 @@ def test_smoke_runs_every_arm_and_writes_the_tables(nisqa, encoder, tmp_path):
     assert (out / "label_budget.png").stat().st_size > 10_000
     config = json.loads((out / "config.json").read_text())
     assert config["budgets"] == [6] and config["args"]["seeds"] == [1, 2]
+    # A look at an experiment with more seeds planned: the finished runs only.
+    before = (out / "config.json").read_text()
+    result = _run(nisqa, out, *args, "--seeds", "1", "2", "3", "--summary_only")  # last wins
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(pd.read_csv(out / "runs.csv")) == 6 and not list(out.glob("runs/*/*/*/seed3"))
+    assert (out / "config.json").read_text() == before
+    result = _run(nisqa, tmp_path / "empty", *args, "--summary_only")
+    assert result.returncode == 2 and "no finished run" in result.stderr
     # Where it helps: the same table per condition family of the test files.
     assert condition_families.main([str(out), f"--nisqa_folder={nisqa}"]) == 0
     families = pd.read_csv(out / "families.csv")

@@ -33,7 +33,8 @@ of the same runs, and each pretrained arm's paired difference to scratch with a 
 t-test and a Wilcoxon test across seeds),
 ``summary.csv``, ``label_budget.png`` (test PCC against the number of labelled files)
 and ``config.json`` (the exact configuration and command). ``--smoke`` runs a tiny
-version (what ``make test`` runs).
+version (what ``make test`` runs); ``--summary_only`` writes the tables from the runs
+already finished, training nothing (a look at an experiment still running).
 
 Authors
  * JSQA contributors 2026
@@ -106,6 +107,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="a train.py override for every run (repeatable), e.g. num_workers=2",
+    )
+    p.add_argument(
+        "--summary_only",
+        action="store_true",
+        help="train nothing: write the tables from the runs already finished",
     )
     p.add_argument("--smoke", action="store_true", help="a tiny version (tests)")
     args = p.parse_args(argv)
@@ -299,6 +305,9 @@ def run_all(args, jobs: list) -> list[dict]:
         train(args, spec, folder, subset, seed, lr, lr_enc)
         return run_row(folder, budget, arm, seed, lr, lr_enc)
 
+    if args.summary_only:  # the finished runs only
+        done = [job for job in jobs if (run_folder(out, *job[:5]) / "results.json").is_file()]
+        return [run_row(run_folder(out, *job[:5]), *job[:5]) for job in done]
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         return list(pool.map(one, jobs))
 
@@ -435,7 +444,8 @@ def main(argv=None) -> int:
                 subsets[budget, seed].parent.mkdir(parents=True, exist_ok=True)
                 subsets[budget, seed].write_text(json.dumps(ids, indent=1) + "\n")
         config = {"args": vars(args), "argv": sys.argv, "arms": arm_specs, "budgets": budgets}
-        (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+        if not args.summary_only:  # the configuration of the runs, not of a look at them
+            (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
 
         # 2. the learning-rate search, with the first search_seeds seeds
         search_seeds = args.seeds[: max(1, args.search_seeds)]
@@ -447,6 +457,8 @@ def main(argv=None) -> int:
             for s in search_seeds
         ]
         rows = run_all(args, jobs)
+        if not rows:
+            raise BudgetError(f"no finished run in {out} to summarise")
         chosen = choose(pd.DataFrame(rows))
 
         # 3. the other seeds with the chosen learning rates
