@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from label_budget import _p, summarise
+from label_budget import _diff, _p, summarise, table_text
 
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.prepare_nisqa import corpus_table, file_key
@@ -86,18 +86,15 @@ def table(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.DataFram
 
 def markdown(summary: pd.DataFrame, test_db: str) -> str:
     """families.md."""
-    out = [f"# Test PCC per condition family on {test_db} (MOS, files)", ""]
-    out += ["| labelled files | family | files | arm | seeds | PCC mean ± sd | vs scratch "]
-    out[-1] += "(paired mean ± sd, wins) | t-test p |"
-    out += ["|---:|---|---:|---|---:|---|---|---:|"]
-    for row in summary.to_dict("records"):
-        diff = ""
-        if not pd.isna(row.get("diff_mean", float("nan"))):
-            diff = f"{row['diff_mean']:+.3f} ± {row['diff_sd']:.3f} ({row['wins']})"
-        cells = [row["budget"], row["family"], row["files"], row["arm"], row["seeds"]]
-        cells += [f"{row['pcc_mean']:.3f} ± {row['pcc_sd']:.3f}", diff, _p(row.get("t_test_p"))]
-        out.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(out) + "\n"
+    columns = {"labelled files": ":", "family": "", "files": ":", "arm": "", "seeds": ":"}
+    columns.update({"PCC mean ± sd": "", "vs scratch (paired mean ± sd, wins)": ""})
+    columns["t-test p"] = ":"
+    rows = [
+        [row["budget"], row["family"], row["files"], row["arm"], row["seeds"]]
+        + [f"{row['pcc_mean']:.3f} ± {row['pcc_sd']:.3f}", _diff(row), _p(row.get("t_test_p"))]
+        for row in summary.to_dict("records")
+    ]
+    return table_text(f"Test PCC per condition family on {test_db} (MOS, files)", columns, rows)
 
 
 def main(argv=None) -> int:

@@ -362,29 +362,52 @@ def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.Data
 
 def markdown(summary: pd.DataFrame, test_db: str) -> str:
     """summary.md."""
-    out = [f"# Label budget: test PCC on {test_db} (MOS, files)", ""]
-    out += ["| labelled files | arm | lr | lr_encoder | seeds | validation PCC | PCC mean ± sd "]
-    out[-1] += "| vs scratch (paired mean ± sd, wins) | t-test p | Wilcoxon p |"
-    out += ["|---:|---|---:|---:|---:|---:|---|---|---:|---:|"]
-    for row in summary.to_dict("records"):
-        diff = ""
-        if not pd.isna(row.get("diff_mean", float("nan"))):
-            diff = f"{row['diff_mean']:+.3f} ± {row['diff_sd']:.3f} ({row['wins']})"
-        enc = "-" if pd.isna(row["lr_encoder"]) else f"{row['lr_encoder']:g}"
-        cells = [
-            str(row["budget"]),
+    columns = {"labelled files": ":", "arm": "", "lr": ":", "lr_encoder": ":", "seeds": ":"}
+    columns.update({"validation PCC": ":", "PCC mean ± sd": ""})
+    columns.update({"vs scratch (paired mean ± sd, wins)": "", "t-test p": ":", "Wilcoxon p": ":"})
+    rows = [
+        [
+            row["budget"],
             row["arm"],
             f"{row['lr']:g}",
-            enc,
-            str(row["seeds"]),
+            "-" if pd.isna(row["lr_encoder"]) else f"{row['lr_encoder']:g}",
+            row["seeds"],
             f"{row['valid_pcc_mean']:.3f}",
             f"{row['pcc_mean']:.3f} ± {row['pcc_sd']:.3f}",
-            diff,
+            _diff(row),
             _p(row.get("t_test_p")),
             _p(row.get("wilcoxon_p")),
         ]
-        out.append("| " + " | ".join(cells) + " |")
+        for row in summary.to_dict("records")
+    ]
+    return table_text(f"Label budget: test PCC on {test_db} (MOS, files)", columns, rows)
+
+
+def table_text(title: str, columns: dict, rows: list) -> str:
+    """A Markdown table under a title.
+
+    ``columns`` maps each header to ":" (a right-aligned column) or "" (left-aligned).
+
+    Example
+    -------
+    >>> print(table_text("T", {"n": ":", "arm": ""}, [[24, "scratch"]]), end="")
+    # T
+    <BLANKLINE>
+    | n | arm |
+    |---:|---|
+    | 24 | scratch |
+    """
+    out = [f"# {title}", "", "| " + " | ".join(columns) + " |"]
+    out.append("|" + "|".join("---:" if align else "---" for align in columns.values()) + "|")
+    out += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(out) + "\n"
+
+
+def _diff(row: dict) -> str:
+    """The paired difference to scratch as a table cell (empty for scratch itself)."""
+    if pd.isna(row.get("diff_mean", float("nan"))):
+        return ""
+    return f"{row['diff_mean']:+.3f} ± {row['diff_sd']:.3f} ({row['wins']})"
 
 
 def _p(value) -> str:
