@@ -138,7 +138,7 @@ def export_model(
     _check_destination(run, hub, overwrite)
     hub.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(hub)
-    partial = hub.parent / f".{hub.name}.export-{os.getpid()}-{secrets.token_hex(4)}"
+    partial = _aside(hub, "export")
     partial.mkdir()
     try:
         _write_model(run, partial, kind, window_seconds, license)
@@ -207,6 +207,14 @@ def _remove_leftovers(hub: Path) -> None:
         shutil.rmtree(entry, ignore_errors=True)
 
 
+def _aside(hub: Path, kind: str) -> Path:
+    """A hidden folder beside ``hub`` for this process: ``.NAME.<kind>-PID-<8 hex>``.
+
+    :func:`_remove_leftovers` recognises these names; keep the two in step.
+    """
+    return hub.parent / f".{hub.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def _alive(pid: int) -> bool:
     """Whether a process with this id runs (one that cannot be signalled counts)."""
     try:
@@ -221,7 +229,7 @@ def _alive(pid: int) -> bool:
 def _move_into_place(partial: Path, hub: Path) -> None:
     """Rename the complete export to ``hub``, replacing an earlier export whole."""
     if hub.is_dir() and any(hub.iterdir()):
-        old = hub.parent / f".{hub.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}"
+        old = _aside(hub, "replaced")
         os.rename(hub, old)
         try:
             os.rename(partial, hub)

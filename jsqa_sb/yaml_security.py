@@ -134,9 +134,9 @@ _REFERENCE_PATTERN = re.compile(r"<[^>]*>")
 _PLAIN_REFERENCE = re.compile(r"<([^<>.\[\]]+)((?:\[[^<>.\[\]]+\])*)>")
 #: A loadable's name: its checkpoint is collected as ``<name>.ckpt`` in the save folder.
 _LOADABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
-# A hub id as the hub spells it: OWNER/NAME.
 #: ``hf://owner/name``: the hub model, even where ``owner/`` is a folder here.
 HUB_PREFIX = "hf://"
+# A hub id as the hub spells it: OWNER/NAME.
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 _ONLY_EXPORT = "a model may create only the objects jsqa export writes"
@@ -680,7 +680,7 @@ def model_source(source: Any) -> Any:
         from speechbrain.utils.fetching import FetchFrom, FetchSource
 
         hub_id = text[len(HUB_PREFIX) :]
-        if _HUB_ID.fullmatch(hub_id) and ".." not in hub_id:
+        if _is_hub_id(hub_id):
             return FetchSource(FetchFrom.HUGGING_FACE, hub_id)
         raise ModelSourceError(f"{text}: not a hub id (hf://owner/name)")
     path = Path(text).expanduser()
@@ -692,7 +692,7 @@ def model_source(source: Any) -> Any:
         )
     if text.startswith(("http://", "https://")):
         return text
-    if _HUB_ID.fullmatch(text) and ".." not in text:
+    if _is_hub_id(text):
         owner = Path(text.split("/", 1)[0])
         if not owner.is_dir():
             return text
@@ -703,6 +703,11 @@ def model_source(source: Any) -> Any:
     raise ModelSourceError(
         f"{text}: no such folder (and not a hub id, which looks like owner/name)"
     )
+
+
+def _is_hub_id(text: str) -> bool:
+    """Whether ``text`` is spelt like a hub id, ``owner/name``."""
+    return bool(_HUB_ID.fullmatch(text)) and ".." not in text
 
 
 def _source_key(source: Any) -> str:

@@ -102,14 +102,19 @@ def test_a_failed_export_leaves_no_half_written_folder(finetune_run, tmp_path, m
     assert list((tmp_path / "new").iterdir()) == []  # neither m nor a temporary folder
 
 
-def test_an_export_removes_what_a_killed_export_left(finetune_run, tmp_path):
-    dead = subprocess.run(
+def _dead_pid() -> int:
+    """The id of a process that has exited."""
+    done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
         check=True,
     )
-    dead = int(dead.stdout)  # a process that has exited
+    return int(done.stdout)
+
+
+def test_an_export_removes_what_a_killed_export_left(finetune_run, tmp_path):
+    dead = _dead_pid()
     left = {
         f".m.export-{dead}-0123abcd": False,  # killed mid-export: removed
         f".m.replaced-{dead}-0123abcd": False,  # killed after the rename: removed
@@ -128,13 +133,7 @@ def test_an_export_removes_what_a_killed_export_left(finetune_run, tmp_path):
 def test_an_earlier_export_a_kill_left_aside_is_kept_when_the_model_folder_is_missing(
     finetune_run, tmp_path
 ):
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    aside = tmp_path / f".m.replaced-{int(dead.stdout)}-0123abcd"
+    aside = tmp_path / f".m.replaced-{_dead_pid()}-0123abcd"
     aside.mkdir()
     export_model(finetune_run, tmp_path / "m", verify=False)
     assert aside.is_dir()

@@ -306,8 +306,8 @@ def run_all(args, jobs: list) -> list[dict]:
         return run_row(folder, budget, arm, seed, lr, lr_enc)
 
     if args.summary_only:  # the finished runs only
-        done = [job for job in jobs if (run_folder(out, *job[:5]) / "results.json").is_file()]
-        return [run_row(run_folder(out, *job[:5]), *job[:5]) for job in done]
+        folders = [(run_folder(out, *job[:5]), job[:5]) for job in jobs]
+        return [run_row(f, *job) for f, job in folders if (f / "results.json").is_file()]
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         return list(pool.map(one, jobs))
 
