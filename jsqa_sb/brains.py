@@ -26,6 +26,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.jnd_metrics import JNDMetricTracker, linear_probe_spearman
+from jsqa_sb.jnd_mixing import JNDSettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,6 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             # The random encoder's metrics travel in every checkpoint: a resumed run
             # does not validate it again, and its summary still needs them.
             initial = getattr(self, "initial_stats", None)
-            self._selection_key()  # an unknown select_by fails before anything is saved
             # The best checkpoint of every rule is kept (at most four, the last included):
             # select_by can be changed after training; a rerun exports the new choice.
             rules = SELECTION_RULES.values()
@@ -230,7 +230,8 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         """How the encoder is chosen (``select_by``): ("max_key" or "min_key", meta key)."""
         rule = getattr(self.hparams, "select_by", "cross_auc")
         if rule not in SELECTION_RULES:
-            raise ValueError(f"unknown select_by {rule!r} (known: {', '.join(SELECTION_RULES)})")
+            known = ", ".join(SELECTION_RULES)
+            raise JNDSettingsError(f"unknown select_by {rule!r} (known: {known})")
         return SELECTION_RULES[rule]
 
     def _probe_spearman(self) -> float:

@@ -264,6 +264,14 @@ def test_select_by_can_change_after_training(corpora, tmp_path):
     assert _epochs_logged(out) == [0, 1, 2, 3]
 
 
+def test_unknown_selection_rule_is_one_line_and_saves_nothing(corpora, tmp_path):
+    out = tmp_path / "bad_rule"
+    result = _run(_command(corpora, out, "--number_of_epochs=1", "--select_by=best"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "unknown select_by 'best'" in result.stderr
+    assert not list(out.glob("save/CKPT+*")) and not (out / "encoder.ckpt").exists()
+
+
 def test_unknown_pairing_scheme_fails_at_start(corpora, tmp_path):
     result = _run(_command(corpora, tmp_path / "bad", "--pairs=same_room"))
     assert result.returncode != 0 and "unknown pairs scheme 'same_room'" in result.stderr
