@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jsqa_sb.jnd_mixing import JNDSettingsError
+
 #: The pairing schemes of :class:`JNDContrastiveLoss` (see the module docstring).
 PAIR_SCHEMES = ("within_group", "same_noise", "same_environment", "snr_only")
 
@@ -188,13 +190,17 @@ class JNDContrastiveLoss(nn.Module):
     ):
         super().__init__()
         if pairs not in PAIR_SCHEMES:
-            raise ValueError(f"unknown pairs scheme {pairs!r} (known: {', '.join(PAIR_SCHEMES)})")
+            raise JNDSettingsError(
+                f"unknown pairs scheme {pairs!r} (known: {', '.join(PAIR_SCHEMES)})"
+            )
         self.pairs = pairs
         if tau <= 0:
-            raise ValueError(f"tau must be positive, got {tau}")
+            raise JNDSettingsError(f"tau must be positive, got {tau}")
         neg_margin = 2.0 * jnd_db if neg_margin_db is None else float(neg_margin_db)
         if neg_margin < jnd_db:
-            raise ValueError(f"neg_margin_db ({neg_margin}) must be at least jnd_db ({jnd_db})")
+            raise JNDSettingsError(
+                f"neg_margin_db ({neg_margin}) must be at least jnd_db ({jnd_db})"
+            )
         self.tau = float(tau)
         self.jnd_db = float(jnd_db)
         self.neg_margin_db = neg_margin

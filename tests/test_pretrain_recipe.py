@@ -272,6 +272,22 @@ def test_unknown_selection_rule_is_one_line_and_saves_nothing(corpora, tmp_path)
     assert not list(out.glob("save/CKPT+*")) and not (out / "encoder.ckpt").exists()
 
 
-def test_unknown_pairing_scheme_fails_at_start(corpora, tmp_path):
-    result = _run(_command(corpora, tmp_path / "bad", "--pairs=same_room"))
-    assert result.returncode != 0 and "unknown pairs scheme 'same_room'" in result.stderr
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("--pairs=same_room", "unknown pairs scheme 'same_room'"),
+        ("--tau=0", "tau must be positive"),
+        (None, "'chime3_folder' is a !PLACEHOLDER"),  # the required folder left out
+    ],
+)
+def test_bad_setting_is_one_line_at_start(corpora, tmp_path, setting, message):
+    # Refused while the YAML loads (a constructor, or a required folder left out), before
+    # anything is written, with one line instead of a traceback.
+    out = tmp_path / "bad"
+    cmd = _command(corpora, out, *([setting] if setting else []))
+    if setting is None:
+        cmd = [arg for arg in cmd if not arg.startswith("--chime3_folder=")]
+    result = _run(cmd)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert not out.exists()

@@ -213,7 +213,14 @@ if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+        try:
+            hparams = load_hyperpyyaml(fin, overrides)
+        except JSQAError as err:  # a setting that a constructor refused (e.g. pairs)
+            sys.exit(f"train.py: error in the settings: {err}")
+        except ValueError as err:  # hyperpyyaml's own word for a required setting left out
+            if "!PLACEHOLDER" not in str(err):
+                raise
+            sys.exit(f"train.py: error: {err} (pass it as --name=value)")
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
