@@ -19,3 +19,12 @@ def test_negative_margin_follows_jnd_unless_set(name, overrides, margin):
         hparams = load_hyperpyyaml(fin, {**FOLDERS, **overrides})
     assert hparams["neg_margin_db"] == margin
     assert hparams["loss"].neg_margin_db == margin
+
+
+@pytest.mark.parametrize("name", ["pretrain.yaml", "pretrain_ecapa.yaml"])
+def test_the_loss_is_content_blind_by_default(name):
+    # The first version (within_group) rewards recognising the utterance (test_losses.py):
+    # neither the YAML nor the class may fall back to it.
+    with open(HPARAMS / name) as fin:
+        hparams = load_hyperpyyaml(fin, FOLDERS)
+    assert hparams["loss"].pairs == "same_noise"

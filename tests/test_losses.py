@@ -295,12 +295,12 @@ def test_batch_order_invariance():
 
 
 # ----------------------------------------------------------------------------- pairing schemes
-# Three groups (utterances) of two views: groups 0 and 1 share noise recording 5 (CAF),
-# group 2 has recording 9 from the same environment.
-SCHEME_SNRS = torch.tensor([0.0, 1.0, 1.5, 12.0, 0.5, 20.0])
-SCHEME_GROUPS = torch.tensor([0, 0, 1, 1, 2, 2])
-SCHEME_NOISES = torch.tensor([5, 5, 5, 5, 9, 9])
-SCHEME_ENVS = torch.tensor([1, 1, 1, 1, 1, 1])
+# Groups (utterances) 0 and 1 share noise recording 5 (CAF), group 2 has recording 9
+# from the same environment, group 3 (one view) recording 11 of another environment.
+SCHEME_SNRS = torch.tensor([0.0, 1.0, 1.5, 12.0, 0.5, 20.0, 2.0])
+SCHEME_GROUPS = torch.tensor([0, 0, 1, 1, 2, 2, 3])
+SCHEME_NOISES = torch.tensor([5, 5, 5, 5, 9, 9, 11])
+SCHEME_ENVS = torch.tensor([1, 1, 1, 1, 1, 1, 2])
 
 
 def _pairs(mask):
@@ -313,7 +313,7 @@ def _pairs(mask):
         ("within_group", {(0, 1)}),
         ("same_noise", {(0, 1), (0, 2), (1, 2)}),
         ("same_environment", {(0, 1), (0, 2), (1, 2), (0, 4), (1, 4), (2, 4)}),
-        ("snr_only", {(0, 1), (0, 2), (1, 2), (0, 4), (1, 4), (2, 4)}),
+        ("snr_only", {(i, j) for i in (0, 1, 2, 4, 6) for j in (0, 1, 2, 4, 6) if i < j}),
     ],
 )
 def test_pairing_schemes_on_a_hand_built_batch(scheme, positives):
@@ -321,10 +321,11 @@ def test_pairing_schemes_on_a_hand_built_batch(scheme, positives):
     pos, neg = jnd_pair_masks(SCHEME_SNRS, keys, jnd_db=3.0, neg_margin_db=6.0)
     assert _pairs(pos) == positives
     # negatives do not depend on the scheme: 6 dB or more apart, whatever the content
+    n = len(SCHEME_SNRS)
     far = {
         (i, j)
-        for i in range(6)
-        for j in range(i + 1, 6)
+        for i in range(n)
+        for j in range(i + 1, n)
         if abs(SCHEME_SNRS[i] - SCHEME_SNRS[j]) >= 6
     }
     assert _pairs(neg) == far
@@ -335,7 +336,7 @@ def test_unknown_scheme_and_missing_noise_ids_are_refused():
     with pytest.raises(ValueError, match="unknown pairs scheme 'same_room'"):
         JNDContrastiveLoss(pairs="same_room")
     with pytest.raises(ValueError, match="need the noise condition"):
-        JNDContrastiveLoss(pairs="same_noise")(torch.randn(6, 3), SCHEME_SNRS, SCHEME_GROUPS)
+        JNDContrastiveLoss(pairs="same_noise")(torch.randn(7, 3), SCHEME_SNRS, SCHEME_GROUPS)
 
 
 def _quality_and_content_batch(groups=8, views=4, dim=32, seed=0):
@@ -359,15 +360,15 @@ def _quality_and_content_batch(groups=8, views=4, dim=32, seed=0):
     return snrs, quality, content[group_ids], group_ids, noises
 
 
-@pytest.mark.parametrize("scheme", ["same_noise", "same_environment", "snr_only"])
+@pytest.mark.parametrize("scheme", ["same_noise", "same_environment", "snr_only", None])
 def test_content_blind_schemes_do_not_reward_a_content_code(scheme):
     """Cause 1 of the pretraining issue: with same-group positives only, a code of the
     utterance lowers the loss; with content-blind pairs, adding it never does."""
     snrs, quality, content, groups, noises = _quality_and_content_batch()
     envs = torch.zeros_like(noises)
 
-    def loss(pairs, weight):
-        fn = JNDContrastiveLoss(tau=0.1, pairs=pairs)
+    def loss(pairs, weight):  # pairs None: the default scheme
+        fn = JNDContrastiveLoss(tau=0.1, **({} if pairs is None else {"pairs": pairs}))
         return fn(quality + weight * content, snrs, groups, noises=noises, environments=envs)
 
     within = [loss("within_group", w).item() for w in (0.0, 0.5, 1.0)]
