@@ -27,6 +27,7 @@ import pandas as pd
 
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.mos_metrics import evaluate_predictions
+from jsqa_sb.prepare_utils import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -384,15 +385,15 @@ def write_test_reports(
 
     out = Path(output_folder)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / RESULTS_FILE, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, allow_nan=False)
-        f.write("\n")
     for db in test_sets:
         frame = predictions[db]
         frame[_prediction_columns(frame)].to_csv(out / f"predictions_{db}.csv", index=False)
         if "mos" in databases[db]:
             _scatter(out / f"scatter_{db}.png", db, frame, databases[db]["mos"])
     (out / "report.md").write_text(_markdown_report(results, skipped, notes), encoding="utf-8")
+    # Last and atomic: a results.json means the whole report is there (label_budget.py
+    # skips a run that has one).
+    write_json(out / RESULTS_FILE, results)
     return results
 
 

@@ -1,6 +1,7 @@
 """The label-budget experiment (``recipes/JSQA/label_budget.py``), in its --smoke form."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,13 +71,17 @@ def test_smoke_runs_every_arm_and_writes_the_tables(nisqa, encoder, tmp_path):
     # Where it helps: the same table per condition family of the test files.
     assert condition_families.main([str(out), f"--nisqa_folder={nisqa}"]) == 0
     families = pd.read_csv(out / "families.csv")
-    assert set(families["family"]) == {"noise", "other"} and set(families["arm"]) == arms
     described = pd.read_csv(nisqa / "NISQA_Corpus" / "NISQA_corpus_file.csv")
     described = described[described["db"] == "NISQA_TEST_SIM"]["con_description"]
     expected = described.map(condition_families.family).value_counts()
+    assert set(families["family"]) == set(expected.index) - {"clean"}  # the families present
+    assert set(families["arm"]) == arms
     for name, group in families.groupby("family"):
         assert (group["files"] == expected.get(name, 0)).all()
     assert "| 6 | noise |" in (out / "families.md").read_text()
+    assert "Test files per family: noise" in (out / "families.md").read_text()
+    # run folders are relative to the output folder, so the tables survive a move
+    assert not any(Path(f).is_absolute() for f in runs["folder"])
     # every arm of a seed trains on the same files; the frozen arm freezes the encoder
     commands = {p.parts[-4]: p.read_text() for p in out.rglob("seed1/command.txt")}
     assert set(commands) == arms and all("n6_seed1.json" in c for c in commands.values())
@@ -89,6 +94,22 @@ def test_smoke_runs_every_arm_and_writes_the_tables(nisqa, encoder, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("results.json")} == stamps
     assert pd.read_csv(out / "runs.csv").equals(runs)
+
+    # an interrupted run (no results.json) is the only one that trains again
+    redo = next(out.rglob("scratch/*/seed2/results.json"))
+    redo.unlink()
+    again = _run(nisqa, out, *args, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert redo.is_file()
+    others = {p: t for p, t in stamps.items() if redo.parent not in (p.parent, *p.parents)}
+    assert len(others) == len(stamps) - 2  # the run's results.json and last_epoch's
+    assert {p: p.stat().st_mtime_ns for p in others} == others
+
+    # other settings in the same folder: refused before any training, naming what changed
+    changed = _run(nisqa, out, *args, "--train_option", "head_hidden=4", timeout=120)
+    assert changed.returncode == 2 and "was run with other settings" in changed.stderr
+    assert "head_hidden: 8 -> 4" in changed.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("results.json")}.keys() == stamps.keys()
 
 
 def test_subsets_are_nested_whole_references_and_differ_by_seed():
@@ -138,3 +159,47 @@ def test_missing_or_mismatched_encoder_fails_before_training(nisqa, tmp_path):
     result = _run(nisqa, tmp_path / "b", f"--encoder=x={wrong}", "--budgets", "6", timeout=120)
     assert result.returncode == 2 and "does not fit the encoder" in result.stderr
     assert not (tmp_path / "a" / "runs").exists() and not (tmp_path / "b" / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--budgets", "24.0"], "a budget is a whole number of files or 'all', got '24.0'"),
+        (["--test_db", "NISQA_TEST_FOO"], "--test_db NISQA_TEST_FOO is not a test database"),
+        (["--encoder=a/b=x.ckpt"], "--encoder name 'a/b'"),
+        (["--encoder=x=a.ckpt", "--encoder=x=b.ckpt"], "--encoder x is given twice"),
+        (["--seeds", "1", "2", "1"], "--seeds repeats 1"),
+    ],
+)
+def test_bad_settings_fail_in_one_line_before_training(nisqa, tmp_path, extra, message):
+    result = _run(nisqa, tmp_path / "lb", "--budgets", "6", *extra, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "lb" / "runs").exists()
+
+
+def test_an_encoder_folder_is_refused(nisqa, tmp_path):
+    result = _run(nisqa, tmp_path / "lb", f"--encoder=x={tmp_path}", "--budgets", "6")
+    assert result.returncode == 2 and "is not a file" in result.stderr
+
+
+def test_budget_all_in_any_case_is_the_whole_training_set():
+    assert label_budget.resolve_budgets(["ALL", "6", "all"], 16) == [6, 16]
+
+
+def test_training_files_are_grouped_by_their_clean_reference(nisqa, tmp_path):
+    # nisqa_mini-like corpora degrade each reference several times: a budget must take
+    # whole references, through the corpus CSV's filename_ref column.
+    corpus = tmp_path / "nisqa"
+    shutil.copytree(nisqa, corpus)
+    csv = corpus / "NISQA_Corpus" / "NISQA_corpus_file.csv"
+    table = pd.read_csv(csv)
+    train = table["db"] == "NISQA_TRAIN_SIM"
+    table.loc[train, "filename_ref"] = [f"ref{i // 4}.wav" for i in range(int(train.sum()))]
+    table.to_csv(csv, index=False)
+    args = label_budget.parse_args([f"--nisqa_folder={corpus}", "--smoke"])
+    hparams = label_budget.recipe_hparams(args, tmp_path / "run")
+    files = label_budget.training_files(args, hparams, tmp_path / "manifests")
+    assert len(files) == 16 and sorted(set(files.values())) == [f"ref{i}.wav" for i in range(4)]
+    subset = label_budget.nested_subsets(files, [6], seed=3)[6]
+    assert sorted(pd.Series([files[f] for f in subset]).value_counts()) == [2, 4]

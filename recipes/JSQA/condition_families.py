@@ -8,10 +8,13 @@ chosen learning rates, with the paired difference to scratch:
 
     python condition_families.py results/label_budget --nisqa_folder=/d
 
-Families: ``noise`` (additive noise only, a gain change allowed), ``other`` (any of
-clipping, a codec, a band limit or packet loss, with or without noise) and ``clean``
-(too few files and too little spread for a PCC: counted, not scored). Writes
-``families.md`` and ``families.csv`` into the folder.
+A description is a ``;``-separated list of degradations (``noise=...@5dB; codec=...``).
+Families: ``noise`` (additive noise only; a gain change or the storage rate allowed),
+``other`` (any of clipping, a codec, a band limit or packet loss, with or without noise),
+``clean`` (too few files and too little spread for a PCC: counted, not scored) and
+``unknown`` (a degradation this script does not know: scored apart, never guessed).
+Writes ``families.md`` (with the number of files of each family) and ``families.csv``
+into the folder.
 
 Authors
  * JSQA contributors 2026
@@ -25,14 +28,17 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from label_budget import _diff, _p, summarise, table_text
+from label_budget import _diff, _p, mean_sd, summarise, table_text
 
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.prepare_nisqa import corpus_table, file_key
 
-#: Words of a condition description that name a degradation other than noise.
-OTHER = re.compile(r"clip|codec|lowpass|highpass|bandpass|packetloss|bandwidth", re.I)
-FAMILIES = ("noise", "other")
+#: The degradations of a description, by the name before its ``=`` or ``@``.
+NEUTRAL = {"clean", "gain", "stored"}  # no degradation: a level or storage-rate change
+NOISE = {"noise"}
+OTHER = {"clip", "codec", "lowpass", "highpass", "bandpass", "packetloss", "bandwidth"}
+#: The families that are scored (``clean`` is only counted).
+FAMILIES = ("noise", "other", "unknown")
 
 
 def family(description: str) -> str:
@@ -42,13 +48,21 @@ def family(description: str) -> str:
     -------
     >>> family("noise=CAF:University2.wav@0.9dB"), family("clip=9.1dB_below_peak")
     ('noise', 'other')
-    >>> family("noise=STR:a.wav@26.0dB; lowpass=7000Hz"), family("clean")
+    >>> family("noise=STR:a.wav@26.0dB; lowpass=7000Hz"), family("clean; gain=-6dB")
     ('other', 'clean')
+    >>> family("noise=CAF:a.wav@5dB; reverb=0.6s")
+    'unknown'
     """
-    text = str(description or "").strip()
-    if not text or text.lower().startswith("clean"):
-        return "clean"
-    return "other" if OTHER.search(text) else "noise"
+    names = {
+        re.split(r"[=@]", item.strip())[0].strip().lower()
+        for item in str(description or "").split(";")
+    }
+    names -= NEUTRAL | {""}
+    if names - NOISE - OTHER:
+        return "unknown"
+    if names & OTHER:
+        return "other"
+    return "noise" if names else "clean"
 
 
 def file_families(nisqa_folder: str, test_db: str) -> dict[str, str]:
@@ -62,13 +76,23 @@ def file_families(nisqa_folder: str, test_db: str) -> dict[str, str]:
     return {file_key(row): family(row["con_description"]) for row in rows}
 
 
-def family_rows(runs: pd.DataFrame, families: dict[str, str], test_db: str) -> pd.DataFrame:
-    """One row per run and family, with that family's test PCC as ``<test_db>_pcc``."""
+def family_rows(
+    runs: pd.DataFrame, families: dict[str, str], test_db: str, folder: Path
+) -> pd.DataFrame:
+    """One row per run and family, with that family's test PCC as ``<test_db>_pcc``.
+
+    A run's folder in ``runs.csv`` is relative to the experiment ``folder`` (or, as
+    label_budget.py wrote it before 2026-11-28, to where it was run).
+    """
     out = []
+    present = set(families.values())
     for run in runs.to_dict("records"):
-        predictions = pd.read_csv(Path(run["folder"]) / f"predictions_{test_db}.csv")
+        run_folder = folder / run["folder"]
+        if not run_folder.is_dir():
+            run_folder = Path(run["folder"])
+        predictions = pd.read_csv(run_folder / f"predictions_{test_db}.csv")
         predictions["family"] = predictions["file"].astype(str).map(families)
-        for name in FAMILIES:
+        for name in (name for name in FAMILIES if name in present):
             part = predictions[predictions["family"] == name]
             pcc = part["true_mos"].corr(part["pred_mos"]) if len(part) > 2 else float("nan")
             out.append({**run, "family": name, "files": len(part), f"{test_db}_pcc": pcc})
@@ -91,10 +115,17 @@ def markdown(summary: pd.DataFrame, test_db: str) -> str:
     columns["t-test p"] = ":"
     rows = [
         [row["budget"], row["family"], row["files"], row["arm"], row["seeds"]]
-        + [f"{row['pcc_mean']:.3f} ± {row['pcc_sd']:.3f}", _diff(row), _p(row.get("t_test_p"))]
+        + [mean_sd(row["pcc_mean"], row["pcc_sd"]), _diff(row), _p(row.get("t_test_p"))]
         for row in summary.to_dict("records")
     ]
     return table_text(f"Test PCC per condition family on {test_db} (MOS, files)", columns, rows)
+
+
+def counts_line(families: dict[str, str]) -> str:
+    """How many test files each family has, ``clean`` included (it is not scored)."""
+    counts = pd.Series(list(families.values())).value_counts()
+    parts = [f"{name} {int(counts.get(name, 0))}" for name in (*FAMILIES, "clean")]
+    return "\nTest files per family: " + ", ".join(parts) + " (clean files are not scored).\n"
 
 
 def main(argv=None) -> int:
@@ -112,13 +143,13 @@ def main(argv=None) -> int:
         chosen = pd.read_csv(folder / "summary.csv")[["budget", "arm", "lr", "lr_encoder"]]
         runs = pd.read_csv(folder / "runs.csv")
         families = file_families(args.nisqa_folder, args.test_db)
-        rows = family_rows(runs, families, args.test_db)
+        rows = family_rows(runs, families, args.test_db, folder)
     except (JSQAError, OSError) as err:
         print(f"condition_families.py: error: {err}", file=sys.stderr)
         return 2
     summary = table(rows, chosen, args.test_db)
     summary.to_csv(folder / "families.csv", index=False)
-    (folder / "families.md").write_text(markdown(summary, args.test_db))
+    (folder / "families.md").write_text(markdown(summary, args.test_db) + counts_line(families))
     print((folder / "families.md").read_text())
     return 0
 

@@ -24,7 +24,10 @@ Protocol:
 * every run is a ``train.py`` run (``finetune.yaml`` or ``scratch.yaml``) in its own
   folder under ``runs/``, evaluated on every test database; a finished run (its
   ``results.json`` written) is skipped when the command is run again, and an
-  interrupted one resumes from its checkpoint.
+  interrupted one resumes from its checkpoint. Each run records what its results
+  depend on (``run_settings.json``: YAML, overrides, training files, encoder SHA-256);
+  a rerun with other settings in the same output folder is refused before training,
+  instead of mixing old and new runs in one table.
 
 Writes ``runs.csv`` (one row per run: budget, arm, seed, learning rates, validation
 PCC, and test PCC, SRCC, RMSE, per-condition PCC per test database), ``summary.md``
@@ -43,9 +46,12 @@ Authors
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -59,6 +65,7 @@ from scipy import stats
 
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.prepare_nisqa import corpus_table, file_key, prepare_nisqa
+from jsqa_sb.prepare_utils import write_json
 
 RECIPE = Path(__file__).resolve().parent
 SMOKE_OPTIONS = {
@@ -72,6 +79,13 @@ SMOKE_OPTIONS = {
     "emb_dim": 16,
     "head_hidden": 8,
 }
+
+
+#: An arm name (``finetune_<name>``, ``frozen_<name>``): a folder name under ``runs/``.
+ENCODER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+#: What each run was started with (:func:`run_settings`), compared before it is reused.
+SETTINGS_FILE = "run_settings.json"
 
 
 class BudgetError(JSQAError):
@@ -90,7 +104,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="NAME=PATH",
         help="a pretrained encoder.ckpt (repeatable): fine-tuned and frozen arms",
     )
-    p.add_argument("--budgets", nargs="+", default=["24", "48", "96", "all"])
+    p.add_argument(
+        "--budgets",
+        nargs="+",
+        default=["24", "48", "96", "all"],
+        help="numbers of labelled training files; 'all' is the whole training set",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     p.add_argument("--search_seeds", type=int, default=2, help="seeds that run the lr grid")
     p.add_argument("--lr", nargs="+", type=float, default=[1e-3, 3e-3])
@@ -115,6 +134,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--smoke", action="store_true", help="a tiny version (tests)")
     args = p.parse_args(argv)
+    repeated = sorted({seed for seed in args.seeds if args.seeds.count(seed) > 1})
+    if repeated:
+        p.error(f"--seeds repeats {', '.join(map(str, repeated))}")
     if args.smoke:
         args.number_of_epochs = SMOKE_OPTIONS["number_of_epochs"]
     return args
@@ -127,6 +149,10 @@ def arms(args) -> dict[str, dict]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise BudgetError(f"--encoder wants NAME=PATH, got {item!r}")
+        if not ENCODER_NAME.fullmatch(name):  # it names folders under runs/
+            raise BudgetError(f"--encoder name {name!r}: use letters, digits, '_', '.', '-'")
+        if name in encoders:
+            raise BudgetError(f"--encoder {name} is given twice")
         encoders[name] = path
     grid = list(itertools.product(args.lr, args.lr_encoder))
     out = {}
@@ -193,7 +219,12 @@ def resolve_budgets(budgets: list[str], available: int) -> list[int]:
     """Budgets as numbers (``all``: every training file); each must fit the training set."""
     out = []
     for budget in budgets:
-        n = available if budget == "all" else int(budget)
+        if budget.strip().lower() == "all":
+            n = available
+        elif budget.strip().isdigit():
+            n = int(budget)
+        else:
+            raise BudgetError(f"a budget is a whole number of files or 'all', got {budget!r}")
         if n <= 0:
             raise BudgetError(f"a budget must be a positive number of files, got {budget}")
         if n > available:
@@ -202,6 +233,16 @@ def resolve_budgets(budgets: list[str], available: int) -> list[int]:
             )
         out.append(n)
     return sorted(set(out))
+
+
+def check_test_db(args, manifest_folder: Path) -> None:
+    """Fail before any training if ``--test_db`` is not a test database of the corpus."""
+    tests = json.loads((manifest_folder / "nisqa_splits.json").read_text())["test"]
+    if args.test_db not in tests:
+        raise BudgetError(
+            f"--test_db {args.test_db} is not a test database of {args.nisqa_folder} "
+            f"(have: {', '.join(tests) or 'none'})"
+        )
 
 
 def recipe_hparams(args, folder: Path) -> dict:
@@ -230,8 +271,10 @@ def check_encoders(hparams: dict, arm_specs: dict) -> None:
     from jsqa_sb.models import check_encoder_checkpoint
 
     for path in sorted({spec["encoder"] for spec in arm_specs.values() if spec["encoder"]}):
-        if not os.path.isfile(path):  # FileNotFoundError would not be a one-line error here
+        if not os.path.exists(path):  # FileNotFoundError would not be a one-line error here
             raise BudgetError(f"pretrained encoder checkpoint not found: {path}")
+        if not os.path.isfile(path):
+            raise BudgetError(f"pretrained encoder checkpoint {path} is not a file")
         check_encoder_checkpoint(path, hparams["encoder"])
 
 
@@ -241,32 +284,92 @@ def run_folder(out: Path, budget: int, arm: str, seed: int, lr: float, lr_enc) -
     return out / "runs" / f"n{budget}" / arm / rates / f"seed{seed}"
 
 
-def train(args, spec: dict, folder: Path, subset: Path, seed: int, lr: float, lr_enc) -> Path:
-    """One train.py run (skipped when its results.json exists); returns its folder."""
-    if (folder / "results.json").is_file():
-        return folder
-    overrides = {
+def overrides(args, spec: dict, subset: Path, seed: int, lr: float, lr_enc) -> dict:
+    """The train.py settings of one run, but its output folder."""
+    out = {
         **_train_options(args),
         "nisqa_folder": Path(args.nisqa_folder).resolve(),
-        "output_folder": folder.resolve(),
         "train_files": subset.resolve(),
         "seed": seed,
         "lr": lr,
     }
     if spec["encoder"]:
-        overrides["pretrained_encoder"] = Path(spec["encoder"]).resolve()
+        out["pretrained_encoder"] = Path(spec["encoder"]).resolve()
     if lr_enc is None:
-        overrides["freeze_encoder"] = True
+        out["freeze_encoder"] = True
     else:
-        overrides["lr_encoder"] = lr_enc
+        out["lr_encoder"] = lr_enc
+    return out
+
+
+def run_settings(args, spec: dict, subset: Path, seed: int, lr: float, lr_enc) -> dict:
+    """What a run's results depend on: the YAML, its overrides, files and encoder weights.
+
+    Paths that only locate an input (the subset file, the encoder) are replaced by what
+    they hold, so that equal runs of two output folders compare equal.
+    """
+    settings = overrides(args, spec, subset, seed, lr, lr_enc)
+    settings["train_files"] = json.loads(subset.read_text())
+    if spec["encoder"]:
+        settings["pretrained_encoder"] = _sha256(str(settings["pretrained_encoder"]))
+    return {"yaml": spec["yaml"], **{k: _plain(v) for k, v in settings.items()}}
+
+
+@functools.cache
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _plain(value):
+    """A setting as JSON keeps it (paths as text)."""
+    return value if isinstance(value, (bool, int, float, str, list, type(None))) else str(value)
+
+
+def check_reuse(folder: Path, settings: dict) -> None:
+    """Refuse to reuse (or resume) a run that was started with other settings."""
+    path = folder / SETTINGS_FILE
+    if not path.is_file():  # a new run, or one written before the settings were recorded
+        return
+    before = json.loads(path.read_text())
+    changed = sorted(
+        key for key in settings.keys() | before.keys() if settings.get(key) != before.get(key)
+    )
+    if changed:
+        shown = ", ".join(
+            f"{key}: {_short(before.get(key))} -> {_short(settings.get(key))}" for key in changed
+        )
+        raise BudgetError(
+            f"{folder} was run with other settings ({shown}); use another --output_folder, "
+            "or delete that run to redo it"
+        )
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def train(args, spec: dict, folder: Path, subset: Path, seed: int, lr: float, lr_enc) -> Path:
+    """One train.py run (skipped when its results.json exists); returns its folder."""
+    if (folder / "results.json").is_file():
+        return folder
+    settings = {
+        **overrides(args, spec, subset, seed, lr, lr_enc),
+        "output_folder": folder.resolve(),
+    }
     cmd = [sys.executable, "train.py", f"hparams/{spec['yaml']}", f"--device={args.device}"]
-    cmd += [f"--{key}={value}" for key, value in overrides.items()]
+    cmd += [f"--{key}={value}" for key, value in settings.items()]
     folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / SETTINGS_FILE, run_settings(args, spec, subset, seed, lr, lr_enc))
     (folder / "command.txt").write_text(" ".join(map(str, cmd)) + "\n")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if args.jobs > 1:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
-    with open(folder / "train_stdout.txt", "w") as log:
+    with open(folder / "train_stdout.txt", "a") as log:  # a resumed run keeps its first log
         done = subprocess.run(cmd, cwd=RECIPE, stdout=log, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0:
         tail = (folder / "train_stdout.txt").read_text().strip().splitlines()[-1:]
@@ -283,15 +386,15 @@ def valid_pcc(folder: Path) -> float:
     return max(values) if values else float("nan")
 
 
-def run_row(folder: Path, budget: int, arm: str, seed: int, lr: float, lr_enc) -> dict:
-    """One row of runs.csv."""
+def run_row(folder: Path, budget: int, arm: str, seed: int, lr: float, lr_enc, out=None) -> dict:
+    """One row of runs.csv (``folder`` relative to the output folder ``out``, if given)."""
     results = json.loads((folder / "results.json").read_text())
     row = {"budget": budget, "arm": arm, "seed": seed, "lr": lr, "lr_encoder": lr_enc}
     row["valid_pcc"] = valid_pcc(folder)
     for db, dims in results["databases"].items():
         for key in ("pcc", "srcc", "rmse", "pcc_con"):
             row[f"{db}_{key}"] = dims["mos"].get(key)
-    row["folder"] = str(folder)
+    row["folder"] = str(folder.relative_to(out)) if out else str(folder)
     return row
 
 
@@ -303,11 +406,14 @@ def run_all(args, jobs: list) -> list[dict]:
         budget, arm, seed, lr, lr_enc, spec, subset = job
         folder = run_folder(out, budget, arm, seed, lr, lr_enc)
         train(args, spec, folder, subset, seed, lr, lr_enc)
-        return run_row(folder, budget, arm, seed, lr, lr_enc)
+        return run_row(folder, budget, arm, seed, lr, lr_enc, out=out)
 
+    for budget, arm, seed, lr, lr_enc, spec, subset in jobs:  # all before any training
+        folder = run_folder(out, budget, arm, seed, lr, lr_enc)
+        check_reuse(folder, run_settings(args, spec, subset, seed, lr, lr_enc))
     if args.summary_only:  # the finished runs only
         folders = [(run_folder(out, *job[:5]), job[:5]) for job in jobs]
-        return [run_row(f, *job) for f, job in folders if (f / "results.json").is_file()]
+        return [run_row(f, *job, out=out) for f, job in folders if (f / "results.json").is_file()]
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         return list(pool.map(one, jobs))
 
@@ -317,7 +423,14 @@ def choose(rows: pd.DataFrame) -> pd.DataFrame:
     rates = rows.assign(lr_encoder=rows["lr_encoder"].fillna(-1.0))
     means = rates.groupby(["budget", "arm", "lr", "lr_encoder"], as_index=False)["valid_pcc"]
     best = means.mean().sort_values("valid_pcc", ascending=False, na_position="last")
-    best = best.groupby(["budget", "arm"], as_index=False).head(1).drop(columns="valid_pcc")
+    best = best.groupby(["budget", "arm"], as_index=False).head(1)
+    for row in best[best["valid_pcc"].isna()].to_dict("records"):
+        print(
+            f"label_budget.py: warning: no finite validation PCC for {row['arm']} at "
+            f"{row['budget']} files: its learning rates are not a choice",
+            file=sys.stderr,
+        )
+    best = best.drop(columns="valid_pcc")
     best["lr_encoder"] = best["lr_encoder"].where(best["lr_encoder"] >= 0)
     return best
 
@@ -340,7 +453,7 @@ def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.Data
             "arm": arm,
             "lr": group["lr"].iloc[0],
             "lr_encoder": group["lr_encoder"].iloc[0],
-            "seeds": len(values),
+            "seeds": int(values.notna().sum()),
             "pcc_mean": values.mean(),
             "pcc_sd": values.std(ddof=1) if len(values) > 1 else float("nan"),
             "values": values.round(3).tolist(),
@@ -373,7 +486,7 @@ def markdown(summary: pd.DataFrame, test_db: str) -> str:
             "-" if pd.isna(row["lr_encoder"]) else f"{row['lr_encoder']:g}",
             row["seeds"],
             f"{row['valid_pcc_mean']:.3f}",
-            f"{row['pcc_mean']:.3f} ± {row['pcc_sd']:.3f}",
+            mean_sd(row["pcc_mean"], row["pcc_sd"]),
             _diff(row),
             _p(row.get("t_test_p")),
             _p(row.get("wilcoxon_p")),
@@ -407,7 +520,18 @@ def _diff(row: dict) -> str:
     """The paired difference to scratch as a table cell (empty for scratch itself)."""
     if pd.isna(row.get("diff_mean", float("nan"))):
         return ""
-    return f"{row['diff_mean']:+.3f} ± {row['diff_sd']:.3f} ({row['wins']})"
+    return f"{mean_sd(row['diff_mean'], row['diff_sd'], '+.3f')} ({row['wins']})"
+
+
+def mean_sd(mean: float, sd: float, spec: str = ".3f") -> str:
+    """``mean ± sd`` as a table cell; a single seed has no sd.
+
+    Example
+    -------
+    >>> mean_sd(0.8512, 0.0461), mean_sd(0.02, float("nan"), "+.3f")
+    ('0.851 ± 0.046', '+0.020 ± -')
+    """
+    return f"{mean:{spec}} ± " + ("-" if pd.isna(sd) else f"{sd:.3f}")
 
 
 def _p(value) -> str:
@@ -459,13 +583,14 @@ def main(argv=None) -> int:
             hparams = recipe_hparams(args, Path(tmp))
             files = training_files(args, hparams, out / "manifests")
             budgets = resolve_budgets(args.budgets, len(files))
+            check_test_db(args, out / "manifests")
             check_encoders(hparams, arm_specs)
         subsets = {}
         for seed in args.seeds:
             for budget, ids in nested_subsets(files, budgets, seed).items():
-                subsets[budget, seed] = out / "subsets" / f"n{budget}_seed{seed}.json"
-                subsets[budget, seed].parent.mkdir(parents=True, exist_ok=True)
-                subsets[budget, seed].write_text(json.dumps(ids, indent=1) + "\n")
+                path = subsets[budget, seed] = out / "subsets" / f"n{budget}_seed{seed}.json"
+                if not path.is_file() or json.loads(path.read_text()) != ids:
+                    write_json(path, ids)  # atomic: runs of another process may read it
         config = {"args": vars(args), "argv": sys.argv, "arms": arm_specs, "budgets": budgets}
         if not args.summary_only:  # the configuration of the runs, not of a look at them
             (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
@@ -498,14 +623,14 @@ def main(argv=None) -> int:
         ]
         jobs = [(*job, arm_specs[job[1]], subsets[job[0], job[2]]) for job in jobs]
         rows += run_all(args, jobs)
+
+        # 4. the tables and the plot
+        frame = pd.DataFrame(rows).sort_values(["budget", "arm", "seed", "lr", "lr_encoder"])
+        summary = summarise(frame, chosen, args.test_db)
     except JSQAError as err:
         print(f"label_budget.py: error: {err}", file=sys.stderr)
         return 2
-
-    # 4. the tables and the plot
-    frame = pd.DataFrame(rows).sort_values(["budget", "arm", "seed", "lr", "lr_encoder"])
     frame.to_csv(out / "runs.csv", index=False)
-    summary = summarise(frame, chosen, args.test_db)
     summary.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(markdown(summary, args.test_db))
     plot(summary, out / "label_budget.png", args.test_db)
