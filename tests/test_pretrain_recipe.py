@@ -172,8 +172,10 @@ def test_killed_run_resumes_and_ends_at_the_same_epoch(corpora, tmp_path):
     from jsqa_sb.hub_export import export_model  # needs the summary's random-init figures
 
     assert (export_model(out, tmp_path / "model") / "encoder.ckpt").exists()
-    # The best checkpoint and the most recent one (to resume from) are kept, no more.
-    assert 1 <= len(list((out / "save").glob("CKPT+*"))) <= 2
+    # The best checkpoint of each selection rule and the most recent one (to resume
+    # from) are kept, no more: at most four (last, cross_auc, probe, loss).
+    kept = [yaml.safe_load(p.read_text()) for p in (out / "save").glob("CKPT+*/CKPT.yaml")]
+    assert 1 <= len(kept) <= 4 and max(meta["epoch"] for meta in kept) == 4
 
 
 @pytest.mark.slow
