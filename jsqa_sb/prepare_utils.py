@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from tqdm import tqdm
 
@@ -129,7 +129,7 @@ class PrepareRecord:
         if not same or not isinstance(outputs, dict):  # a record of an older version: redo
             return False
         return all(
-            _file_digest(self.path.parent / name) == digest for name, digest in outputs.items()
+            file_digest(self.path.parent / name) == digest for name, digest in outputs.items()
         )
 
     def mark_done(self, outputs: Iterable[PathLike], counts: dict) -> None:
@@ -137,7 +137,7 @@ class PrepareRecord:
         record = {
             "options": self.options,
             "input_fingerprint": self.input_fingerprint,
-            "outputs": {Path(p).name: _file_digest(Path(p)) for p in sorted(map(str, outputs))},
+            "outputs": {Path(p).name: file_digest(Path(p)) for p in sorted(map(str, outputs))},
             "counts": counts,
         }
         write_json(self.path, record)
@@ -147,7 +147,7 @@ class PrepareRecord:
         self.path.unlink(missing_ok=True)
 
 
-def _file_digest(path: Path):
+def file_digest(path: Path) -> Optional[str]:
     """SHA-256 of a file's bytes (None if it cannot be read): a truncated output is redone."""
     digest = hashlib.sha256()
     try:

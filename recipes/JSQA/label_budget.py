@@ -46,8 +46,6 @@ Authors
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
 import itertools
 import json
 import os
@@ -65,7 +63,8 @@ from scipy import stats
 
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.prepare_nisqa import corpus_table, file_key, prepare_nisqa
-from jsqa_sb.prepare_utils import write_json
+from jsqa_sb.prepare_utils import file_digest, write_json
+from jsqa_sb.reports import RESULTS_FILE
 
 RECIPE = Path(__file__).resolve().parent
 SMOKE_OPTIONS = {
@@ -311,17 +310,8 @@ def run_settings(args, spec: dict, subset: Path, seed: int, lr: float, lr_enc) -
     settings = overrides(args, spec, subset, seed, lr, lr_enc)
     settings["train_files"] = json.loads(subset.read_text())
     if spec["encoder"]:
-        settings["pretrained_encoder"] = _sha256(str(settings["pretrained_encoder"]))
+        settings["pretrained_encoder"] = "sha256:" + file_digest(settings["pretrained_encoder"])
     return {"yaml": spec["yaml"], **{k: _plain(v) for k, v in settings.items()}}
-
-
-@functools.cache
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 def _plain(value):
@@ -353,18 +343,19 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def train(args, spec: dict, folder: Path, subset: Path, seed: int, lr: float, lr_enc) -> Path:
-    """One train.py run (skipped when its results.json exists); returns its folder."""
-    if (folder / "results.json").is_file():
+def train(args, job: tuple, folder: Path, settings: dict) -> Path:
+    """One train.py run of a job (skipped when finished), recording its ``settings``."""
+    if (folder / RESULTS_FILE).is_file():
         return folder
-    settings = {
+    seed, lr, lr_enc, spec, subset = job[2:]
+    options = {
         **overrides(args, spec, subset, seed, lr, lr_enc),
         "output_folder": folder.resolve(),
     }
     cmd = [sys.executable, "train.py", f"hparams/{spec['yaml']}", f"--device={args.device}"]
-    cmd += [f"--{key}={value}" for key, value in settings.items()]
+    cmd += [f"--{key}={value}" for key, value in options.items()]
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / SETTINGS_FILE, run_settings(args, spec, subset, seed, lr, lr_enc))
+    write_json(folder / SETTINGS_FILE, settings)
     (folder / "command.txt").write_text(" ".join(map(str, cmd)) + "\n")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if args.jobs > 1:
@@ -388,7 +379,7 @@ def valid_pcc(folder: Path) -> float:
 
 def run_row(folder: Path, budget: int, arm: str, seed: int, lr: float, lr_enc, out=None) -> dict:
     """One row of runs.csv (``folder`` relative to the output folder ``out``, if given)."""
-    results = json.loads((folder / "results.json").read_text())
+    results = json.loads((folder / RESULTS_FILE).read_text())
     row = {"budget": budget, "arm": arm, "seed": seed, "lr": lr, "lr_encoder": lr_enc}
     row["valid_pcc"] = valid_pcc(folder)
     for db, dims in results["databases"].items():
@@ -402,20 +393,18 @@ def run_all(args, jobs: list) -> list[dict]:
     """Run (or skip) ``(budget, arm, seed, lr, lr_enc, spec, subset)`` jobs; their rows."""
     out = Path(args.output_folder)
 
-    def one(job):
-        budget, arm, seed, lr, lr_enc, spec, subset = job
-        folder = run_folder(out, budget, arm, seed, lr, lr_enc)
-        train(args, spec, folder, subset, seed, lr, lr_enc)
-        return run_row(folder, budget, arm, seed, lr, lr_enc, out=out)
-
-    for budget, arm, seed, lr, lr_enc, spec, subset in jobs:  # all before any training
-        folder = run_folder(out, budget, arm, seed, lr, lr_enc)
-        check_reuse(folder, run_settings(args, spec, subset, seed, lr, lr_enc))
+    planned = []
+    for job in jobs:  # every reuse checked before any training
+        folder = run_folder(out, *job[:5])
+        settings = run_settings(args, *job[5:], *job[2:5])
+        check_reuse(folder, settings)
+        planned.append((job, folder, settings))
     if args.summary_only:  # the finished runs only
-        folders = [(run_folder(out, *job[:5]), job[:5]) for job in jobs]
-        return [run_row(f, *job, out=out) for f, job in folders if (f / "results.json").is_file()]
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        return list(pool.map(one, jobs))
+        planned = [plan for plan in planned if (plan[1] / RESULTS_FILE).is_file()]
+    else:
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            list(pool.map(lambda plan: train(args, *plan), planned))
+    return [run_row(folder, *job[:5], out=out) for job, folder, _ in planned]
 
 
 def choose(rows: pd.DataFrame) -> pd.DataFrame:
