@@ -6,21 +6,19 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from reference import apply_mapping, fit_mapping, rmse_mapped_dof
 from scipy.optimize import least_squares
 from scipy.stats import pearsonr, spearmanr
 
 import jsqa_sb.mos_metrics
 from jsqa_sb.mos_metrics import (
-    apply_mapping,
     evaluate_predictions,
-    fit_mapping,
     pcc,
     pcc_con,
     per_condition,
     rmse,
     rmse_con,
     rmse_mapped,
-    rmse_mapped_dof,
     srcc,
 )
 

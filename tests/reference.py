@@ -1,0 +1,44 @@
+"""Reference code the tests compare the package with, or use to check it.
+
+Not part of the package: nothing in ``jsqa_sb`` or the recipes uses these.
+"""
+
+import numpy as np
+
+from jsqa_sb.mos_metrics import (
+    ArrayLike,
+    _check_order,
+    _check_pair,
+    _fit_mapping_scaled,
+    _mapped_errors,
+    _to_array,
+)
+
+
+def fit_mapping(y_true: ArrayLike, y_pred: ArrayLike, order: int = 1) -> np.ndarray:
+    """The mapping of ``jsqa_sb.mos_metrics.rmse_mapped``, in powers of the prediction.
+
+    ``[a, b]`` (order 1) or ``[a, b, c, d]`` (order 3, increasing over the predictions'
+    range); constant predictions give the constant map to the mean true score.
+    """
+    order = _check_order(order)
+    t, p = _check_pair(y_true, y_pred, order + 1, f"order-{order} mapping")
+    coefs_z, center, scale = _fit_mapping_scaled(t, p, order)
+    # Compose the polynomial in z with z = (x - center) / scale.
+    in_x = np.polynomial.Polynomial(coefs_z)(np.polynomial.Polynomial([-center / scale, 1 / scale]))
+    out = np.zeros(order + 1)
+    out[: in_x.coef.size] = in_x.coef
+    return out
+
+
+def apply_mapping(coefficients: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
+    """Apply a mapping of :func:`fit_mapping` (coefficients in increasing powers)."""
+    coefs = _to_array(coefficients, "coefficients")
+    return np.polynomial.polynomial.polyval(_to_array(y_pred, "y_pred"), coefs)
+
+
+def rmse_mapped_dof(y_true: ArrayLike, y_pred: ArrayLike, order: int = 1) -> float:
+    """Mapped RMSE with P.1401's degrees-of-freedom correction: sqrt(SSE / (N - order - 1))."""
+    order = _check_order(order)
+    err = _mapped_errors(y_true, y_pred, order, order + 2)
+    return float(np.sqrt(np.sum(err**2) / (err.size - (order + 1))))
