@@ -1,26 +1,13 @@
 """``jsqa export``: a training run -> a SpeechBrain-hub model folder.
 
-A fine-tuning run (``results.json`` + ``save/CKPT+*``) gives a scoring model; a
-pretraining run (``encoder.ckpt`` + ``pretrain_summary.json``) an encoder-only model
-for embeddings and distances. The folder holds:
-
-* ``hyperparams.yaml``: inference only (the encoder and head of the run's YAML with
-  every reference resolved, the sample rate, the reported outputs, the windowing);
-* ``encoder.ckpt`` (and ``head.ckpt``): the selected checkpoint's state dicts;
-* ``custom_interface.py``: the ``JSQA`` class for SpeechBrain's ``foreign_class``,
-  with the package code it needs, so it works where only SpeechBrain is installed;
-* ``README.md``: the model card (what it predicts, input, training data, the test
-  metrics, usage, license, citation);
-* ``training_results.json`` or ``pretrain_summary.json``: the run's own figures.
-
-The folder is written next to its destination under a temporary name and renamed into
-place once complete and verified: an export that fails leaves no half-written folder,
-and ``overwrite`` replaces an earlier export whole (no stale file of it stays). A
-folder that holds anything else, the run folder, or a folder inside the run is never
-written to.
-
-Authors
- * JSQA contributors 2026
+A fine-tuning run (``results.json`` + ``save/CKPT+*``) gives a scoring model, a
+pretraining run (``encoder.ckpt`` + ``pretrain_summary.json``) an encoder-only one. The
+folder holds an inference-only ``hyperparams.yaml``, the checkpoints, a
+``custom_interface.py`` for SpeechBrain's ``foreign_class`` (with the package code it
+needs), the model card ``README.md`` (:mod:`jsqa_sb.model_card`) and the run's figures.
+It is written beside its destination and renamed into place once complete and
+verified: a failed export leaves nothing half-written, and ``overwrite`` replaces an
+earlier export whole.
 """
 
 from __future__ import annotations
@@ -38,6 +25,7 @@ from typing import Union
 
 import jsqa_sb
 from jsqa_sb.errors import JSQAError
+from jsqa_sb.model_card import CITATION, finetune_card, input_section, pretrain_card  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -61,23 +49,6 @@ EXPORTED_FILES = (
     "pretrain_summary.json",
 )
 
-CITATION = """@inproceedings{fan2025jsqa,
-  title     = {{JSQA}: Speech Quality Assessment with Perceptually-Inspired Contrastive
-               Pretraining Based on {JND} Audio Pairs},
-  author    = {Fan, Junyi and Williamson, Donald S.},
-  booktitle = {IEEE Workshop on Applications of Signal Processing to Audio and Acoustics
-               (WASPAA)},
-  year      = {2025},
-  note      = {arXiv:2507.11636}
-}
-@misc{speechbrainV1,
-  title  = {Open-Source Conversational AI with {SpeechBrain} 1.0},
-  author = {Ravanelli, Mirco and others},
-  year   = {2024},
-  eprint = {2407.00463},
-  archivePrefix = {arXiv}
-}"""
-
 
 class ExportError(JSQAError, ValueError):
     """A run folder that cannot be exported; the message says what is missing."""
@@ -94,34 +65,12 @@ def export_model(
 ) -> Path:
     """Export a fine-tuning or pretraining run as a SpeechBrain-hub model folder.
 
-    Arguments
-    ---------
-    run_folder : str or os.PathLike
-        The ``--output_folder`` of a ``train.py`` run.
-    hub_folder : str or os.PathLike
-        Where the model folder is written (created; must be empty unless
-        ``overwrite``). Never the run folder, a folder inside it, or one holding it.
-    overwrite : bool
-        Replace an earlier export in ``hub_folder`` whole (refused if the folder holds
-        files ``jsqa export`` does not write).
-    window_seconds : float
-        Window length for scoring long recordings, written into the YAML.
-    license : str
-        The model card's license identifier.
-    verify : bool
-        Load the written folder with :class:`jsqa_sb.JSQA` and run it once.
-
-    Returns
-    -------
-    pathlib.Path
-        The model folder.
-
-    Raises
-    ------
-    ExportError
-        If the run folder is not a finished run, or the model folder is not empty (or,
-        with ``overwrite``, holds other files), or is the run folder, inside it or
-        holds it.
+    ``hub_folder`` is created, and must be empty unless ``overwrite`` (which refuses a
+    folder holding files ``jsqa export`` does not write); never the run folder, a
+    folder inside it, or one holding it (:class:`ExportError`, as is a run folder that
+    is not a finished run). ``window_seconds``: the window for scoring long
+    recordings, written into the YAML. ``verify``: load the written folder with
+    :class:`jsqa_sb.JSQA` and run it once.
     """
     run, hub = Path(run_folder), Path(hub_folder)
     if not (run / "hyperparams.yaml").is_file():
@@ -189,11 +138,9 @@ def _check_destination(run: Path, hub: Path, overwrite: bool) -> None:
 
 
 def _remove_leftovers(hub: Path) -> None:
-    """Remove what an export of ``hub`` killed outright (SIGKILL, power cut) left beside it.
+    """Remove the folders (:func:`_aside`) a killed export of ``hub`` left beside it.
 
-    Only folders named by an export of this ``hub`` whose process is gone: the
-    temporary ``.NAME.export-PID-*``, and ``.NAME.replaced-PID-*`` (the earlier export)
-    once ``hub`` exists again; without ``hub``, the earlier export is kept and named.
+    A ``replaced`` one (the earlier export) is kept, and named, while ``hub`` is missing.
     """
     pattern = re.compile(rf"\.{re.escape(hub.name)}\.(export|replaced)-(\d+)-[0-9a-f]{{8}}")
     for entry in hub.parent.iterdir():
@@ -208,10 +155,7 @@ def _remove_leftovers(hub: Path) -> None:
 
 
 def _aside(hub: Path, kind: str) -> Path:
-    """A hidden folder beside ``hub`` for this process: ``.NAME.<kind>-PID-<8 hex>``.
-
-    :func:`_remove_leftovers` recognises these names; keep the two in step.
-    """
+    """``.NAME.<kind>-PID-<8 hex>`` beside ``hub`` (as :func:`_remove_leftovers` expects)."""
     return hub.parent / f".{hub.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
@@ -247,7 +191,7 @@ def _write_model(run: Path, hub: Path, kind: str, window_seconds: float, license
     """Write the model folder's files into ``hub`` (an empty folder)."""
     run_yaml = _resolved_run_yaml(run / "hyperparams.yaml")
     # The card describes the input the exported YAML sets, not the defaults.
-    inputs = _input_section(int(run_yaml.get("sample_rate", 16000)), window_seconds)
+    inputs = input_section(int(run_yaml.get("sample_rate", 16000)), window_seconds)
     if kind == "finetune":
         results = json.loads((run / "results.json").read_text())
         ckpt = _selected_checkpoint(run, results)
@@ -255,12 +199,12 @@ def _write_model(run: Path, hub: Path, kind: str, window_seconds: float, license
         for name in ("encoder", "head"):
             shutil.copyfile(ckpt / f"{name}.ckpt", hub / f"{name}.ckpt")
         shutil.copyfile(run / "results.json", hub / "training_results.json")
-        card = _finetune_card(run, results, outputs, ckpt, inputs, license)
+        card = finetune_card(run, results, outputs, ckpt, inputs, license)
     else:
         outputs, results = [], json.loads((run / "pretrain_summary.json").read_text())
         shutil.copyfile(run / "encoder.ckpt", hub / "encoder.ckpt")
         shutil.copyfile(run / "pretrain_summary.json", hub / "pretrain_summary.json")
-        card = _pretrain_card(run, results, inputs, license)
+        card = pretrain_card(run, results, inputs, license)
 
     (hub / "hyperparams.yaml").write_text(
         _inference_yaml(run, run_yaml, outputs, window_seconds, with_head=kind == "finetune")
@@ -423,191 +367,11 @@ def build_custom_interface() -> str:
     return "\n".join(lines)
 
 
-def _metrics_table(results: dict, outputs: list) -> str:
-    rows = [
-        "| Test set | Output | Files | PCC | SRCC | RMSE | RMSE (3rd-order map) "
-        "| PCC per condition |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for db, dims in results.get("databases", {}).items():
-        for dim in outputs:
-            m = dims.get(dim)
-            if not m:
-                continue
-            rows.append(
-                f"| {db} | {dim} | {m.get('n_files', '')} | {_f(m.get('pcc'))} | "
-                f"{_f(m.get('srcc'))} | {_f(m.get('rmse'))} | {_f(m.get('rmse_map3'))} | "
-                f"{_f(m.get('pcc_con'))} |"
-            )
-    return "\n".join(rows)
-
-
-def _f(x) -> str:
-    return "" if x is None else f"{x:.3f}"
-
-
-def _front_matter(license: str, extra_tags: str = "") -> str:
-    return (
-        "---\n"
-        "library_name: speechbrain\n"
-        f"license: {license}\n"
-        "tags:\n- speechbrain\n- speech-quality-assessment\n- mos\n- jsqa\n"
-        f"{extra_tags}"
-        "---\n\n"
-    )
-
-
-def _usage(with_scores: bool) -> str:
-    call = (
-        'model.score_file("speech.wav")        # {"mos": ...}\n'
-        'model.distance("a.wav", "b.wav")      # quality distance, 0 = same quality'
-        if with_scores
-        else 'model.encode_file("speech.wav")      # quality embedding\n'
-        'model.distance("a.wav", "b.wav")      # quality distance, 0 = same quality'
-    )
-    return f"""## Usage
-
-With the JSQA package (`pip install jsqa-sb`):
-
-```python
-from jsqa_sb import JSQA
-model = JSQA.from_hparams(source="THIS_REPO_OR_FOLDER", savedir="pretrained/jsqa")
-{call}
-```
-
-From the command line: `jsqa score THIS_REPO_OR_FOLDER recordings/ --out scores.csv`.
-
-With SpeechBrain alone (the code is in `custom_interface.py` of this folder):
-
-```python
-from speechbrain.inference.interfaces import foreign_class
-model = foreign_class(source="THIS_REPO_OR_FOLDER", pymodule_file="custom_interface.py",
-                      classname="JSQA")
-```
-"""
-
-
-def _input_section(sample_rate: int, window: float) -> str:
-    return f"""## Input
-
-Any sample rate (resampled to {sample_rate} Hz), any number of channels (averaged to
-mono), WAV (8/16/24/32-bit, float), FLAC or OGG. Recordings longer than {window:g} s are
-scored by equal windows of at most {window:g} s and the window scores averaged, weighted
-by duration, in bounded memory. Recordings shorter than the encoder's minimum (0.16 s
-with the default encoder) are refused with an error; digital silence is scored with a
-warning.
-"""
-
-
-def _used_splits(run: Path, cfg: dict) -> dict:
-    """The databases the run trained and validated on (its nisqa_splits.json)."""
-    path = Path(str(cfg.get("manifest_folder", run / "manifests"))) / "nisqa_splits.json"
-    if not path.is_file():
-        path = run / "manifests" / "nisqa_splits.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {  # the configuration's lists, some of which may have been absent
-        split: [f"{db} (if present)" for db in cfg.get(f"{split}_dbs", [])]
-        for split in ("train", "valid")
-    }
-
-
-def _finetune_card(
-    run: Path, results: dict, outputs: list, ckpt: Path, inputs: str, license: str
-) -> str:
-    cfg = results.get("config", {})
-    yaml_name = Path(str(cfg.get("yaml", "?"))).name
-    splits = _used_splits(run, cfg)
-    pretrained = cfg.get("pretrained_encoder")
-    init = (
-        f"the JND-contrastively pretrained encoder `{Path(pretrained).name}`"
-        if pretrained
-        else "a randomly initialised encoder (the from-scratch baseline)"
-    )
-    return (
-        _front_matter(license, "- non-intrusive\n")
-        + f"""# JSQA speech quality model ({", ".join(outputs)})
-
-Non-intrusive speech quality prediction: from a degraded recording alone, this model
-predicts {", ".join(f"`{o}`" for o in outputs)} on the 1-5 scale of the NISQA corpus.
-It is a JSQA model: a CNN-self-attention encoder pretrained with a contrastive loss on
-just-noticeable-difference (JND) audio pairs, then fine-tuned for MOS.
-
-{inputs}
-## Training
-
-- Run: `{run.name}`, stage `{cfg.get("stage", "finetune")}` with `{yaml_name}`,
-  {cfg.get("number_of_epochs", "?")} epochs, seed {cfg.get("seed", "?")}, from {init}.
-- Data: NISQA databases {", ".join(splits["train"])} (training) and
-  {", ".join(splits["valid"])} (checkpoint selection by validation PCC),
-  from `{cfg.get("nisqa_folder", "?")}`.
-- Checkpoint: `{ckpt.name}`.
-
-## Test results
-
-{_metrics_table(results, outputs)}
-
-Figures from `training_results.json` (the run's `results.json`). RMSE after a
-third-order monotonic mapping per test set follows ITU-T P.1401. Check which corpus
-these come from before you compare them with published figures: a run on a
-miniature or proxy-labelled corpus says nothing about quality on real data.
-
-{_usage(True)}
-## License and citation
-
-License: {license}. If you use this model, please cite:
-
-```bibtex
-{CITATION}
-```
-"""
-    )
-
-
-def _pretrain_card(run: Path, summary: dict, inputs: str, license: str) -> str:
-    best = summary.get("best_valid", {})
-    rand = summary.get("random_init_valid", {})
-    rows = "\n".join(
-        f"| {k} | {_f(rand.get(k))} | {_f(best.get(k))} |"
-        for k in ("cross_auc", "within_auc", "probe_snr_spearman")
-        if k in best
-    )
-    return (
-        _front_matter(license, "- embeddings\n")
-        + f"""# JSQA quality encoder (JND contrastive pretraining, no MOS head)
-
-A speech quality encoder pretrained with a contrastive loss on just-noticeable-
-difference (JND) audio pairs: mixtures of the same speech and noise at SNRs closer than
-a JND are pulled together, mixtures far apart pushed apart. It gives quality
-embeddings and a quality distance; it predicts no MOS (fine-tune it first).
-
-{inputs}
-## Validation (fixed JND mixtures)
-
-| Metric | Random init | Best epoch ({summary.get("best_epoch", "?")}) |
-|---|---|---|
-{rows}
-
-From `pretrain_summary.json` of run `{run.name}`.
-
-{_usage(False)}
-## License and citation
-
-License: {license}. If you use this model, please cite:
-
-```bibtex
-{CITATION}
-```
-"""
-    )
-
-
 def _verify(hub: Path, with_head: bool) -> None:
     """Load the written folder and run it once on a second of noise.
 
-    A run whose encoder or head is not among the classes a model may create without
-    trust (:data:`jsqa_sb.yaml_security.ALLOWED_CLASSES`) is exported all the same, with
-    a warning: loading it will need ``--trust-remote-code``.
+    A model outside :data:`jsqa_sb.yaml_security.ALLOWED_CLASSES` is exported with a
+    warning: loading it will need ``--trust-remote-code``.
     """
     import tempfile
 
