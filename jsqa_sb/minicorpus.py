@@ -1,31 +1,35 @@
 """Builders of miniature corpora in the real LibriSpeech, CHiME-3 and NISQA layouts.
 
-The speech comes from the five public-domain LibriVox clips shipped in
-``jsqa_sb/samples``; the noise is synthesised (one style per CHiME-3 environment).
-Everything is deterministic for a given seed and needs no network, so the corpora
-serve the test suite and ``jsqa demo``.
+Deterministic for a given seed and offline (signals: :mod:`jsqa_sb.minicorpus_signals`),
+so the corpora serve the test suite and ``jsqa demo``.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime
-import functools
 import json
 import os
 import shutil
-import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-from scipy import fft as sfft
 from scipy import signal
 
-SR = 16000
-ENVIRONMENTS = ("BUS", "CAF", "PED", "STR")
-NOISE_DBFS = -32.0
+from jsqa_sb.minicorpus_signals import (  # noqa: F401  (NOISE_DBFS: re-exported)
+    ENVIRONMENTS,
+    NOISE_DBFS,
+    SR,
+    _crop,
+    _filter,
+    _rms,
+    _rng,
+    _set_level,
+    _write,
+    synth_noise,
+)
+
 SPEECH_DBFS = -26.0
 NISQA_COLUMNS = (
     "db,con,file,con_description,filename_deg,filename_ref,source,lang,votes,mos,noi,col,dis,"
@@ -37,142 +41,6 @@ DEFAULT_DATABASES = {"NISQA_TRAIN_SIM": 40, "NISQA_VAL_SIM": 12, "NISQA_TEST_SIM
 _SPEAKER_IDS = (19, 26, 27, 32, 39, 40, 60, 78, 83, 84, 87, 89, 103, 118, 125, 150, 163, 174)
 _MARKER = ".minicorpus_done"
 _VERSION = 1
-_PEAK = 0.99  # written audio never exceeds this (no clipping in 16-bit PCM)
-
-
-# ----------------------------------------------------------------------------- helpers
-@functools.lru_cache(maxsize=1)
-def _clips() -> tuple[tuple[np.ndarray, tuple[str, ...]], ...]:
-    """Return the sample clips as (float64 audio at 16 kHz, upper-case words)."""
-    folder = Path(__file__).parent / "samples"
-    transcripts = {}
-    for line in (folder / "README.md").read_text(encoding="utf-8").splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and cells[0].endswith(".flac"):
-            transcripts[cells[0]] = tuple(cells[3].upper().split())
-    out = []
-    for i in range(1, 6):
-        name = f"librivox_{i}.flac"
-        audio, sr = sf.read(folder / name, dtype="float64", always_2d=False)
-        if sr != SR:
-            raise ValueError(f"{name}: expected {SR} Hz, got {sr}")
-        out.append((audio, transcripts.get(name, ("HE", "WAS", "NOT", "AN", "ILL", "MAN"))))
-    return tuple(out)
-
-
-def _rng(seed: int, *keys: str | int) -> np.random.Generator:
-    """Return an independent generator for (seed, keys); stable across processes."""
-    ints = [k if isinstance(k, int) else zlib.crc32(k.encode()) for k in keys]
-    return np.random.default_rng([int(seed), *ints])
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x)) + 1e-20))
-
-
-def _set_level(x: np.ndarray, dbfs: float) -> np.ndarray:
-    return x * (10 ** (dbfs / 20) / _rms(x))
-
-
-def _write(path: Path, x: np.ndarray, sr: int = SR) -> None:
-    """Write mono 16-bit PCM (format from the suffix), peak-normalising only if needed."""
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    if peak > _PEAK:
-        x = x * (_PEAK / peak)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, np.round(x * 32767).astype(np.int16), sr, subtype="PCM_16")
-
-
-def _crop(rng: np.random.Generator, lo: float, hi: float, clip: int | None = None):
-    """Cut a lo..hi second excerpt (with 10 ms fades) and the words it roughly covers."""
-    clips = _clips()
-    idx = int(rng.integers(len(clips))) if clip is None else clip
-    audio, words = clips[idx]
-    n = min(int(rng.uniform(lo, hi) * SR), len(audio))
-    start = int(rng.integers(0, len(audio) - n + 1))
-    seg = audio[start : start + n].copy()
-    fade = np.linspace(0.0, 1.0, SR // 100)
-    seg[: fade.size] *= fade
-    seg[-fade.size :] *= fade[::-1]
-    w0 = int(start / len(audio) * len(words))
-    w1 = max(w0 + 1, round((start + n) / len(audio) * len(words)))
-    return seg, words[w0:w1], idx
-
-
-def _colored(rng: np.random.Generator, n: int, power: float, fmin: float = 20.0) -> np.ndarray:
-    """Unit-RMS noise with a 1/f**power spectrum (0 white, 1 pink, 2 brown)."""
-    m = sfft.next_fast_len(n, real=True)  # awkward lengths make the FFT slow
-    spec = np.fft.rfft(rng.standard_normal(m))
-    freqs = np.maximum(np.fft.rfftfreq(m, 1 / SR), fmin)
-    x = np.fft.irfft(spec / freqs ** (power / 2), m)[:n]
-    return x / _rms(x)
-
-
-def _filter(x: np.ndarray, cutoff, btype: str, order: int = 4) -> np.ndarray:
-    return signal.sosfilt(signal.butter(order, cutoff, btype=btype, fs=SR, output="sos"), x)
-
-
-def _bus(rng: np.random.Generator, n: int, t: np.ndarray) -> np.ndarray:
-    """Low-frequency rumble: brown-ish noise plus a drifting engine hum with harmonics."""
-    drift = 1 + 0.03 * np.sin(2 * np.pi * rng.uniform(0.05, 0.2) * t + rng.uniform(0, 6.3))
-    phase = 2 * np.pi * np.cumsum(rng.uniform(25, 45) * drift) / SR
-    hum = sum(np.sin(h * phase + rng.uniform(0, 6.3)) / h for h in range(1, 9))
-    return _colored(rng, n, 2.0) + 0.5 * hum / _rms(hum) + 0.1 * _colored(rng, n, 1.0)
-
-
-def _caf(rng: np.random.Generator, n: int, t: np.ndarray) -> np.ndarray:
-    """Babble from 4-6 time-shifted, gain-varied speech streams plus a little pink noise."""
-    babble = np.zeros(n)
-    for _ in range(int(rng.integers(4, 7))):
-        talker = np.concatenate([_clips()[i][0] for i in rng.permutation(len(_clips()))])
-        idx = (np.arange(n) + int(rng.integers(len(talker)))) % len(talker)
-        babble += 10 ** (rng.uniform(-6, 0) / 20) * talker[idx]
-    return babble / _rms(babble) + 0.15 * _colored(rng, n, 1.0)
-
-
-def _ped(rng: np.random.Generator, n: int, t: np.ndarray) -> np.ndarray:
-    """Pink noise with slow amplitude modulation (passers-by, distant crowd)."""
-    mod = 1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 6.3))
-    mod += 0.25 * np.sin(2 * np.pi * rng.uniform(0.5, 1.5) * t + rng.uniform(0, 6.3))
-    return _colored(rng, n, 1.0) * mod
-
-
-def _str(rng: np.random.Generator, n: int, t: np.ndarray) -> np.ndarray:
-    """Band-passed street noise with swells of passing cars."""
-    base = _filter(rng.standard_normal(n), [150, 4000], "bandpass")
-    car = _filter(_colored(rng, n, 1.0), [60, 2000], "bandpass")  # tyres and engine
-    swell = np.zeros(n)
-    for _ in range(1 + int(rng.poisson(n / SR / 3))):
-        centre, width = rng.uniform(0, n / SR), rng.uniform(0.5, 1.5)
-        swell += rng.uniform(2, 5) * np.exp(-0.5 * ((t - centre) / width) ** 2)
-    return 0.5 * base / _rms(base) + swell * car / _rms(car)
-
-
-_NOISES: dict[str, Callable[..., np.ndarray]] = dict(zip(ENVIRONMENTS, (_bus, _caf, _ped, _str)))
-
-
-def synth_noise(env: str, n: int, rng: np.random.Generator, dbfs: float = NOISE_DBFS) -> np.ndarray:
-    """Synthesise ``n`` samples of 16 kHz noise in the style of a CHiME-3 environment.
-
-    Arguments
-    ---------
-    env : str
-        One of ``"BUS"``, ``"CAF"``, ``"PED"``, ``"STR"``.
-    n : int
-        Number of samples.
-    rng : numpy.random.Generator
-        Source of randomness.
-    dbfs : float
-        RMS level of the result in dB relative to full scale.
-
-    Returns
-    -------
-    numpy.ndarray
-        Float64 mono signal at 16 kHz.
-    """
-    if env not in _NOISES:
-        raise ValueError(f"unknown environment {env!r}; expected one of {ENVIRONMENTS}")
-    return _set_level(_NOISES[env](rng, n, np.arange(n) / SR), dbfs)
 
 
 def _prepare(out: Path, args: dict) -> bool:
@@ -209,22 +77,11 @@ def build_librispeech(
     subsets: Mapping[str, tuple[int, int, int]] | None = None,
     seed: int = 0,
 ) -> Path:
-    """Build a tiny LibriSpeech (FLAC, transcripts, SPEAKERS.TXT, CHAPTERS.TXT).
+    """A tiny LibriSpeech under ``<root>/LibriSpeech`` (FLAC, transcripts, SPEAKERS.TXT, ...).
 
-    Arguments
-    ---------
-    root : str or os.PathLike
-        Folder that will contain ``LibriSpeech/``.
-    subsets : dict, optional
-        Subset name -> (n_speakers, n_chapters_per_speaker, n_utts_per_chapter).
-        Defaults to ``{"train-clean-100": (2, 2, 3), "dev-clean": (1, 1, 3)}``.
-    seed : int
-        Random seed; the same seed gives byte-identical files.
-
-    Returns
-    -------
-    pathlib.Path
-        ``<root>/LibriSpeech``. Nothing is rewritten if it is already complete.
+    ``subsets``: name -> (speakers, chapters per speaker, utterances per chapter),
+    :data:`DEFAULT_SUBSETS` by default. The same seed gives byte-identical files, and a
+    complete build with the same arguments is not rewritten (as for every builder here).
     """
     subsets = {
         k: tuple(int(n) for n in v)
@@ -282,26 +139,10 @@ def build_librispeech(
 def build_chime3(
     root: str | os.PathLike, n_sessions_per_env: int = 2, seconds: float = 8.0, seed: int = 0
 ) -> Path:
-    """Build CHiME-3-style background noise recordings (synthetic, one style per environment).
+    """CHiME-3-style backgrounds: ``BGD_<yymmdd>_<nnn>_<ENV>.CH1.wav``, each its own session.
 
-    Files are ``BGD_<yymmdd>_<nnn>_<ENV>.CH1.wav`` (16 kHz mono 16-bit, RMS -32 dBFS) for
-    ENV in BUS, CAF, PED, STR, each file its own session.
-
-    Arguments
-    ---------
-    root : str or os.PathLike
-        Folder that will contain ``CHiME3/``.
-    n_sessions_per_env : int
-        Number of recordings per environment.
-    seconds : float
-        Duration of each recording.
-    seed : int
-        Random seed; the same seed gives byte-identical files.
-
-    Returns
-    -------
-    pathlib.Path
-        ``<root>/CHiME3/data/audio/16kHz/backgrounds``.
+    16 kHz mono 16-bit at RMS -32 dBFS, ``n_sessions_per_env`` per environment; returns
+    ``<root>/CHiME3/data/audio/16kHz/backgrounds``.
     """
     top = Path(root) / "CHiME3"
     out = top / "data" / "audio" / "16kHz" / "backgrounds"
@@ -449,36 +290,16 @@ def build_nisqa(
     write_corpus_csv: bool = True,
     high_rate_fraction: float = 0.2,
 ) -> Path:
-    """Build a tiny NISQA-style corpus of degraded speech with condition-driven labels.
+    """A tiny NISQA corpus under ``<root>/NISQA_Corpus``: degraded speech, condition-driven labels.
 
-    Each degraded file gets a seeded random condition, recorded in ``con_description``
-    (e.g. ``"noise=CAF@7.5dB; lowpass=3400Hz; clip=6.0dB; level=-12.0dB"`` or ``"clean"``):
-    synthetic noise at SNR in [-5, 35] dB (p=0.8), low-pass at 3.4 or 7 kHz (p=0.3),
-    hard clipping (p=0.15) and attenuation (p=0.3); about 10 % are clean. MOS and the
-    dimensions (noi, col, dis, loud) follow these degradations.
-
-    Arguments
-    ---------
-    root : str or os.PathLike
-        Folder that will contain ``NISQA_Corpus/``.
-    databases : dict, optional
-        Database name -> number of degraded files. Defaults to
-        ``{"NISQA_TRAIN_SIM": 40, "NISQA_VAL_SIM": 12, "NISQA_TEST_SIM": 12}``.
-        In databases whose name contains ``TEST`` each condition is applied to 3
-        different references; elsewhere every file is its own condition.
-    seed : int
-        Random seed; the same seed gives byte-identical files.
-    with_dimensions : bool
-        If False, leave votes, the dimension columns and all ``*_std`` columns empty.
-    write_corpus_csv : bool
-        Also write ``NISQA_Corpus/NISQA_corpus_file.csv`` covering all databases.
-    high_rate_fraction : float
-        Fraction of degraded files written at 48 kHz instead of 16 kHz.
-
-    Returns
-    -------
-    pathlib.Path
-        ``<root>/NISQA_Corpus``.
+    Each file gets a seeded condition, written to ``con_description`` (e.g.
+    ``"noise=CAF@7.5dB; lowpass=3400Hz; clip=6.0dB; level=-12.0dB"`` or ``"clean"``):
+    noise at SNR -5..35 dB (p=0.8), low-pass at 3.4 or 7 kHz (p=0.3), clipping (p=0.15),
+    attenuation (p=0.3); MOS and the dimensions follow them. ``databases``: name ->
+    files (:data:`DEFAULT_DATABASES`); where the name contains ``TEST`` each condition
+    is applied to 3 references. ``with_dimensions=False`` leaves votes, dimensions and
+    ``*_std`` empty; ``write_corpus_csv`` also writes ``NISQA_corpus_file.csv``;
+    ``high_rate_fraction`` of the files are at 48 kHz.
     """
     databases = {
         k: int(v) for k, v in (DEFAULT_DATABASES if databases is None else databases).items()
@@ -505,20 +326,9 @@ def build_nisqa(
 
 
 def build_all(root: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
-    """Build the default miniature LibriSpeech, CHiME-3 and NISQA corpora under ``root``.
+    """The default corpora under ``root``: ``librispeech/``, ``chime3/`` and ``nisqa/``.
 
-    Arguments
-    ---------
-    root : str or os.PathLike
-        Parent folder; corpora go to ``librispeech/``, ``chime3/`` and ``nisqa/``.
-    seed : int
-        Random seed.
-
-    Returns
-    -------
-    dict
-        ``librispeech_folder``, ``chime3_folder`` and ``nisqa_folder``: the folders that
-        contain ``LibriSpeech/``, ``CHiME3/`` and ``NISQA_Corpus/`` respectively.
+    Returns those folders as ``librispeech_folder``, ``chime3_folder``, ``nisqa_folder``.
     """
     root = Path(root)
     folders = {
