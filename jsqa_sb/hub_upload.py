@@ -1,27 +1,11 @@
 """Publish an exported model folder on the Hugging Face hub (``jsqa upload``).
 
-The folder is the one ``jsqa export`` writes (``hyperparams.yaml``, the ``*.ckpt``
-checkpoints, ``README.md``, ``custom_interface.py``, the run's results). Before
-anything goes to the network, :func:`plan_upload` decides what is published, and
-:func:`upload_model` shows it, with sizes:
-
-* the model's own files: those ``jsqa export`` writes
-  (:data:`jsqa_sb.hub_export.EXPORTED_FILES`) and any other top-level ``*.ckpt``;
-* files named with ``include`` (``--include NAME``), and nothing else: any other file
-  or folder makes the upload fail, naming it, so that nothing is published by
-  accident;
-* never dot-files (``.git``, ``.env``, ...) or Python caches: they are left out, and
-  listed as such; never a symbolic link to a file outside the folder (refused).
-
-Then the repository is created if needed and exactly the listed files are uploaded as
-one commit with ``huggingface_hub``. In the same commit, model files of an earlier upload
-that the folder no longer has (``EXPORTED_FILES`` names and ``*.ckpt``) are deleted
-from the repository, so that a re-upload leaves no stale checkpoint or interface
-beside the new model; other files of the repository are kept. The token comes from
-where ``huggingface_hub`` looks by default (``HF_TOKEN``, or ``hf auth login``) unless one is given.
-
-Authors
- * JSQA contributors 2026
+:func:`plan_upload` decides, before any network call, what is sent: the model's own
+files (:data:`jsqa_sb.hub_export.EXPORTED_FILES`, any top-level ``*.ckpt``) and files
+named with ``include``; any other file fails the upload, dot-files and caches are left
+out, links to outside the folder refused. :func:`upload_model` shows that list, then
+uploads exactly it as one commit, deleting the model files of an earlier upload that
+the folder no longer has (other files of the repository are kept).
 """
 
 from __future__ import annotations
@@ -120,25 +104,10 @@ class UploadPlan:
 def plan_upload(hub_folder: str | os.PathLike, include: Iterable[str] = ()) -> UploadPlan:
     """Decide what publishing ``hub_folder`` sends, without any network call.
 
-    Arguments
-    ---------
-    hub_folder : str or os.PathLike
-        The folder ``jsqa export`` wrote.
-    include : iterable of str
-        Other files to publish, as paths inside the folder (``notes.txt``,
-        ``plots/a.png``).
-
-    Returns
-    -------
-    UploadPlan
-        The files to send, with sizes, and what is left out (dot-files, caches).
-
-    Raises
-    ------
-    HubUploadError
-        If the folder is not an exported model, holds files that are neither the
-        model's own nor included, or a file to send is a link to outside the folder,
-        a dot-file, missing, or a folder.
+    ``include``: other files to publish, as paths inside the folder (``notes.txt``,
+    ``plots/a.png``). :class:`HubUploadError` if the folder is not an exported model,
+    holds files that are neither the model's own nor included, or a file to send is a
+    link to outside the folder, a dot-file, missing, or a folder.
     """
     folder = _check_model_folder(hub_folder)
     root = folder.resolve()
@@ -218,42 +187,14 @@ def upload_model(
     include: Iterable[str] = (),
     show: Optional[Callable[[str], Any]] = None,
 ) -> str:
-    """Upload an exported model folder to a hub model repository.
+    """Upload the files :func:`plan_upload` lists to ``repo_id``; return its address.
 
-    Arguments
-    ---------
-    hub_folder : str or os.PathLike
-        The folder ``jsqa export`` wrote: ``hyperparams.yaml`` and at least one
-        ``*.ckpt`` file are required. Only the files :func:`plan_upload` lists are
-        sent.
-    repo_id : str
-        ``owner/name`` of the model repository; created if it does not exist.
-    private : bool
-        Create the repository as private (an existing repository keeps its visibility).
-    token : str, optional
-        A hub token with write access (default: ``HF_TOKEN`` or the login cache, as
-        ``huggingface_hub`` finds it). Not used when ``api`` is given.
-    commit_message : str, optional
-        The hub commit message (default: ``Upload JSQA model``).
-    api : huggingface_hub.HfApi, optional
-        The client to use (default: ``huggingface_hub.HfApi(token=token)``).
-    include : iterable of str
-        Other files of the folder to publish (see :func:`plan_upload`).
-    show : callable, optional
-        Called with the listing of the files to send, before any network call
-        (default: the listing is logged).
-
-    Returns
-    -------
-    str
-        The address of the repository.
-
-    Raises
-    ------
-    HubUploadError
-        If the folder is not an exported model, holds files that are not the model's
-        own, or the repo id is malformed (before any network call), or if the hub
-        refuses or cannot be reached.
+    The repository is created if needed (``private`` applies only then). ``token``
+    defaults to where ``huggingface_hub`` looks (``HF_TOKEN``, the login cache) and is
+    not used with ``api`` (default ``huggingface_hub.HfApi(token=token)``). ``show`` is
+    called with the listing before any network call (default: logged).
+    :class:`HubUploadError` if the folder or repo id is wrong (before any network
+    call), or if the hub refuses or cannot be reached.
 
     Example
     -------
@@ -305,18 +246,7 @@ def _check_model_folder(hub_folder: str | os.PathLike) -> Path:
 
 
 def check_repo_id(repo_id: str) -> None:
-    """Refuse a repo id that is not ``owner/name`` as the hub spells it.
-
-    Arguments
-    ---------
-    repo_id : str
-        The hub repository id.
-
-    Raises
-    ------
-    HubUploadError
-        If it is not ``owner/name`` or the hub would not accept it.
-    """
+    """:class:`HubUploadError` if ``repo_id`` is not ``owner/name`` as the hub spells it."""
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise HubUploadError(f"repo id {repo_id!r} must look like owner/name")
     validate = getattr(hf_utils, "validate_repo_id", None)

@@ -1,18 +1,11 @@
 """MOS manifests from the NISQA corpus: one JSON manifest per database.
 
-Reads ``NISQA_Corpus/NISQA_corpus_file.csv`` when present, else every
-``NISQA_Corpus/<DB>/<DB>_file.csv``, and writes ``<DB>.json`` for every database
-found, with, per file: ``wav`` (``{nisqa_folder}`` placeholder), ``mos``, the
-dimensions ``noi, col, dis, loud`` (null where the corpus has none), ``con``, ``db``,
-``duration`` and ``sample_rate`` (NISQA mixes rates; the data pipeline resamples).
-``nisqa_splits.json`` says which databases are train, valid and test,
-``prepare_nisqa_report.json`` lists every row left out and why, and, when the corpus
-has ``NISQA_corpus_con.csv``, ``conditions.json`` holds its per-condition scores
-(``{db: {con: {mos, noi, col, dis, loud}}}``), which the test reports use as NISQA's
-own evaluation does.
-
-Authors
- * JSQA contributors 2026
+Reads ``NISQA_Corpus/NISQA_corpus_file.csv``, else every ``<DB>/<DB>_file.csv``, and
+writes ``<DB>.json`` (per file: ``wav``, ``mos``, ``noi, col, dis, loud`` or null,
+``con``, ``db``, ``duration``, ``sample_rate``), ``nisqa_splits.json``,
+``prepare_nisqa_report.json`` (every row left out, and why) and, from
+``NISQA_corpus_con.csv`` when present, ``conditions.json`` (``{db: {con: scores}}``,
+the per-condition truth NISQA's own evaluation uses).
 """
 
 from __future__ import annotations
@@ -67,30 +60,12 @@ def prepare_nisqa(
 ) -> dict:
     """Prepare per-database MOS manifests (skipped when already done with the same inputs).
 
-    Arguments
-    ---------
-    nisqa_folder : str or Path
-        Folder that contains ``NISQA_Corpus/``.
-    save_folder : str or Path
-        Where manifests, report and record are written.
-    train_dbs, valid_dbs, test_dbs : sequence of str
-        Database names (shell patterns allowed, e.g. ``NISQA_TEST_*``) of each split.
-        Listed databases absent from the corpus are skipped with a warning.
-    strict : bool
-        Fail instead of skipping rows with missing or unreadable files or empty MOS.
-    num_workers : int
-        Threads for reading headers.
-
-    Returns
-    -------
-    dict
-        ``{"train": [...], "valid": [...], "test": [...]}`` manifest paths per split,
-        plus ``report`` and ``splits`` (the path of ``nisqa_splits.json``).
-
-    Raises
-    ------
-    DataPreparationError
-        If the folder is not a NISQA corpus or a CSV lacks required columns.
+    ``nisqa_folder`` holds ``NISQA_Corpus/``. The splits' databases may be shell
+    patterns (``NISQA_TEST_*``); absent ones are skipped with a warning. ``strict``:
+    fail instead of skipping unusable rows. ``num_workers``: threads reading headers.
+    Returns the manifest paths of each split, and ``report`` and ``splits`` (the path of
+    ``nisqa_splits.json``). :class:`DataPreparationError` if the folder is not a NISQA
+    corpus or a CSV lacks required columns.
     """
     corpus = Path(nisqa_folder) / "NISQA_Corpus"
     csv_files = _csv_files(Path(nisqa_folder), corpus)
@@ -217,11 +192,7 @@ _EMPTY = {"", "nan", "na", "n/a", "none", "null"}
 
 
 def _usable_rows(table: pd.DataFrame, corpus: Path, report: SkipReport) -> list:
-    """Parse the rows; drop (and report) those that cannot be used.
-
-    Returns one dict per usable row: ``db``, ``con``, ``key``, ``filepath_deg``, ``mos``
-    and the dimensions (floats or None).
-    """
+    """Per usable row ``db, con, key, filepath_deg, mos`` and the dimensions; report the rest."""
     rows, seen = [], {}
     for record in table.to_dict("records"):
         where = f"{record['_csv']} line {record['_line']}"

@@ -1,12 +1,7 @@
 """Machinery shared by the data preparers: skip-if-done records, reports, header scans.
 
-SpeechBrain's own preparers skip when the manifests exist. Ours also remember the
-options and a fingerprint of the input listing (relative path, size, mtime of every
-input file), so a changed option or an added, removed or replaced file triggers a new
-preparation, while an unchanged one is skipped in the time it takes to list the files.
-
-Authors
- * JSQA contributors 2026
+A preparation is skipped only when its options and a fingerprint of its inputs (path,
+size, mtime of every file) are unchanged and its outputs intact.
 """
 
 from __future__ import annotations
@@ -94,18 +89,10 @@ def fingerprint(files: Iterable[Path], root: Path) -> str:
 
 
 class PrepareRecord:
-    """The record of one finished preparation, kept next to its manifests.
+    """The record ``<name>.record.json`` of one finished preparation, beside its manifests.
 
-    Arguments
-    ---------
-    save_folder : str or Path
-        Where the manifests go.
-    name : str
-        Name of the preparation (``prepare_jnd``, ``prepare_nisqa``).
-    options : dict
-        Every option that changes the output (JSON-serialisable).
-    input_fingerprint : str
-        See :func:`fingerprint`.
+    ``options``: every option that changes the output; ``input_fingerprint``: see
+    :func:`fingerprint`.
     """
 
     def __init__(self, save_folder: PathLike, name: str, options: dict, input_fingerprint: str):
@@ -191,14 +178,9 @@ def scan_headers(
     desc: str = "Reading headers",
     progress: bool = True,
 ):
-    """Read the audio headers of ``paths`` in parallel (no decoding).
+    """Each path's ``AudioInfo``, or the ``AudioReadError`` reading it raised (threads).
 
     A progress bar is shown for 500 paths or more, unless ``progress`` is False.
-
-    Returns
-    -------
-    list
-        For each path, its ``AudioInfo`` or the ``AudioReadError`` that reading raised.
     """
 
     def one(path):

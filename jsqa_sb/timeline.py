@@ -1,27 +1,14 @@
-"""Quality over time: window scores of a recording as a CSV and a time-aligned picture.
+"""Quality over time (``jsqa score --timeline out/``): window scores as CSV and picture.
 
-``jsqa score MODEL long.wav --timeline out/`` writes, for every input it scored,
+For every input, ``out/<name>.csv`` (``start, end`` in seconds, one column per output),
+``out/<name>.png`` (the waveform's envelope above the score curves, on one time axis),
+and ``out/index.csv`` (``path, csv, png, windows, error``). Recordings are read a few
+windows or blocks at a time, so an hour needs no more memory than a second.
 
-* ``out/<name>.csv``: one row per window, ``start, end`` (seconds) and one column per
-  output of the model;
-* ``out/<name>.png``: the waveform on top (its envelope: the minimum and maximum of
-  each pixel column, computed block by block from the file) and the score curves
-  below, on the same time axis (each window's score drawn at its centre);
-* ``out/index.csv``: which input each name stands for (``path, csv, png, windows,
-  error``).
-
-The windows are scored by :meth:`jsqa_sb.inference.JSQA.score_timeline`, read from disk
-a few at a time; drawing reads the file block by block too, so a one-hour recording
-needs no more memory than a short one.
-
-Default windows: 3 s every 1 s. Three seconds is the length of the excerpts the
-encoder sees in JND pretraining (``segment_seconds``), long enough for a few words, and
-short enough that a burst of noise or of lost packets dominates the windows that hold
-it; a hop of one second gives a point per second and covers every instant by three
-windows, which smooths the curve without blurring events longer than a second.
-
-Authors
- * JSQA contributors 2026
+Default windows: 3 s every 1 s. Three seconds is the excerpt length of JND pretraining,
+long enough for a few words and short enough that a burst of noise dominates the
+windows holding it; a one-second hop covers every instant three times, smoothing the
+curve without blurring events longer than a second.
 """
 
 from __future__ import annotations
@@ -56,24 +43,9 @@ class TimelineError(JSQAError, ValueError):
 
 
 def check_timeline_folder(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` if needed and check that files can be written in it.
+    """Create ``folder`` if needed; :class:`TimelineError` if files cannot be written in it.
 
-    Called before scoring starts, so that a folder that cannot be written stops the
-    command before any work is done.
-
-    Arguments
-    ---------
-    folder : str or PathLike
-        Where the timelines go.
-
-    Returns
-    -------
-    Path
-
-    Raises
-    ------
-    TimelineError
-        If ``folder`` is a file, cannot be created, or a file cannot be written in it.
+    Called before scoring, so that such a folder stops the command before any work.
     """
     path = Path(folder)
     if path.exists() and not path.is_dir():
@@ -82,13 +54,7 @@ def check_timeline_folder(folder: str | os.PathLike) -> Path:
 
 
 def check_window(window_seconds: float, hop_seconds: float) -> None:
-    """Refuse a window or hop that is not a positive, finite number of seconds.
-
-    Raises
-    ------
-    TimelineError
-        Naming the option.
-    """
+    """:class:`TimelineError`, naming the option, unless both are positive finite seconds."""
     for option, value in (("--timeline_window", window_seconds), ("--timeline_hop", hop_seconds)):
         if not (math.isfinite(value) and value > 0):
             raise TimelineError(f"{option} must be a positive number of seconds, not {value}")
@@ -122,17 +88,7 @@ def timeline_names(paths: Sequence[str]) -> dict[str, str]:
 def write_timeline_csv(
     windows: Sequence[Any], output_names: Sequence[str], out: str | os.PathLike
 ) -> None:
-    """Write window scores as CSV: ``start, end`` and one column per output.
-
-    Arguments
-    ---------
-    windows : sequence of WindowScores
-        ``(start, end, scores)`` in seconds, as :meth:`JSQA.score_timeline` returns.
-    output_names : sequence of str
-        The score columns, in order.
-    out : str or PathLike
-        The CSV file.
-    """
+    """Write the windows of :meth:`JSQA.score_timeline` as CSV: ``start, end``, the outputs."""
     with open(out, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["start", "end", *output_names])
@@ -146,16 +102,9 @@ def write_timeline_csv(
 def waveform_envelope(
     path: str | os.PathLike, points: int = ENVELOPE_POINTS, block_seconds: float = 10.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Minimum and maximum of the (channel-averaged) waveform over ``points`` time bins.
+    """Centre (seconds), minimum and maximum of the mono waveform in ``points`` time bins.
 
     Read block by block: memory does not grow with the recording's length.
-
-    Returns
-    -------
-    times : numpy.ndarray
-        The centre of each bin, in seconds.
-    low, high : numpy.ndarray
-        The minimum and maximum sample of each bin.
     """
     info = sf.info(str(path))
     total = max(1, int(info.frames))
@@ -184,19 +133,7 @@ def plot_timeline(
     output_names: Sequence[str],
     out: str | os.PathLike,
 ) -> None:
-    """Draw the waveform on top and the score curves below it, on one time axis.
-
-    Arguments
-    ---------
-    path : str or PathLike
-        The recording (read block by block for its envelope).
-    windows : sequence of WindowScores
-        Its window scores; each is drawn at the window's centre.
-    output_names : sequence of str
-        The outputs to draw, one curve each.
-    out : str or PathLike
-        The PNG file.
-    """
+    """Draw the waveform above the score curves (each window at its centre) into ``out``."""
     from matplotlib.figure import Figure  # no pyplot: no global state, Agg for PNG
 
     times, low, high = waveform_envelope(path)
@@ -251,25 +188,9 @@ def write_timelines(
 ) -> list[dict[str, Any]]:
     """Write the timeline CSV and PNG of every recording in ``paths`` into ``folder``.
 
-    Arguments
-    ---------
-    model : JSQA
-        Anything with ``score_timeline(path, window_seconds, hop_seconds)`` and
-        ``output_names``.
-    paths : sequence of str
-        The recordings.
-    folder : str or PathLike
-        Where the files go (see :func:`check_timeline_folder`).
-    window_seconds, hop_seconds : float
-        The windows (see :data:`DEFAULT_WINDOW_SECONDS`).
-    progress : bool
-        Show a progress bar.
-
-    Returns
-    -------
-    list of dict
-        The rows of ``index.csv``: a recording that cannot be scored has its error
-        there and no files.
+    ``model``: anything with ``score_timeline(path, window_seconds, hop_seconds)`` and
+    ``output_names``. Returns the rows of ``index.csv``: a recording that cannot be
+    scored has its error there and no files.
     """
     from tqdm import tqdm
 
