@@ -1,8 +1,9 @@
 """Validation metrics of JND pretraining that a researcher can read.
 
-* :func:`pair_auc`: how well embedding distances separate perceptually *similar*
+* :func:`pair_auc`: how well embedding distances separate perceptually *alike*
   pairs (SNRs less than ``jnd_db`` apart) from *different* ones (at least
-  ``neg_margin_db`` apart); 1 is perfect, 0.5 chance. Computed within view groups
+  ``neg_margin_db`` apart), as the pair rule (:mod:`jsqa_sb.pairs`) labels them; 1 is
+  perfect, 0.5 chance. Computed within view groups
   (same utterance and noise: does the encoder hear the SNR?) or across groups
   (different content: does the embedding carry quality rather than content?).
 * :func:`linear_probe_spearman`: how linearly readable the SNR is from the embedding.
@@ -19,6 +20,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 from scipy.stats import mannwhitneyu, spearmanr
+
+from jsqa_sb.pairs import JNDPairRule
 
 ArrayLike = Union[np.ndarray, torch.Tensor, list]
 
@@ -62,12 +65,13 @@ def jnd_pair_scores(
     normalize: bool = True,
     max_pairs: Optional[int] = 2_000_000,
     seed: int = 0,
+    pair_rule: Optional[JNDPairRule] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Similarity scores of the alike and of the different pairs of views.
 
-    Pairs are unordered. A pair is *alike* when its SNRs differ by less than
-    ``jnd_db``, *different* when they differ by at least ``neg_margin_db``; pairs in
-    between are left out. The score of
+    Pairs are unordered and labelled by the pair rule (:meth:`JNDPairRule.label`):
+    *alike* when their SNRs differ by less than ``jnd_db``, *different* when they
+    differ by at least ``neg_margin_db``; pairs in between are left out. The score of
     a pair is its cosine similarity after L2-normalisation (``normalize=True``; a
     monotone function of the Euclidean distance between the normalised embeddings,
     so both rank pairs alike), or minus the Euclidean distance of the raw embeddings
@@ -81,10 +85,9 @@ def jnd_pair_scores(
         (N,) SNRs, dB.
     groups : numpy.ndarray or torch.Tensor
         (N,) group indices (same index: same utterance and noise excerpt).
-    jnd_db : float
-        Alike pairs are closer than this, dB.
-    neg_margin_db : float, optional
-        Different pairs are at least this far apart, dB; ``None``: ``2 * jnd_db``.
+    jnd_db, neg_margin_db : float
+        Build the pair rule when ``pair_rule`` is not given (margin ``None``:
+        ``2 * jnd_db``).
     within_group : bool or None
         ``True``: same-group pairs only; ``False``: different-group pairs only;
         ``None``: all pairs.
@@ -98,6 +101,8 @@ def jnd_pair_scores(
         uniformly with replacement. ``None``: all pairs (an N x N matrix).
     seed : int
         Seed of the sampling.
+    pair_rule : jsqa_sb.pairs.JNDPairRule, optional
+        The pair rule.
 
     Returns
     -------
@@ -113,10 +118,7 @@ def jnd_pair_scores(
     >>> len(sim), len(diff)
     (1, 2)
     """
-    neg_margin_db = 2.0 * jnd_db if neg_margin_db is None else float(neg_margin_db)
-    if neg_margin_db < jnd_db:
-        raise ValueError(f"neg_margin_db ({neg_margin_db}) must be at least jnd_db ({jnd_db})")
-    rule = (jnd_db, neg_margin_db)
+    rule = JNDPairRule(jnd_db, neg_margin_db) if pair_rule is None else pair_rule
     emb, snr, grp = _check_views(embeddings, snrs, groups)
     if normalize:
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
@@ -139,7 +141,7 @@ def jnd_pair_scores(
 def labelled_pairs(
     snr: np.ndarray,
     grp: np.ndarray,
-    rule: tuple[float, float],
+    rule: JNDPairRule,
     within_group: Optional[bool],
     max_pairs: Optional[int],
     seed: int,
@@ -158,7 +160,7 @@ def labelled_pairs(
         i, j = _same_group_pairs(grp) if within_group else np.triu_indices(n, 1)
         if within_group is False:
             i, j = i[grp[i] != grp[j]], j[grp[i] != grp[j]]
-        alike, different = _label(np.abs(snr[i] - snr[j]), *rule)
+        alike, different = rule.label(np.abs(snr[i] - snr[j]))
         keep = np.flatnonzero(alike | different)
         if max_pairs is not None and keep.size > max_pairs:
             keep = rng.choice(keep, max_pairs, replace=False)
@@ -168,7 +170,7 @@ def labelled_pairs(
     found, total = [], 0
     for _ in range(max(1, -(-50 * max_pairs // _CHUNK))):
         i, j = rng.integers(0, n, size=(2, _CHUNK))
-        alike, different = _label(np.abs(snr[i] - snr[j]), *rule)
+        alike, different = rule.label(np.abs(snr[i] - snr[j]))
         keep = (i != j) & (alike | different)
         if within_group is False:
             keep &= grp[i] != grp[j]
@@ -178,10 +180,6 @@ def labelled_pairs(
             break
     i, j, alike = (np.concatenate(parts)[:max_pairs] for parts in zip(*found))
     return i, j, alike
-
-
-def _label(diff_db: np.ndarray, jnd_db: float, neg_margin_db: float):
-    return diff_db < jnd_db, diff_db >= neg_margin_db
 
 
 def _same_group_pairs(grp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -240,6 +238,7 @@ def pair_auc(
     normalize: bool = True,
     max_pairs: Optional[int] = 2_000_000,
     seed: int = 0,
+    pair_rule: Optional[JNDPairRule] = None,
 ) -> float:
     """AUC of embedding closeness for alike (< JND) versus different (>= margin) pairs.
 
@@ -265,11 +264,19 @@ def pair_auc(
     >>> pair_auc(emb, snrs, np.zeros(5, dtype=int))
     1.0
     """
+    rule = JNDPairRule(jnd_db, neg_margin_db) if pair_rule is None else pair_rule
     emb = _to_numpy(embeddings)
     if emb.size and not np.isfinite(emb).all():
         return float("nan")
     similar, different = jnd_pair_scores(
-        emb, snrs, groups, jnd_db, neg_margin_db, within_group, normalize, max_pairs, seed
+        emb,
+        snrs,
+        groups,
+        within_group=within_group,
+        normalize=normalize,
+        max_pairs=max_pairs,
+        seed=seed,
+        pair_rule=rule,
     )
     return auc_from_scores(similar, different)
 
@@ -361,14 +368,15 @@ class JNDMetricTracker:
 
     Arguments
     ---------
-    jnd_db : float
-        Similar pairs are closer than this, dB.
-    neg_margin_db : float, optional
-        Different pairs are at least this far apart, dB; ``None``: ``2 * jnd_db``.
+    jnd_db, neg_margin_db : float
+        Build the pair rule when ``pair_rule`` is not given (margin ``None``:
+        ``2 * jnd_db``).
     max_pairs : int, optional
-        Pair subsampling bound of :func:`pair_auc`.
+        Pair sampling bound of :func:`pair_auc`.
     seed : int
-        Seed of the subsampling.
+        Seed of the sampling.
+    pair_rule : jsqa_sb.pairs.JNDPairRule, optional
+        The pair rule (a Brain passes its loss's).
 
     Example
     -------
@@ -387,9 +395,9 @@ class JNDMetricTracker:
         neg_margin_db: Optional[float] = None,
         max_pairs: Optional[int] = 2_000_000,
         seed: int = 0,
+        pair_rule: Optional[JNDPairRule] = None,
     ):
-        self.jnd_db = jnd_db
-        self.neg_margin_db = neg_margin_db
+        self.pair_rule = JNDPairRule(jnd_db, neg_margin_db) if pair_rule is None else pair_rule
         self.max_pairs = max_pairs
         self.seed = seed
         self.clear()
@@ -464,12 +472,7 @@ class JNDMetricTracker:
             ``{"within_auc": ..., "cross_auc": ...}`` (NaN where undefined), or one value.
         """
         emb, snr, grp = self.tensors()
-        args = dict(
-            jnd_db=self.jnd_db,
-            neg_margin_db=self.neg_margin_db,
-            max_pairs=self.max_pairs,
-            seed=self.seed,
-        )
+        args = dict(max_pairs=self.max_pairs, seed=self.seed, pair_rule=self.pair_rule)
         stats = {
             "within_auc": pair_auc(emb, snr, grp, within_group=True, **args),
             "cross_auc": pair_auc(emb, snr, grp, within_group=False, **args),
