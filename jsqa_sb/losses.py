@@ -16,7 +16,7 @@ Authors
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -92,8 +92,8 @@ class JNDContrastiveLoss(nn.Module):
     >>> noises = torch.tensor([5, 5, 5, 9, 9, 9])  # each group its own noise recording
     >>> loss = loss_fn(z, snrs, groups, noises=noises)
     >>> loss.backward()
-    >>> bool(torch.isfinite(loss)), loss_fn.last_num_anchors, loss_fn.neg_margin_db
-    (True, 2, 6.0)
+    >>> bool(torch.isfinite(loss)), loss_fn.neg_margin_db
+    (True, 6.0)
     >>> JNDContrastiveLoss(pairs="snr_only")(z, snrs, groups).item() > 0  # 0, 1 and 2 dB
     True
     """
@@ -113,14 +113,6 @@ class JNDContrastiveLoss(nn.Module):
         if tau <= 0:
             raise JNDSettingsError(f"tau must be positive, got {tau}")
         self.tau = float(tau)
-        self.last_stats: dict[str, torch.Tensor] = {}
-
-    @property
-    def last_num_anchors(self) -> int:
-        """Number of anchors (views with at least one positive) in the last batch."""
-        if "num_anchors" not in self.last_stats:
-            return 0
-        return int(self.last_stats["num_anchors"])
 
     @property
     def jnd_db(self) -> float:
@@ -142,10 +134,9 @@ class JNDContrastiveLoss(nn.Module):
         z: torch.Tensor,
         snrs: torch.Tensor,
         groups: torch.Tensor,
-        return_stats: bool = False,
         noises: Optional[torch.Tensor] = None,
         environments: Optional[torch.Tensor] = None,
-    ) -> Union[torch.Tensor, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    ) -> torch.Tensor:
         """Compute the loss of a batch of embeddings.
 
         Arguments
@@ -156,20 +147,14 @@ class JNDContrastiveLoss(nn.Module):
             (N,) SNR of each view, dB.
         groups : torch.Tensor
             (N,) group index of each view.
-        return_stats : bool
-            Also return a dict of detached tensors: ``num_anchors``, ``num_pos_pairs``,
-            ``num_neg_pairs`` (ordered pairs), ``pos_sim`` and ``neg_sim`` (mean cosine
-            similarity of positive and negative pairs, NaN when there are none).
         noises, environments : torch.Tensor, optional
             (N,) noise recording and environment id of each view; needed by the
             ``same_noise`` and ``same_environment`` schemes.
 
         Returns
         -------
-        loss : torch.Tensor
+        torch.Tensor
             Scalar loss (float32, or float64 for float64 inputs).
-        stats : dict
-            Only with ``return_stats=True``; also kept in ``self.last_stats``.
         """
         if z.dim() != 2:
             raise ValueError(f"z must be (N, D), got shape {tuple(z.shape)}")
@@ -185,8 +170,7 @@ class JNDContrastiveLoss(nn.Module):
 
         work_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
         z = F.normalize(z.to(work_dtype), dim=1)
-        sim = z @ z.t()
-        logits = sim / self.tau
+        logits = z @ z.t() / self.tau
 
         has_pos = pos.any(dim=1)
         # Rows without a positive take the logsumexp over every column instead, so that
@@ -196,29 +180,6 @@ class JNDContrastiveLoss(nn.Module):
         log_denom = torch.logsumexp(logits.masked_fill(~denom_mask, float("-inf")), dim=1)
         log_prob = logits - log_denom[:, None]
         row_loss = -torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
-        num_pos = pos.sum(dim=1)
-        row_loss = row_loss / num_pos.clamp(min=1).to(work_dtype)
-        num_anchors = has_pos.sum()
+        row_loss = row_loss / pos.sum(dim=1).clamp(min=1).to(work_dtype)
         loss = torch.where(has_pos, row_loss, torch.zeros_like(row_loss)).sum()
-        loss = loss / num_anchors.clamp(min=1).to(work_dtype)
-
-        with torch.no_grad():
-            sim_d = sim.detach()
-            num_neg = neg.sum()
-            total_pos = num_pos.sum()
-            nan = torch.full((), float("nan"), dtype=work_dtype, device=z.device)
-            stats = {
-                "num_anchors": num_anchors,
-                "num_pos_pairs": total_pos,
-                "num_neg_pairs": num_neg,
-                "pos_sim": torch.where(
-                    total_pos > 0, (sim_d * pos).sum() / total_pos.clamp(min=1), nan
-                ),
-                "neg_sim": torch.where(
-                    num_neg > 0, (sim_d * neg).sum() / num_neg.clamp(min=1), nan
-                ),
-            }
-        self.last_stats = stats
-        if return_stats:
-            return loss, stats
-        return loss
+        return loss / has_pos.sum().clamp(min=1).to(work_dtype)
