@@ -59,13 +59,11 @@ def jnd_pair_scores(
     embeddings: ArrayLike,
     snrs: ArrayLike,
     groups: ArrayLike,
-    jnd_db: float = 3.0,
-    neg_margin_db: Optional[float] = None,
+    pair_rule: Optional[JNDPairRule] = None,
     within_group: Optional[bool] = True,
     normalize: bool = True,
     max_pairs: Optional[int] = 2_000_000,
     seed: int = 0,
-    pair_rule: Optional[JNDPairRule] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Similarity scores of the alike and of the different pairs of views.
 
@@ -85,9 +83,8 @@ def jnd_pair_scores(
         (N,) SNRs, dB.
     groups : numpy.ndarray or torch.Tensor
         (N,) group indices (same index: same utterance and noise excerpt).
-    jnd_db, neg_margin_db : float
-        Build the pair rule when ``pair_rule`` is not given (margin ``None``:
-        ``2 * jnd_db``).
+    pair_rule : jsqa_sb.pairs.JNDPairRule, optional
+        The pair rule (default: ``JNDPairRule()``).
     within_group : bool or None
         ``True``: same-group pairs only; ``False``: different-group pairs only;
         ``None``: all pairs.
@@ -101,8 +98,6 @@ def jnd_pair_scores(
         uniformly with replacement. ``None``: all pairs (an N x N matrix).
     seed : int
         Seed of the sampling.
-    pair_rule : jsqa_sb.pairs.JNDPairRule, optional
-        The pair rule.
 
     Returns
     -------
@@ -118,7 +113,7 @@ def jnd_pair_scores(
     >>> len(sim), len(diff)
     (1, 2)
     """
-    rule = JNDPairRule(jnd_db, neg_margin_db) if pair_rule is None else pair_rule
+    rule = JNDPairRule() if pair_rule is None else pair_rule
     emb, snr, grp = _check_views(embeddings, snrs, groups)
     if normalize:
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
@@ -249,7 +244,9 @@ def pair_auc(
     (``False``) or not restricted (``None``). Embeddings are L2-normalised first and
     compared by cosine similarity, which ranks pairs as the Euclidean distance between
     normalised embeddings does (``normalize=False``: Euclidean distance of the raw
-    embeddings). See :func:`jnd_pair_scores` for the arguments.
+    embeddings). See :func:`jnd_pair_scores` for the arguments; ``jnd_db`` and
+    ``neg_margin_db`` (``None``: ``2 * jnd_db``) build the pair rule when
+    ``pair_rule`` is not given.
 
     Returns
     -------
@@ -269,14 +266,7 @@ def pair_auc(
     if emb.size and not np.isfinite(emb).all():
         return float("nan")
     similar, different = jnd_pair_scores(
-        emb,
-        snrs,
-        groups,
-        within_group=within_group,
-        normalize=normalize,
-        max_pairs=max_pairs,
-        seed=seed,
-        pair_rule=rule,
+        emb, snrs, groups, rule, within_group, normalize, max_pairs, seed
     )
     return auc_from_scores(similar, different)
 
