@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import numpy as np
 import torch
 
 from jsqa_sb.errors import JSQAError
+
+#: SNR differences: a numpy array or a torch tensor.
+Diffs = TypeVar("Diffs", np.ndarray, torch.Tensor)
 
 #: The pairing schemes of :class:`JNDPairRule` (see the module docstring).
 PAIR_SCHEMES = ("within_group", "same_noise", "same_environment", "snr_only")
@@ -109,7 +112,7 @@ class JNDPairRule:
         object.__setattr__(self, "jnd_db", jnd_db)
         object.__setattr__(self, "neg_margin_db", margin)
 
-    def label(self, diff_db):
+    def label(self, diff_db: Diffs) -> tuple[Diffs, Diffs]:
         """Alike and different masks of absolute SNR differences (array or tensor).
 
         Arguments
