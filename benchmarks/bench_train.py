@@ -28,9 +28,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from torch.utils.data import DataLoader, RandomSampler
 
-from jsqa_sb.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset, mixing_options
+from jsqa_sb.jnd_data import jnd_collate, make_jnd_dataset
 from jsqa_sb.minicorpus import build_all
-from jsqa_sb.prepare_jnd import prepare_jnd
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -102,23 +101,16 @@ def main():
         "librispeech_folder": str(libri),
         "chime3_folder": str(chime),
         "output_folder": str(work / "out"),
+        "manifest_folder": str(work / "manifests"),
     }
     for item in args.overrides:
         key, value = item.split("=", 1)
         overrides[key] = json.loads(value) if value[:1].isdigit() or value[:1] == "-" else value
     with open(args.hparams) as f:
         hparams = load_hyperpyyaml(f, overrides)
-    mixing = mixing_options(hparams)
-    out = prepare_jnd(
-        libri,
-        chime,
-        work / "manifests",
-        segment_seconds=mixing["segment_seconds"],
-        views_per_group=mixing["views_per_group"],
-    )
-    replacements = {"librispeech_folder": str(libri), "chime3_folder": str(chime)}
-    maker = JNDViewMaker(out["noise_train"], replacements, **mixing)
-    dataset = make_jnd_dataset(out["train"], replacements, maker, fixed=False)
+    out = hparams["prepare_data"]()
+    maker = hparams["train_view_maker"]
+    dataset = make_jnd_dataset(out["train"], hparams["data_folders"], maker, fixed=False)
     batch_size = hparams["batch_size"]
 
     loader = loader_rate(dataset, maker, batch_size, args.workers, args.loader_batches)
@@ -138,8 +130,8 @@ def main():
                 "unit": "views per second",
                 "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
                 "batch_size_groups": batch_size,
-                "views_per_group": mixing["views_per_group"],
-                "segment_seconds": mixing["segment_seconds"],
+                "views_per_group": hparams["views_per_group"],
+                "segment_seconds": hparams["segment_seconds"],
                 "loader_workers": args.workers,
                 "step_views_per_s": round(step, 1),
                 "loader_views_per_s": round(loader, 1),

@@ -26,7 +26,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.jnd_metrics import JNDMetricTracker, linear_probe_spearman
-from jsqa_sb.jnd_mixing import JNDSettingsError
+from jsqa_sb.pairs import JNDSettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +136,8 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
 
     Expected ``modules``: ``encoder`` (``(wavs, wav_lens) -> (B, D)``) and
     ``projector`` (L2-normalised projection head). Expected hparams: ``loss``
-    (:class:`jsqa_sb.losses.JNDContrastiveLoss`), ``jnd_db``, ``neg_margin_db``,
-    ``select_by`` (a key of :data:`SELECTION_RULES`; default ``cross_auc``),
+    (:class:`jsqa_sb.losses.JNDContrastiveLoss`, whose pair rule the validation
+    metrics share), ``select_by`` (a key of :data:`SELECTION_RULES`; default ``cross_auc``),
     ``train_view_maker`` (set to the epoch at each training stage),
     ``epoch_counter``, ``train_logger``, optionally ``lr_scheduler``.
     Batches are :class:`jsqa_sb.jnd_data.JNDBatch`.
@@ -179,7 +179,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         if stage == sb.Stage.TRAIN and epoch is not None:
             self.hparams.train_view_maker.set_epoch(epoch)
         if stage != sb.Stage.TRAIN:
-            self.tracker = JNDMetricTracker(self.hparams.jnd_db, self.hparams.neg_margin_db)
+            self.tracker = JNDMetricTracker(pair_rule=self.hparams.loss.pair_rule)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log the metrics; keep the best checkpoint of every selection rule."""

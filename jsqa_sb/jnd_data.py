@@ -49,35 +49,11 @@ from speechbrain.dataio.dataio import load_data_json
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from jsqa_sb.audio import AudioReadError, audio_info, read_audio, resample
-from jsqa_sb.jnd_mixing import (
-    SilentSignalError,
-    check_jnd_settings,
-    check_level_range,
-    mix_gains,
-    sample_group_snrs,
-)
+from jsqa_sb.jnd_mixing import SilentSignalError, check_jnd_settings, check_level_range, mix_gains
+from jsqa_sb.pairs import JNDPairRule
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
-
-
-#: The settings of a JNDViewMaker that a recipe's hparams hold under the same names.
-MIXING_KEYS = (
-    "sample_rate",
-    "segment_seconds",
-    "views_per_group",
-    "snr_min",
-    "snr_max",
-    "jnd_db",
-    "neg_margin_db",
-    "target_level_db",
-    "level_range_db",
-)
-
-
-def mixing_options(hparams: dict) -> dict:
-    """Pick the :class:`JNDViewMaker` settings (``MIXING_KEYS``) out of recipe hparams."""
-    return {key: hparams[key] for key in MIXING_KEYS}
 
 
 class JNDViewMaker:
@@ -87,7 +63,8 @@ class JNDViewMaker:
     ---------
     noise_manifest : dict or str, optional
         Training backgrounds (``noise_train.json`` entries, placeholders filled in) or
-        the path of that JSON together with ``replacements``. Needed for training only.
+        the path of that JSON together with ``replacements``, read when the training
+        dataset is made (:func:`make_jnd_dataset`). Needed for training only.
     replacements : dict, optional
         Placeholder values (``librispeech_folder``, ``chime3_folder``) for a path.
     sample_rate : int
@@ -96,8 +73,8 @@ class JNDViewMaker:
         Length of each view (shorter utterances give shorter groups).
     views_per_group : int
         K, at least 3.
-    snr_min, snr_max, jnd_db, neg_margin_db : float
-        SNR range, JND and negative margin (``None``: ``2 * jnd_db``), dB.
+    snr_min, snr_max : float
+        SNR range, dB.
     target_level_db : float
         Active level of every view, dBFS (of every validation view, with
         ``level_range_db``).
@@ -109,6 +86,8 @@ class JNDViewMaker:
         No view sample exceeds this in absolute value.
     seed : int
         Base seed of the on-the-fly mixing.
+    pair_rule : jsqa_sb.pairs.JNDPairRule, optional
+        Draws the SNRs of each group (default: ``JNDPairRule()``).
     """
 
     def __init__(
@@ -120,33 +99,40 @@ class JNDViewMaker:
         views_per_group: int = 4,
         snr_min: float = -5.0,
         snr_max: float = 30.0,
-        jnd_db: float = 3.0,
-        neg_margin_db: Optional[float] = None,
         target_level_db: float = -26.0,
         level_range_db: Optional[Sequence[float]] = None,
         peak_limit: float = 0.99,
         seed: int = 1234,
+        pair_rule: Optional[JNDPairRule] = None,
     ):
-        if isinstance(noise_manifest, (str, Path)):
-            noise_manifest = load_data_json(str(noise_manifest), replacements or {})
-        self.noises = sorted((noise_manifest or {}).values(), key=lambda e: e["wav"])
-        durations = np.array([e["duration"] for e in self.noises], dtype=np.float64)
-        self.noise_weights = durations / durations.sum() if self.noises else None
+        self.noise_manifest, self.replacements = noise_manifest, replacements
+        self._noises = None
         self.sample_rate = sample_rate
         self.segment = int(round(segment_seconds * sample_rate))
         self.views_per_group = views_per_group
-        self.snr_args = dict(
-            snr_min=snr_min,
-            snr_max=snr_max,
-            jnd_db=jnd_db,
-            neg_margin_db=2 * jnd_db if neg_margin_db is None else neg_margin_db,
-        )
-        check_jnd_settings(segment_seconds, views_per_group, **self.snr_args)
+        self.snr_range = (snr_min, snr_max)
+        self.pair_rule = JNDPairRule() if pair_rule is None else pair_rule
+        check_jnd_settings(segment_seconds, views_per_group, snr_min, snr_max, self.pair_rule)
         self.target_level_db = target_level_db
         self.level_range_db = check_level_range(level_range_db)
         self.peak_limit = peak_limit
         self.seed = seed
         self.epoch = 0
+
+    def noises(self) -> tuple[list, Optional[np.ndarray]]:
+        """The training backgrounds sorted by path, and their sampling weights.
+
+        The noise manifest is read at the first call (by :func:`make_jnd_dataset`, in
+        the main process, after the data preparation that writes it).
+        """
+        if self._noises is None:
+            manifest = self.noise_manifest
+            if isinstance(manifest, (str, Path)):
+                manifest = load_data_json(str(manifest), self.replacements or {})
+            noises = sorted((manifest or {}).values(), key=lambda e: e["wav"])
+            durations = np.array([e["duration"] for e in noises], dtype=np.float64)
+            self._noises = noises, durations / durations.sum() if noises else None
+        return self._noises
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose mixtures the training items produce."""
@@ -154,15 +140,16 @@ class JNDViewMaker:
 
     def train_views(self, uid: str, wav: str, duration: float, sample_rate: int):
         """Training dynamic item: a fresh random group for this epoch and utterance."""
-        if not self.noises:
+        noises, weights = self.noises()
+        if not noises:
             raise ValueError("JNDViewMaker needs a noise_manifest to make training views")
         rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(uid.encode())])
         crop = min(self.segment * sample_rate // self.sample_rate, _frames(duration, sample_rate))
         crop_start = int(rng.integers(0, _frames(duration, sample_rate) - crop + 1))
-        noise = self.noises[rng.choice(len(self.noises), p=self.noise_weights)]
+        noise = noises[rng.choice(len(noises), p=weights)]
         noise_frames = _frames(noise["duration"], noise["sample_rate"])
         noise_offset = int(rng.integers(0, noise_frames))
-        snrs = sample_group_snrs(rng, self.views_per_group, **self.snr_args)
+        snrs = self.pair_rule.sample_snrs(rng, self.views_per_group, *self.snr_range)
         levels = self.target_level_db
         if self.level_range_db is not None:  # drawn after the SNRs: the same SNRs either way
             levels = rng.uniform(*self.level_range_db, size=len(snrs))
@@ -329,6 +316,7 @@ def make_jnd_dataset(
         ]
         dataset.add_dynamic_item(view_maker.valid_views, takes=takes, provides=PROVIDES)
     else:
+        view_maker.noises()  # read the noise manifest once, here, not in every loader worker
         takes = ["id", "wav", "duration", "sample_rate"]
         dataset.add_dynamic_item(view_maker.train_views, takes=takes, provides=PROVIDES)
     dataset.add_dynamic_item(mix_views, takes=["excerpts", "mix_gains"], provides="views")

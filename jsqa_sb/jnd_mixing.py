@@ -1,9 +1,9 @@
-"""Signal levels, SNR mixing and the sampling of JND view groups.
+"""Signal levels, SNR mixing and the settings of JND view groups.
 
 A *view group* is one clean speech excerpt mixed with one noise excerpt at K
-signal-to-noise ratios. The SNRs are drawn so that every group holds at least one
-pair closer than the just-noticeable difference (``jnd_db``: a positive pair) and
-at least one pair ``neg_margin_db`` or more apart (a hard negative pair).
+signal-to-noise ratios, drawn by the pair rule
+(:meth:`jsqa_sb.pairs.JNDPairRule.sample_snrs`) so that every group holds at least
+one alike pair and one different pair.
 
 Levels follow the usual speech-quality conventions: the SNR is the speech *active*
 level (an ITU-T P.56-style estimate that ignores pauses) against the noise RMS over
@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from jsqa_sb.errors import JSQAError
+from jsqa_sb.pairs import JNDPairRule, JNDSettingsError, finite_number
 
 #: Levels below this (dBFS) count as digital silence.
 SILENCE_DB = -90.0
@@ -262,17 +263,8 @@ def mix_at_snrs(
     return apply_gains(speech, noise, gains)
 
 
-class JNDSettingsError(JSQAError, ValueError):
-    """A JND mixing setting that cannot make valid view groups; the message names it."""
-
-
 def check_jnd_settings(
-    segment_seconds: float = 3.0,
-    views_per_group: int = 4,
-    snr_min: float = -5.0,
-    snr_max: float = 30.0,
-    jnd_db: float = 3.0,
-    neg_margin_db: float = 6.0,
+    segment_seconds: float, views_per_group: int, snr_min: float, snr_max: float, rule: JNDPairRule
 ) -> None:
     """Refuse settings that would make wrong view groups (NaN SNRs, empty excerpts, ...).
 
@@ -283,38 +275,14 @@ def check_jnd_settings(
 
     Example
     -------
-    >>> check_jnd_settings(snr_min=float("nan"))
+    >>> check_jnd_settings(3.0, 4, float("nan"), 30.0, JNDPairRule())
     Traceback (most recent call last):
     ...
-    jsqa_sb.jnd_mixing.JNDSettingsError: snr_min must be a finite number of dB, got nan
+    jsqa_sb.pairs.JNDSettingsError: snr_min must be a finite number of dB, got nan
     """
-    values = {
-        "segment_seconds": segment_seconds,
-        "snr_min": snr_min,
-        "snr_max": snr_max,
-        "jnd_db": jnd_db,
-        "neg_margin_db": neg_margin_db,
-    }
-    for name, value in values.items():
-        unit = "seconds" if name == "segment_seconds" else "dB"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise JNDSettingsError(f"{name} must be a finite number of {unit}, got {value}")
-    if segment_seconds <= 0:
+    if finite_number("segment_seconds", segment_seconds, "seconds") <= 0:
         raise JNDSettingsError(f"segment_seconds must be positive, got {segment_seconds}")
-    if isinstance(views_per_group, bool) or not isinstance(views_per_group, (int, np.integer)):
-        raise JNDSettingsError(f"views_per_group must be an integer, got {views_per_group!r}")
-    if views_per_group < 3:
-        raise JNDSettingsError(f"views_per_group must be at least 3, got {views_per_group}")
-    if jnd_db <= 0:
-        raise JNDSettingsError(f"jnd_db must be positive, got {jnd_db}")
-    if neg_margin_db < jnd_db:
-        raise JNDSettingsError(f"neg_margin_db ({neg_margin_db}) must be >= jnd_db ({jnd_db})")
-    if snr_max - snr_min <= 2 * neg_margin_db + jnd_db:
-        raise JNDSettingsError(
-            f"the SNR range [snr_min, snr_max] = [{snr_min}, {snr_max}] dB is too narrow: it "
-            f"must be wider than 2 * neg_margin_db + jnd_db = {2 * neg_margin_db + jnd_db} dB "
-            "so that every anchor has a negative partner"
-        )
+    rule.check_views(views_per_group, snr_min, snr_max)
 
 
 def check_level_range(level_range_db) -> tuple[float, float] | None:
@@ -332,7 +300,7 @@ def check_level_range(level_range_db) -> tuple[float, float] | None:
     >>> check_level_range([-16, -36])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    jsqa_sb.jnd_mixing.JNDSettingsError: level_range_db must be [low, high] dBFS ...
+    jsqa_sb.pairs.JNDSettingsError: level_range_db must be [low, high] dBFS ...
     """
     if level_range_db is None:
         return None
@@ -356,49 +324,5 @@ def sample_group_snrs(
     jnd_db: float = 3.0,
     neg_margin_db: float = 6.0,
 ) -> np.ndarray:
-    """Draw the K SNRs of one view group.
-
-    The anchor is uniform in ``[snr_min, snr_max]``; its partner lies less than
-    ``jnd_db`` away (a positive pair); one view is drawn uniformly from the part of
-    the range at least ``neg_margin_db`` from the anchor (a hard negative); any
-    further views are uniform in the range. The order is shuffled.
-
-    Arguments
-    ---------
-    rng : numpy.random.Generator
-        Source of randomness (seeded by the caller for reproducibility).
-    num_views : int
-        K, at least 3.
-    snr_min, snr_max : float
-        The SNR range in dB.
-    jnd_db : float
-        Positive pairs differ by less than this.
-    neg_margin_db : float
-        Negative pairs differ by at least this.
-
-    Returns
-    -------
-    numpy.ndarray
-        K SNRs in dB.
-
-    Example
-    -------
-    >>> snrs = sample_group_snrs(np.random.default_rng(0), 4)
-    >>> d = np.abs(snrs[:, None] - snrs[None, :])[np.triu_indices(4, 1)]
-    >>> bool((d < 3.0).any() and (d >= 6.0).any())
-    True
-    """
-    check_jnd_settings(1.0, num_views, snr_min, snr_max, jnd_db, neg_margin_db)
-    # Keep the anchor where the positive partner fits on one side and a negative on the other.
-    anchor = rng.uniform(snr_min, snr_max)
-    step = rng.uniform(0.0, jnd_db) * 0.999
-    partner = anchor + step if anchor + step <= snr_max else anchor - step
-    lo, hi = min(anchor, partner), max(anchor, partner)
-    # The negative is >= neg_margin_db from both members of the positive pair.
-    below = max(0.0, (lo - neg_margin_db) - snr_min)
-    above = max(0.0, snr_max - (hi + neg_margin_db))
-    u = rng.uniform(0.0, below + above)
-    negative = snr_min + u if u < below else hi + neg_margin_db + (u - below)
-    rest = rng.uniform(snr_min, snr_max, size=num_views - 3)
-    snrs = np.concatenate([[anchor, partner, negative], rest])
-    return rng.permutation(snrs)
+    """Draw the K SNRs of one view group: :meth:`jsqa_sb.pairs.JNDPairRule.sample_snrs`."""
+    return JNDPairRule(jnd_db, neg_margin_db).sample_snrs(rng, num_views, snr_min, snr_max)

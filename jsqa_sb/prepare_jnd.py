@@ -31,13 +31,8 @@ from typing import Optional, Union
 import numpy as np
 
 from jsqa_sb.audio import AudioReadError, read_audio
-from jsqa_sb.jnd_mixing import (
-    SILENCE_DB,
-    JNDSettingsError,
-    check_jnd_settings,
-    rms_db,
-    sample_group_snrs,
-)
+from jsqa_sb.jnd_mixing import SILENCE_DB, check_jnd_settings, rms_db
+from jsqa_sb.pairs import JNDPairRule, JNDSettingsError
 from jsqa_sb.prepare_utils import (
     DataPreparationError,
     PrepareRecord,
@@ -83,6 +78,7 @@ def prepare_jnd(
     seed: int = 1234,
     strict: bool = False,
     num_workers: int = 8,
+    pair_rule: Optional[JNDPairRule] = None,
 ) -> dict:
     """Prepare the JND-pair manifests (skipped when already done with the same inputs).
 
@@ -108,9 +104,11 @@ def prepare_jnd(
         Length of the clean excerpt of each view group.
     views_per_group : int
         K, the number of SNR views per group.
-    snr_min, snr_max, jnd_db, neg_margin_db : float
-        SNR range, JND and negative margin (default ``2 * jnd_db``) used to draw the
-        fixed validation SNRs.
+    snr_min, snr_max : float
+        SNR range used to draw the fixed validation SNRs.
+    jnd_db, neg_margin_db : float
+        Build the pair rule when ``pair_rule`` is not given (margin ``None``:
+        ``2 * jnd_db``).
     min_clean_seconds, min_noise_seconds : float
         Shorter files are left out (and reported).
     check_silence : bool
@@ -123,6 +121,8 @@ def prepare_jnd(
         Fail instead of skipping unreadable, empty, silent or too-short files.
     num_workers : int
         Threads for reading headers.
+    pair_rule : jsqa_sb.pairs.JNDPairRule, optional
+        Draws the fixed validation SNRs (the recipe passes its one ``pair_rule``).
 
     Returns
     -------
@@ -136,13 +136,12 @@ def prepare_jnd(
         If a folder does not have the expected layout, or (with ``strict``) a file
         is unusable.
     """
-    neg_margin_db = 2 * jnd_db if neg_margin_db is None else neg_margin_db
     try:
-        check_jnd_settings(
-            segment_seconds, views_per_group, snr_min, snr_max, jnd_db, neg_margin_db
-        )
+        rule = JNDPairRule(jnd_db, neg_margin_db) if pair_rule is None else pair_rule
+        check_jnd_settings(segment_seconds, views_per_group, snr_min, snr_max, rule)
     except JNDSettingsError as err:
         raise DataPreparationError(str(err)) from err
+    jnd_db, neg_margin_db = rule.jnd_db, rule.neg_margin_db  # recorded in the options
     libri_root = _librispeech_root(Path(librispeech_folder), [*train_subsets, *valid_subsets])
     noise_dir = _backgrounds_dir(Path(chime3_folder))
     clean_files = {
@@ -216,10 +215,7 @@ def prepare_jnd(
             noise_wav=noise["wav"],
             noise_offset=int(rng.integers(0, noise_frames)),
             snrs=[
-                round(float(s), 3)
-                for s in sample_group_snrs(
-                    rng, views_per_group, snr_min, snr_max, jnd_db, neg_margin_db
-                )
+                round(float(s), 3) for s in rule.sample_snrs(rng, views_per_group, snr_min, snr_max)
             ],
         )
 

@@ -30,69 +30,37 @@ from speechbrain.utils.distributed import run_on_main
 
 from jsqa_sb.brains import JNDContrastiveBrain, MOSBrain, NoTrainedCheckpointError
 from jsqa_sb.errors import JSQAError
-from jsqa_sb.jnd_data import JNDViewMaker, make_jnd_dataset, mixing_options
+from jsqa_sb.jnd_data import make_jnd_dataset
 from jsqa_sb.models import check_encoder_checkpoint
 from jsqa_sb.mos_data import make_mos_dataset
-from jsqa_sb.prepare_jnd import prepare_jnd
 from jsqa_sb.prepare_nisqa import CONDITIONS_FILE, prepare_nisqa
 from jsqa_sb.prepare_utils import DataPreparationError
-
-
-def prepare_data(hparams):
-    """Write the JND manifests (main process only; skipped when up to date)."""
-    run_on_main(
-        prepare_jnd,
-        kwargs={
-            "librispeech_folder": hparams["librispeech_folder"],
-            "chime3_folder": hparams["chime3_folder"],
-            "save_folder": hparams["manifest_folder"],
-            "train_subsets": hparams["train_subsets"],
-            "valid_subsets": hparams["valid_subsets"],
-            "valid_noise_sessions": hparams["valid_noise_sessions"],
-            "segment_seconds": hparams["segment_seconds"],
-            "views_per_group": hparams["views_per_group"],
-            "snr_min": hparams["snr_min"],
-            "snr_max": hparams["snr_max"],
-            "jnd_db": hparams["jnd_db"],
-            "neg_margin_db": hparams["neg_margin_db"],
-            "seed": hparams["mix_seed"],
-            "strict": hparams["strict_preparation"],
-        },
-    )
 
 
 def dataio_prep(hparams):
     """Build the training, validation and probe datasets of view groups.
 
-    Training groups are mixed on the fly (new mixtures every epoch, reproducible);
-    validation groups are fixed in their manifest; the probe set is a fixed slice of
-    training mixtures for the linear SNR probe.
+    Their view makers are the YAML's: training groups are mixed on the fly (new
+    mixtures every epoch, reproducible); validation groups are fixed in their manifest;
+    the probe set is a fixed slice of training mixtures for the linear SNR probe.
     """
-    folder = hparams["manifest_folder"]
-    replacements = {
-        "librispeech_folder": hparams["librispeech_folder"],
-        "chime3_folder": hparams["chime3_folder"],
-    }
-    mixing = mixing_options(hparams)
-    train_views = JNDViewMaker(
-        f"{folder}/noise_train.json", replacements, seed=hparams["mix_seed"], **mixing
+    folder, replacements = hparams["manifest_folder"], hparams["data_folders"]
+    train = make_jnd_dataset(
+        f"{folder}/jnd_train.json", replacements, hparams["train_view_maker"], fixed=False
     )
-    probe_views = JNDViewMaker(
-        f"{folder}/noise_train.json", replacements, seed=hparams["mix_seed"] + 1, **mixing
+    valid = make_jnd_dataset(
+        f"{folder}/jnd_valid.json", replacements, hparams["valid_view_maker"], fixed=True
     )
-    valid_views = JNDViewMaker(**mixing)
-    train = make_jnd_dataset(f"{folder}/jnd_train.json", replacements, train_views, fixed=False)
-    valid = make_jnd_dataset(f"{folder}/jnd_valid.json", replacements, valid_views, fixed=True)
-    probe = make_jnd_dataset(f"{folder}/jnd_train.json", replacements, probe_views, fixed=False)
-    probe = probe.filtered_sorted(select_n=hparams["probe_groups"])
-    return train, valid, probe, train_views
+    probe = make_jnd_dataset(
+        f"{folder}/jnd_train.json", replacements, hparams["probe_view_maker"], fixed=False
+    )
+    return train, valid, probe.filtered_sorted(select_n=hparams["probe_groups"])
 
 
 def pretrain(hparams, run_opts):
     """Stage 1: JND contrastive pretraining."""
-    prepare_data(hparams)
-    train, valid, probe, train_views = dataio_prep(hparams)
-    hparams["train_view_maker"] = train_views
+    run_on_main(hparams["prepare_data"])  # the JND manifests, skipped when up to date
+    train, valid, probe = dataio_prep(hparams)
     brain = JNDContrastiveBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
