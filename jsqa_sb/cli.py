@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from jsqa_sb.errors import JSQAError
+from jsqa_sb.errors import JSQAError, one_line, signal_name
 
 logger = logging.getLogger("jsqa_sb")
 
@@ -38,31 +38,18 @@ class DeviceError(JSQAError, ValueError):
     """A ``--device`` that does not name a device this machine has."""
 
 
+def _keywords(func, args: argparse.Namespace) -> dict:
+    """The options of ``args`` that ``func`` takes as keyword arguments (same names)."""
+    import inspect
+
+    names = inspect.signature(func).parameters
+    return {k: v for k, v in vars(args).items() if k in names and k not in ("command", "func")}
+
+
 def _prepare_jnd(args: argparse.Namespace) -> int:
     from jsqa_sb.prepare_jnd import prepare_jnd
 
-    out = prepare_jnd(
-        args.librispeech_folder,
-        args.chime3_folder,
-        args.save_folder,
-        train_subsets=args.train_subsets,
-        valid_subsets=args.valid_subsets,
-        channel=args.channel,
-        valid_noise_fraction=args.valid_noise_fraction,
-        valid_noise_sessions=args.valid_noise_sessions,
-        segment_seconds=args.segment_seconds,
-        views_per_group=args.views_per_group,
-        snr_min=args.snr_min,
-        snr_max=args.snr_max,
-        jnd_db=args.jnd_db,
-        neg_margin_db=args.neg_margin_db,
-        min_clean_seconds=args.min_clean_seconds,
-        min_noise_seconds=args.min_noise_seconds,
-        check_silence=args.check_silence,
-        seed=args.seed,
-        strict=args.strict,
-        num_workers=args.num_workers,
-    )
+    out = prepare_jnd(**_keywords(prepare_jnd, args))
     _print_summary(out["report"], out)
     return 0
 
@@ -70,15 +57,7 @@ def _prepare_jnd(args: argparse.Namespace) -> int:
 def _prepare_nisqa(args: argparse.Namespace) -> int:
     from jsqa_sb.prepare_nisqa import prepare_nisqa
 
-    out = prepare_nisqa(
-        args.nisqa_folder,
-        args.save_folder,
-        train_dbs=args.train_dbs,
-        valid_dbs=args.valid_dbs,
-        test_dbs=args.test_dbs,
-        strict=args.strict,
-        num_workers=args.num_workers,
-    )
+    out = prepare_nisqa(**_keywords(prepare_nisqa, args))
     _print_summary(out["report"], out)
     return 0
 
@@ -520,13 +499,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.verbose:
             raise
         signum = getattr(err, "signum", signal.SIGINT)
-        stopped = "interrupted" if signum == signal.SIGINT else f"stopped by {_signal_name(signum)}"
+        stopped = "interrupted" if signum == signal.SIGINT else f"stopped by {signal_name(signum)}"
         print(f"jsqa: {stopped}", file=sys.stderr)
         return 128 + int(signum)
     except Exception as err:
         if args.verbose or not is_user_error(err):
             raise
-        print(f"jsqa: error: {_one_line(err)}", file=sys.stderr)
+        print(f"jsqa: error: {one_line(err)}", file=sys.stderr)
         return 2
 
 
@@ -545,18 +524,6 @@ def is_user_error(err: BaseException) -> bool:
             isinstance(err, USER_OS_ERRORS) or err.errno in _USER_ERRNOS or err.filename is not None
         )
     return False
-
-
-def _one_line(err: BaseException) -> str:
-    """The message of ``err`` on one line (the exception's name if it has none)."""
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 if __name__ == "__main__":

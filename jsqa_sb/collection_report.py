@@ -29,8 +29,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from jsqa_sb.errors import JSQAError
 from jsqa_sb.prepare_utils import writable_folder
+from jsqa_sb.reports import ReportError, scatter_png
 
 #: Report formats, chosen by the extension of ``--report``.
 REPORT_FORMATS = (".html", ".md")
@@ -40,10 +40,6 @@ TOP_FILES = 10
 
 #: Fewest labelled files for PCC and SRCC (as :mod:`jsqa_sb.mos_metrics` needs).
 MIN_LABELLED = 3
-
-
-class ReportError(JSQAError, ValueError):
-    """A report that cannot be written or labels that cannot be used; says why."""
 
 
 def check_report_path(path: str | os.PathLike) -> Path:
@@ -244,11 +240,12 @@ def write_report(
         pred = scored.loc[has, compared].to_numpy(np.float64)
         metrics = label_metrics(true, pred)
         metrics["unlabelled"] = int((~has).sum())
+        title = ", ".join(f"{k.upper()} {_fmt(metrics[k])}" for k in ("pcc", "srcc", "rmse"))
         figures.append(
             (
                 f"scatter_{compared}.png",
                 f"Predicted {compared} against the label {label_name}",
-                _scatter(true, pred, label_name, compared, metrics),
+                scatter_png(true, pred, f"label: {label_name}", f"predicted {compared}", title),
             )
         )
 
@@ -356,32 +353,6 @@ def _histogram(values: pd.Series, name: str) -> bytes:
     ax.set_ylabel("number of files")
     ax.set_title(f"{name}: {data.size} files", fontsize=11)
     ax.grid(alpha=0.3)
-    return _png(fig)
-
-
-def _scatter(
-    true: np.ndarray, pred: np.ndarray, label_name: str, output: str, metrics: Mapping[str, float]
-) -> bytes:
-    """Predictions against labels, with the identity line."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.0, 5.0), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    both = np.concatenate([true, pred]) if true.size else np.array([1.0, 5.0])
-    low, high = min(1.0, float(both.min()) - 0.1), max(5.0, float(both.max()) + 0.1)
-    ax.plot([low, high], [low, high], color="0.4", linestyle="--", linewidth=1.0, label="y = x")
-    ax.scatter(true, pred, s=14, alpha=0.6, edgecolors="none", label=f"files ({true.size})")
-    ax.set_xlim(low, high)
-    ax.set_ylim(low, high)
-    ax.set_aspect("equal")
-    ax.set_xlabel(f"label: {label_name}")
-    ax.set_ylabel(f"predicted {output}")
-    ax.set_title(
-        f"PCC {_fmt(metrics['pcc'])}, SRCC {_fmt(metrics['srcc'])}, RMSE {_fmt(metrics['rmse'])}",
-        fontsize=10,
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9)
     return _png(fig)
 
 

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from jsqa_sb.errors import JSQAError
+from jsqa_sb.errors import JSQAError, signal_name
 
 #: Training options of the full demo (``train.py`` overrides; the YAMLs' model sizes).
 #: On the 2-core development VM a pretraining epoch (12 utterances: 3 batches of 4 view
@@ -214,14 +214,6 @@ def _tail(path: Path, n: int = TAIL_LINES) -> str:
     return "\n".join(lines[-n:])
 
 
-def _signal_name(signum: int) -> str:
-    """``stopped by SIGTERM``."""
-    try:
-        return f"stopped by {signal.Signals(signum).name}"
-    except ValueError:
-        return f"stopped by signal {signum}"
-
-
 def _options(options: dict[str, Any]) -> list[str]:
     return [f"--{key}={value}" for key, value in options.items()]
 
@@ -317,20 +309,6 @@ def _output_to(log: Path) -> Iterator[None]:
             root.handlers, root.level = saved_handlers, saved_level
 
 
-def _jsqa(argv: list[str], log: Path) -> None:
-    """Run ``jsqa <argv>`` in this process, its output added to ``log``."""
-    from jsqa_sb.cli import main
-
-    with open(log, "a", encoding="utf-8") as f:
-        f.write(f"$ jsqa {' '.join(argv)}\n")
-    with _output_to(log):
-        status = main(argv)
-    if status > 128:  # main caught Ctrl-C or a stop signal: the demo stops too
-        raise KeyboardInterrupt if status - 128 == signal.SIGINT else DemoStopped(status - 128)
-    if status != 0:
-        raise _StepFailed(f"jsqa {argv[0]} exited with status {status}")
-
-
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Record the demo's settings in ``out``, or refuse a folder made with other ones."""
     path = out / _SETTINGS_FILE
@@ -402,11 +380,22 @@ def _steps(out: Path, recipe: Path, pretrain: list[str], mos: list[str]) -> list
         (out / "comparison.txt").write_text(text + "\n", encoding="utf-8")
 
     def export(log: Path) -> None:
+        from jsqa_sb.hub_export import export_model
+
         # Runs only while model/hyperparams.yaml is missing: whatever is there is incomplete.
-        _jsqa(["export", str(ft_run), str(model), "--overwrite"], log)
+        with _output_to(log):
+            export_model(ft_run, model, overwrite=True)
 
     def score(log: Path) -> None:
-        _jsqa(["score", str(model), *map(str, _scored_files(out)), "--out", str(scores)], log)
+        from jsqa_sb.batch_scoring import score_collection
+        from jsqa_sb.inference import JSQA
+
+        with _output_to(log):
+            jsqa = JSQA.from_hparams(source=str(model))
+            summary = score_collection(jsqa, _scored_files(out), scores, progress=False)
+            print(summary.format())
+        if not summary.complete:
+            raise _StepFailed(f"{len(summary.errors)} file(s) could not be scored: see {scores}")
 
     return [
         Step(
@@ -480,7 +469,9 @@ def _run_step(step: Step, number: str, log: Path, stream: TextIO, since: float) 
     try:
         step.action(log)
     except KeyboardInterrupt as err:
-        how = "interrupted" if not isinstance(err, DemoStopped) else _signal_name(err.signum)
+        how = "interrupted"
+        if isinstance(err, DemoStopped):
+            how = f"stopped by {signal_name(err.signum)}"
         print(
             f" {how} after {_duration(time.monotonic() - start)}; running the demo again "
             "continues from here",

@@ -223,36 +223,42 @@ def _prediction_columns(frame: pd.DataFrame) -> list[str]:
     return columns
 
 
-def _scatter(path: Path, db: str, frame: pd.DataFrame, metrics: Mapping[str, Any]) -> None:
-    """Write the scatter plot of predicted against true MOS (labelled files only)."""
+def scatter_png(true: np.ndarray, pred: np.ndarray, xlabel: str, ylabel: str, title: str) -> bytes:
+    """A PNG scatter plot of predictions against labels, with the identity line.
+
+    The axes cover at least the MOS range 1-5 and are square, so plots compare at a glance.
+    """
+    import io
+
     from matplotlib.figure import Figure  # no pyplot: no global state, Agg for PNG
 
+    both = np.concatenate([true, pred]) if true.size else np.array(_MOS_RANGE)
+    low = min(_MOS_RANGE[0], float(both.min()) - 0.1)
+    high = max(_MOS_RANGE[1], float(both.max()) + 0.1)
+    fig = Figure(figsize=(5.0, 5.0), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([low, high], [low, high], color="0.4", linestyle="--", linewidth=1.0, label="y = x")
+    ax.scatter(true, pred, s=12, alpha=0.6, edgecolors="none", label=f"files ({true.size})")
+    ax.set(xlim=(low, high), ylim=(low, high), aspect="equal", xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    fig.clear()
+    return buffer.getvalue()
+
+
+def _scatter(path: Path, db: str, frame: pd.DataFrame, metrics: Mapping[str, Any]) -> None:
+    """Write the scatter plot of predicted against true MOS (labelled files only)."""
     true = pd.to_numeric(frame["true_mos"], errors="coerce").to_numpy(np.float64)
     pred = pd.to_numeric(frame["pred_mos"], errors="coerce").to_numpy(np.float64)
     keep = ~np.isnan(true)
-    true, pred = true[keep], pred[keep]
-    lo = min(_MOS_RANGE[0], float(np.min(true)) - 0.1, float(np.min(pred)) - 0.1)
-    hi = max(_MOS_RANGE[1], float(np.max(true)) + 0.1, float(np.max(pred)) + 0.1)
-
-    fig = Figure(figsize=(5.0, 5.0), dpi=100)
-    ax = fig.add_subplot()
-    ax.plot([lo, hi], [lo, hi], color="0.4", linestyle="--", linewidth=1.0, label="identity")
-    ax.scatter(true, pred, s=10, alpha=0.5, edgecolors="none", label="files")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_aspect("equal")
-    ax.set_xlabel("true MOS")
-    ax.set_ylabel("predicted MOS")
-    ax.set_title(
+    title = (
         f"{db}\nPCC {_fmt(metrics.get('pcc'))}, SRCC {_fmt(metrics.get('srcc'))}, "
-        f"RMSE {_fmt(metrics.get('rmse'))}",
-        fontsize=10,
+        f"RMSE {_fmt(metrics.get('rmse'))}"
     )
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    fig.clear()
+    path.write_bytes(scatter_png(true[keep], pred[keep], "true MOS", "predicted MOS", title))
 
 
 def _markdown_report(
