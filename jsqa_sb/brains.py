@@ -147,10 +147,15 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
     """
 
     probe_loader = None
+    _valid_loader = None
+    _initial_validation = False
 
-    def set_probe_data(self, loader) -> None:
-        """Training mixtures (a loader of JNDBatch) for the linear SNR probe."""
-        self.probe_loader = loader
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader; the validation one is kept for the epoch-0 validation."""
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        if stage == sb.Stage.VALID:
+            self._valid_loader = loader
+        return loader
 
     def compute_forward(self, batch, stage):
         """Embed every view; project for the loss."""
@@ -189,7 +194,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         stats = {"loss": stage_loss, **self.tracker.summarize()}
         stats["probe_snr_spearman"] = self._probe_spearman()
         stats = {k: round(float(v), 4) for k, v in stats.items()}
-        if stage == sb.Stage.VALID and epoch == 0:
+        if self._initial_validation:
             # The randomly initialised encoder: the baseline of every curve; not saved.
             self.hparams.train_logger.log_stats({"Epoch": 0, "init": "random"}, valid_stats=stats)
             self.initial_stats = stats
@@ -222,9 +227,31 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         self.last_stats = stats
 
     def on_fit_start(self):
-        """Check the selection rule before the first epoch, then SpeechBrain's set-up."""
+        """Check the selection rule, set up SpeechBrain, the probe and the epoch-0 stats.
+
+        The probe's training mixtures come from ``hparams.probe_data`` (a callable that
+        returns the dataset) when the YAML gives one. The randomly initialised encoder
+        is validated as "epoch 0", the baseline of every curve, unless the run resumes
+        (its checkpoints carry those figures).
+        """
         self._selection_key()
+        valid_loader = self._valid_loader  # made by fit() just before this hook
         super().on_fit_start()
+        if getattr(self.hparams, "probe_data", None) is not None:
+            options = getattr(self.hparams, "valid_dataloader_opts", {})
+            probe = self.hparams.probe_data()
+            self.probe_loader = self.make_dataloader(
+                probe, sb.Stage.VALID, ckpt_prefix=None, **options
+            )
+        latest = self.checkpointer.find_checkpoint() if self.checkpointer else None
+        if latest is not None:
+            self.initial_stats = latest.meta.get("random_init_valid")
+        elif valid_loader is not None:
+            self._initial_validation = True
+            try:
+                self.evaluate(valid_loader)
+            finally:
+                self._initial_validation = False
 
     def _selection_key(self) -> tuple[str, str]:
         """How the encoder is chosen (``select_by``): ("max_key" or "min_key", meta key)."""
@@ -258,20 +285,11 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             valid_snr.numpy(),
         )
 
-    def validate_initial(self, valid_set, loader_kwargs: Optional[dict] = None) -> Optional[dict]:
-        """Validate the randomly initialised encoder as "epoch 0" (skipped on resume)."""
-        if self.checkpointer is not None:
-            latest = self.checkpointer.find_checkpoint()
-            if latest is not None:  # resuming: the metrics were measured before the kill
-                self.initial_stats = latest.meta.get("random_init_valid")
-                return None
-        if not isinstance(valid_set, torch.utils.data.DataLoader):
-            valid_set = self.make_dataloader(
-                valid_set, sb.Stage.VALID, ckpt_prefix=None, **(loader_kwargs or {})
-            )
-        self.on_evaluate_start()  # nothing to recover yet: keeps the random weights
-        self._fit_valid(valid_set, 0, enable=not self.noprogressbar and if_main_process())
-        return self.initial_stats
+    def finish(self, test_sets=None, hparams_file=None) -> dict:
+        """After :meth:`fit`: write ``encoder_ckpt`` and ``summary_file`` (hparams)."""
+        summary = self.export_encoder(self.hparams.encoder_ckpt, self.hparams.summary_file)
+        logger.info("Pretraining done: %s", summary)
+        return summary
 
     def export_encoder(self, path, summary_path=None) -> dict:
         """Save the best checkpoint's encoder state dict (the stable ``encoder.ckpt``).
@@ -414,10 +432,45 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             )
             self.last_stats = stats
 
+    def finish(self, test_sets: dict, hparams_file: Optional[str] = None) -> None:
+        """After :meth:`fit`: test reports of every test database, in the output folder.
+
+        The last epoch's model first (in ``last_epoch/``, the most recent checkpoint),
+        then the one selected by validation PCC; see
+        :func:`jsqa_sb.reports.write_test_reports` for the files.
+        """
+        from jsqa_sb.prepare_nisqa import CONDITIONS_FILE
+        from jsqa_sb.reports import write_test_reports
+
+        hp = self.hparams
+        if self.checkpointer.find_checkpoint() is None:
+            raise NoTrainedCheckpointError(
+                f"no checkpoint in {hp.save_folder}: nothing was trained "
+                f"(number_of_epochs={hp.number_of_epochs}); no test report written"
+            )
+        conditions = Path(hp.manifest_folder) / CONDITIONS_FILE  # NISQA_corpus_con.csv
+        condition_truth = json.loads(conditions.read_text()) if conditions.is_file() else None
+        plain = (str, int, float, bool, list)
+        config = {k: v for k, v in vars(hp).items() if isinstance(v, plain)}
+        config["yaml"] = hparams_file
+        output = Path(hp.output_folder)
+        for folder, key in ((output / "last_epoch", None), (output, "pcc")):
+            predictions = {}
+            for db, test in test_sets.items():
+                self.evaluate(test, max_key=key, test_loader_kwargs=dict(hp.valid_dataloader_opts))
+                predictions[db] = self.predictions_frame().drop(columns="db")
+            ckpt = self.checkpointer.find_checkpoint(max_key=key)
+            if if_main_process():
+                path = str(ckpt.path) if ckpt else None
+                write_test_reports(folder, predictions, config, path, condition_truth)
+
 
 def _mos_stats(frame) -> dict:
     """PCC, SRCC and RMSE of the MOS over a predictions frame (validation)."""
-    from jsqa_sb.mos_metrics import evaluate_predictions
+    from jsqa_sb.mos_metrics import pcc, rmse, srcc
 
-    scores = evaluate_predictions(frame["true_mos"].to_numpy(), frame["pred_mos"].to_numpy())
-    return {key: round(float(scores[key]), 4) for key in ("pcc", "srcc", "rmse")}
+    true, pred = frame["true_mos"].to_numpy(), frame["pred_mos"].to_numpy()
+    return {name: round(float(f(true, pred)), 4) for name, f in zip(_MOS_KEYS, (pcc, srcc, rmse))}
+
+
+_MOS_KEYS = ("pcc", "srcc", "rmse")

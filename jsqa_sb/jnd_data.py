@@ -294,9 +294,15 @@ PROVIDES = ["excerpts", "mix_gains", "mix_snrs", "noise_condition"]
 
 
 def make_jnd_dataset(
-    manifest: PathLike, replacements: dict, view_maker: JNDViewMaker, fixed: bool
+    manifest: PathLike,
+    replacements: dict,
+    view_maker: JNDViewMaker,
+    fixed: bool,
+    select_n: Optional[int] = None,
 ) -> DynamicItemDataset:
     """Build the training (``fixed=False``) or validation (``fixed=True``) JND dataset.
+
+    With ``select_n``, only its first ``select_n`` groups (the linear probe's fixed slice).
 
     Each item provides ``id``, ``excerpts`` (2, T: speech and noise), ``mix_gains``
     (K, 2), ``mix_snrs`` (K,) and ``noise_condition`` (2,: :func:`noise_condition`),
@@ -321,7 +327,25 @@ def make_jnd_dataset(
         dataset.add_dynamic_item(view_maker.train_views, takes=takes, provides=PROVIDES)
     dataset.add_dynamic_item(mix_views, takes=["excerpts", "mix_gains"], provides="views")
     dataset.set_output_keys(["id", *PROVIDES])
-    return dataset
+    return dataset if select_n is None else dataset.filtered_sorted(select_n=select_n)
+
+
+def jnd_datasets(
+    manifest_folder: PathLike,
+    replacements: dict,
+    train_view_maker: JNDViewMaker,
+    valid_view_maker: JNDViewMaker,
+) -> dict:
+    """The recipe's datasets on the prepared manifests: ``{"train": ..., "valid": ...}``.
+
+    Training groups are mixed on the fly by ``train_view_maker`` (new mixtures every
+    epoch, reproducible); validation groups are fixed in their manifest.
+    """
+    folder = Path(manifest_folder)
+    return {
+        "train": make_jnd_dataset(folder / "jnd_train.json", replacements, train_view_maker, False),
+        "valid": make_jnd_dataset(folder / "jnd_valid.json", replacements, valid_view_maker, True),
+    }
 
 
 @dataclass(eq=False)

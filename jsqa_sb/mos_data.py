@@ -6,6 +6,7 @@ Authors
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Collection, Sequence
@@ -85,3 +86,35 @@ def make_mos_dataset(
     dataset.add_dynamic_item(labels, takes=list(dims), provides="targets")
     dataset.set_output_keys(["id", "file", "sig", "targets", "con", "db"])
     return dataset
+
+
+def mos_datasets(
+    manifest_folder: PathLike,
+    replacements: dict,
+    dims: Sequence[str] = DIMENSIONS,
+    sample_rate: int = 16000,
+    train_files: Optional[PathLike] = None,
+) -> dict:
+    """The recipe's datasets on the prepared NISQA manifests.
+
+    Returns ``{"train": ..., "valid": ..., "test": {db: ...}}``, the databases of each
+    split as ``prepare_nisqa`` found them (``nisqa_splits.json``). ``train_files``: a
+    JSON list of the training ids to keep (a label-budget subset); None keeps all.
+    """
+    folder = Path(manifest_folder)
+    splits = json.loads((folder / "nisqa_splits.json").read_text(encoding="utf-8"))
+    keep = None
+    if train_files:
+        keep = json.loads(Path(train_files).read_text(encoding="utf-8"))
+
+    def dataset(dbs, split, keep=None):
+        if not dbs:
+            raise DataPreparationError(f"no NISQA {split} database found (see {folder})")
+        paths = [folder / f"{db}.json" for db in dbs]
+        return make_mos_dataset(paths, replacements, dims, sample_rate, keep=keep)
+
+    return {
+        "train": dataset(splits["train"], "training", keep),
+        "valid": dataset(splits["valid"], "validation"),
+        "test": {db: dataset([db], "test") for db in splits["test"]},
+    }

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -178,6 +179,12 @@ def test_killed_run_resumes_and_ends_at_the_same_epoch(corpora, tmp_path):
     assert 1 <= len(kept) <= 4 and max(meta["epoch"] for meta in kept) == 4
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_with_gloo(corpora, tmp_path):
     # Not --debug: SpeechBrain's debug mode gives each process its own temporary
@@ -188,7 +195,7 @@ def test_torchrun_two_processes_with_gloo(corpora, tmp_path):
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        "--master_port=29533",
+        f"--master_port={_free_port()}",  # not a fixed one: another run may hold it
     )
     result = _run(
         _command(
