@@ -211,6 +211,7 @@ class JSQA(Pretrained):
         from hyperpyyaml import load_hyperpyyaml
         from speechbrain.utils.fetching import FetchConfig, fetch
 
+        from jsqa_sb.models import load_checkpoint
         from jsqa_sb.yaml_security import (
             check_hparams_size,
             check_hparams_yaml,
@@ -249,7 +250,7 @@ class JSQA(Pretrained):
         with _fetch_errors(source, "checkpoints"):
             paths = pretrainer.collect_files(default_source=source, fetch_config=fetch_config)
         for name, module in pretrainer.loadables.items():
-            load_state_dict_safely(module, paths[name])
+            load_checkpoint(module, paths[name], ModelError)
         collected = [hparams_file, *(f"{name}.ckpt" for name in pretrainer.loadables)]
         record_save_folder(savedir, source, hparams_file, collected)
         return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
@@ -649,31 +650,6 @@ def _pad(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         row[: w.numel()] = w
     lens = torch.tensor([w.numel() / longest for w in wavs])
     return batch, lens
-
-
-def load_state_dict_safely(module: torch.nn.Module, path: PathLike) -> None:
-    """Load a checkpoint into ``module`` with ``torch.load(weights_only=True)``.
-
-    Raises
-    ------
-    ModelError
-        If the file is missing or truncated, holds anything but a state dict of
-        tensors (pickled code is refused), or if its parameters do not fit the module
-        (names and shapes).
-    """
-    from jsqa_sb.models import load_tensor_state, state_dict_problems
-
-    if not os.path.isfile(path):
-        what = "is a folder, not a file" if os.path.isdir(path) else "not found"
-        raise ModelError(f"checkpoint {path} {what}")
-    state = load_tensor_state(path, ModelError)
-    problems = state_dict_problems(state, module)
-    if problems:
-        raise ModelError(f"{path} does not fit the model: {'; '.join(problems)}")
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ModelError(f"{path} does not fit the model: {_one_line(err)}") from err
 
 
 def _one_line(err: BaseException) -> str:

@@ -798,94 +798,107 @@ class CheckpointMismatchError(JSQAError, ValueError):
     """A checkpoint that does not fit a module; the message names file and parameters."""
 
 
-def check_encoder_checkpoint(path: Union[str, os.PathLike], encoder: nn.Module) -> None:
-    """Check, before any training, that ``path`` holds a state dict that fits ``encoder``.
+def load_checkpoint(
+    module: nn.Module,
+    path: Union[str, os.PathLike],
+    error: type[Exception] = CheckpointMismatchError,
+    what: str = "model",
+    load: bool = True,
+) -> None:
+    """Check that ``path`` holds a state dict that fits ``module``, then load it strictly.
 
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    CheckpointMismatchError
-        If ``path`` is not a checkpoint (a folder, not a file ``torch.save`` wrote, a
-        truncated one, or one that holds anything but a state dict of tensors), or if
-        parameters are missing, unexpected or of another shape (all are named).
-    """
-    if os.path.isdir(path):
-        raise CheckpointMismatchError(f"{path} is a folder, not an encoder checkpoint file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrained encoder checkpoint not found: {path}")
-    state = load_tensor_state(path, CheckpointMismatchError)
-    problems = state_dict_problems(state, encoder)
-    if problems:
-        raise CheckpointMismatchError(
-            f"{path} does not fit the encoder of this YAML: {'; '.join(problems)}"
-        )
+    The one checkpoint loader: the fine-tuning check, model loading and the label
+    budget's check all go through it. The file is read with
+    ``torch.load(weights_only=True)`` (plain tensors, no pickled code).
 
-
-def load_tensor_state(path: Union[str, os.PathLike], error: type[Exception]) -> Mapping:
-    """Read a state dict of tensors with ``torch.load(weights_only=True)``.
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The module the checkpoint is for.
+    path : str or os.PathLike
+        The checkpoint file.
+    error : type
+        The exception class raised, with a one-line message naming ``path``.
+    what : str
+        What ``module`` is, for the messages ("does not fit the <what>").
+    load : bool
+        Load the checkpoint into ``module`` (False: check only).
 
     Raises
     ------
     error
-        (the given class) naming the file, for a file ``torch.load`` cannot read with
-        ``weights_only=True`` (pickled code, a truncated file, not a checkpoint at all),
-        or one that holds anything but a mapping of tensors.
+        If ``path`` is missing or a folder, not a checkpoint of plain tensors (pickled
+        code, a truncated file, anything but a mapping of tensors), or if parameters are
+        missing, unexpected or of another shape (all named, at most 12).
     """
+    if not os.path.isfile(path):
+        found = "is not a file: it is a folder" if os.path.isdir(path) else "not found"
+        raise error(f"checkpoint {path} {found}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises anything for a file it cannot read
+        lines = str(err).strip().splitlines()
         raise error(
             f"refusing to load {path}: not a checkpoint of plain tensors (torch.load with "
-            f"weights_only=True), or a truncated one: {_first_line(err)}"
+            f"weights_only=True), or a truncated one: {type(err).__name__}: "
+            f"{lines[0] if lines else ''}"
         ) from err
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-        raise error(
-            f"{path} is not a checkpoint of parameters: it holds {describe_state(state)}, "
-            "not a state dict of tensors"
-        )
-    return state
-
-
-def state_dict_problems(state: Mapping, module: nn.Module, limit: int = 12) -> list[str]:
-    """The parameters of ``state`` that do not fit ``module``: missing, unexpected, shape.
-
-    Arguments
-    ---------
-    state : Mapping
-        A state dict (parameter names -> tensors), e.g. a loaded checkpoint.
-    module : torch.nn.Module
-        The module it should load into.
-    limit : int
-        At most this many problems, then one ``... (N in all)``.
-
-    Returns
-    -------
-    list of str
-        Empty when the names and shapes all match.
-    """
+        held = f"a {type(state).__name__}"
+        if isinstance(state, Mapping):
+            odd = [f"{k}: {type(v).__name__}" for k, v in state.items() if not torch.is_tensor(v)]
+            held = f"non-tensor values ({', '.join(odd[:3])}{', ...' if len(odd) > 3 else ''})"
+        raise error(f"{path} is not a checkpoint of parameters: it holds {held}")
+    state = upgrade_state_dict(state, module)
     expected = module.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
     problems += [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
         for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
+        if k in state and state[k].shape != v.shape
     ]
-    if len(problems) > limit:
-        problems = problems[:limit] + [f"... ({len(problems)} in all)"]
-    return problems
+    if len(problems) > 12:
+        problems = problems[:12] + [f"... ({len(problems)} in all)"]
+    if problems:
+        raise error(f"{path} does not fit the {what}: {'; '.join(problems)}")
+    if load:
+        module.load_state_dict(state, strict=True)
 
 
-def describe_state(state: object) -> str:
-    """What a loaded checkpoint holds instead of a state dict of tensors, for messages."""
-    if isinstance(state, Mapping):
-        odd = [f"{k}: {type(v).__name__}" for k, v in state.items() if not torch.is_tensor(v)]
-        return "non-tensor values (" + ", ".join(odd[:3]) + (", ...)" if len(odd) > 3 else ")")
-    return f"a {type(state).__name__}"
+def check_encoder_checkpoint(path: Union[str, os.PathLike], encoder: nn.Module) -> None:
+    """Check, before any training, that ``path`` holds a state dict that fits ``encoder``.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        The encoder checkpoint (e.g. ``--pretrained_encoder``).
+    encoder : torch.nn.Module
+        The encoder the YAML builds.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        As :func:`load_checkpoint` (which this is, without loading).
+    """
+    load_checkpoint(encoder, path, what="encoder of this YAML", load=False)
 
 
-def _first_line(err: BaseException) -> str:
-    """The first line of an exception's message, with its type (torch's are long)."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+def upgrade_state_dict(state: Mapping, module: nn.Module) -> dict:
+    """``state`` with the key names of older versions renamed to today's.
+
+    The one place that knows the old names.
+
+    Arguments
+    ---------
+    state : Mapping
+        A state dict, as a checkpoint holds it.
+    module : torch.nn.Module
+        The module it will be loaded into.
+
+    Returns
+    -------
+    dict
+        A new state dict (``state`` is not changed).
+    """
+    return dict(state)
