@@ -151,6 +151,9 @@ class JSQA(Pretrained):
         self._output_index = [self.head_outputs.index(name) for name in self.output_names]
         encoder = self.mods.encoder
         self.min_samples = int(getattr(encoder, "min_samples", 1))
+        # What encode_batch runs: JSQAEncoder's copy with BatchNorm folded (mods unchanged).
+        fused = getattr(encoder, "for_inference", None)
+        self._encoder = fused() if fused is not None else encoder
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -365,7 +368,7 @@ class JSQA(Pretrained):
         """
         wavs, wav_lens = _check_batch(wavs, wav_lens)
         with torch.no_grad():
-            return self.mods.encoder(wavs.float().to(self.device), wav_lens.to(self.device))
+            return self._encoder(wavs.float().to(self.device), wav_lens.to(self.device))
 
     def score_batch(
         self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None

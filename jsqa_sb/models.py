@@ -12,8 +12,9 @@ thousand parameters:
 3. **CNN**: a small 2-D CNN maps each (n_mels x seg_frames) patch to a ``d_model``
    vector (:class:`SegmentCNN`); it runs on the valid patches of the whole batch at
    once, flattened, in chunks of ``cnn_chunk`` patches at inference;
-4. **SA**: pre-norm Transformer self-attention over the sequence of patch vectors, with
-   sinusoidal positions and a key padding mask (:class:`SelfAttentionBlock`);
+4. **SA**: pre-norm Transformer layers (``torch.nn.TransformerEncoderLayer``) over the
+   sequence of patch vectors, with SpeechBrain's sinusoidal positions and a key padding
+   mask;
 5. **AP**: attention pooling, a masked softmax over the valid patches
    (:class:`AttentionPooling`), then a linear layer to the embedding.
 
@@ -32,8 +33,10 @@ Authors
 
 from __future__ import annotations
 
-import math
+import copy
 import os
+import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Optional, Union
 
@@ -41,6 +44,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
+from speechbrain.lobes.models.transformer.Transformer import PositionalEncoding
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from jsqa_sb.errors import JSQAError
 
@@ -151,11 +156,6 @@ class LogMelFrontEnd(nn.Module):
             mel_scale="slaney",
         )
 
-    @property
-    def frame_length(self) -> int:
-        """Samples spanned by one frame (the FFT size)."""
-        return self.n_fft
-
     def num_frames(self, num_samples: Union[int, torch.Tensor]):
         """Return the number of whole frames in ``num_samples`` samples (0 if too short).
 
@@ -227,9 +227,9 @@ class SegmentCNN(nn.Module):
     independent (BatchNorm in eval mode uses its running statistics), so feeding the
     valid patches only, in any chunking, gives the same result.
 
-    In eval mode each BatchNorm is folded into its convolution (same function, about
-    2.5x faster on CPU), and the maps are kept channels-last, which oneDNN convolves
-    and pools several times faster than NCHW with so few channels.
+    The maps are kept channels-last, which oneDNN convolves and pools several times
+    faster than NCHW with so few channels. For serving, :meth:`JSQAEncoder.for_inference`
+    folds each BatchNorm into its convolution (same function, about 2.5x faster on CPU).
 
     Arguments
     ---------
@@ -287,86 +287,8 @@ class SegmentCNN(nn.Module):
         """Map patches (S, 1, n_mels, seg_frames) to vectors (S, output_size)."""
         x = x.contiguous(memory_format=torch.channels_last)
         for conv, norm, pool in zip(self.convs, self.norms, self.pools):
-            if self.training or not norm.track_running_stats:
-                x = norm(conv(x))
-            else:
-                scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-                weight = conv.weight * scale.view(-1, 1, 1, 1)
-                x = F.conv2d(x, weight, norm.bias - norm.running_mean * scale, padding=1)
-            x = pool(F.relu(x, inplace=True))
+            x = pool(F.relu(norm(conv(x)), inplace=True))
         return self.linear(self.dropout(x.flatten(1)))
-
-
-class SelfAttentionBlock(nn.Module):
-    """A pre-norm Transformer encoder layer with a key padding mask.
-
-    Arguments
-    ---------
-    d_model : int
-        Feature size.
-    nhead : int
-        Number of attention heads (must divide ``d_model``).
-    d_ffn : int
-        Hidden size of the feed-forward part.
-    dropout : float
-        Dropout on the attention weights and the residual branches.
-
-    Example
-    -------
-    >>> block = SelfAttentionBlock(64, 4, 256)
-    >>> mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
-    >>> block(torch.randn(2, 5, 64), mask).shape
-    torch.Size([2, 5, 64])
-    """
-
-    def __init__(self, d_model: int = 64, nhead: int = 4, d_ffn: int = 256, dropout: float = 0.1):
-        super().__init__()
-        if d_model % nhead:
-            raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
-        self.nhead = nhead
-        self.dropout_p = dropout
-        self.norm1 = nn.LayerNorm(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.ffn = nn.Sequential(
-            nn.Linear(d_model, d_ffn),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(d_ffn, d_model),
-        )
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Attend over the valid positions.
-
-        Arguments
-        ---------
-        x : torch.Tensor
-            Sequence, shape (B, L, d_model).
-        mask : torch.Tensor
-            Boolean, shape (B, L), True at valid positions (at least one per row).
-
-        Returns
-        -------
-        torch.Tensor
-            Shape (B, L, d_model).
-        """
-        batch, length, d_model = x.shape
-        q, k, v = (
-            self.qkv(self.norm1(x))
-            .view(batch, length, 3, self.nhead, d_model // self.nhead)
-            .permute(2, 0, 3, 1, 4)
-        )
-        att = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask[:, None, None, :],
-            dropout_p=self.dropout_p if self.training else 0.0,
-        )
-        x = x + self.dropout(self.out(att.transpose(1, 2).reshape(batch, length, d_model)))
-        return x + self.dropout(self.ffn(self.norm2(x)))
 
 
 class AttentionPooling(nn.Module):
@@ -398,46 +320,13 @@ class AttentionPooling(nn.Module):
         return torch.bmm(weights.unsqueeze(1), x).squeeze(1)
 
 
-def sinusoidal_positions(length: int, d_model: int, device=None) -> torch.Tensor:
-    """Return the Transformer sinusoidal position encodings, shape (length, d_model).
-
-    Arguments
-    ---------
-    length : int
-        Number of positions.
-    d_model : int
-        Feature size (even).
-    device : torch.device, optional
-        Where to create the tensor.
-
-    Returns
-    -------
-    torch.Tensor
-        float32 encodings.
-
-    Example
-    -------
-    >>> sinusoidal_positions(10, 64).shape
-    torch.Size([10, 64])
-    """
-    pos = torch.arange(length, dtype=torch.float32, device=device).unsqueeze(1)
-    freq = torch.exp(
-        torch.arange(0, d_model, 2, dtype=torch.float32, device=device)
-        * (-math.log(10000.0) / d_model)
-    )
-    pe = torch.zeros(length, d_model, device=device)
-    pe[:, 0::2] = torch.sin(pos * freq)
-    pe[:, 1::2] = torch.cos(pos * freq[: d_model // 2])
-    return pe
-
-
 class JSQAEncoder(nn.Module):
     """The default JSQA quality encoder, NISQA CNN-SA-AP style (Mittag et al. 2021).
 
     ``wavs (B, T), wav_lens (B,) -> embeddings (B, emb_dim)``. The pipeline is log-mel
     (:class:`LogMelFrontEnd`) -> overlapping patches of ``seg_frames`` frames every
     ``seg_hop`` frames -> :class:`SegmentCNN` on every valid patch of the batch ->
-    ``att_layers`` :class:`SelfAttentionBlock` over the patch sequence -> masked
+    ``att_layers`` pre-norm ``torch.nn.TransformerEncoderLayer`` -> masked
     :class:`AttentionPooling` -> linear to ``emb_dim``.
 
     A frame is valid if its whole window lies inside the clip, a patch if all its
@@ -483,7 +372,8 @@ class JSQAEncoder(nn.Module):
     dropout : float
         Dropout in the CNN's output and in the attention layers.
     pos_encoding : bool
-        Add sinusoidal positions to the patch vectors.
+        Add sinusoidal positions to the patch vectors (SpeechBrain's
+        ``PositionalEncoding``; ``d_model`` must be even).
     emb_dim : int
         Size of the output embedding.
     cnn_chunk : int
@@ -542,14 +432,46 @@ class JSQAEncoder(nn.Module):
         self.pos_encoding = bool(pos_encoding)
         self.d_model = int(d_model)
         self.embedding_dim = int(emb_dim)
+        if att_layers and d_model % att_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by att_heads={att_heads}")
         self.cnn = SegmentCNN(n_mels, seg_frames, cnn_channels, cnn_pool_out, d_model, dropout)
+        if self.pos_encoding:
+            self.positions = PositionalEncoding(d_model)
+            # Computed, not learnt: kept out of checkpoints.
+            self.positions.register_buffer("pe", self.positions.pe, persistent=False)
         self.attention = nn.ModuleList(
-            SelfAttentionBlock(d_model, att_heads, att_ffn or 8 * d_model, dropout)
+            nn.TransformerEncoderLayer(
+                d_model,
+                att_heads,
+                att_ffn or 8 * d_model,
+                dropout,
+                batch_first=True,
+                norm_first=True,
+            )
             for _ in range(att_layers)
         )
         self.norm = nn.LayerNorm(d_model) if att_layers > 0 else nn.Identity()
         self.pooling = AttentionPooling(d_model)
         self.output = nn.Linear(d_model, emb_dim)
+        # Checkpoints written before the layers above were torch's load too.
+        self.register_load_state_dict_pre_hook(_upgrade_hook)
+
+    def for_inference(self) -> JSQAEncoder:
+        """A copy in eval mode with each BatchNorm folded into its convolution.
+
+        The same function, about 2.5x faster on CPU; :class:`jsqa_sb.inference.JSQA`
+        scores with it. The copy cannot be trained or saved as an encoder checkpoint.
+
+        Returns
+        -------
+        JSQAEncoder
+        """
+        fused = copy.deepcopy(self).eval()
+        cnn = fused.cnn
+        for i, (conv, norm) in enumerate(zip(cnn.convs, cnn.norms)):
+            cnn.convs[i] = fuse_conv_bn_eval(conv, norm).to(memory_format=torch.channels_last)
+            cnn.norms[i] = nn.Identity()
+        return fused
 
     @property
     def min_samples(self) -> int:
@@ -643,9 +565,12 @@ class JSQAEncoder(nn.Module):
         x[b_idx, s_idx] = seg_vecs
 
         if self.pos_encoding:
-            x = x + sinusoidal_positions(n_seg, self.d_model, x.device).to(x.dtype)
-        for block in self.attention:
-            x = block(x, mask)
+            table = self.positions
+            if n_seg > table.max_len:  # longer than ~100 s: a table for this call
+                table = PositionalEncoding(self.d_model, n_seg).to(x.device)
+            x = x + table(x).to(x.dtype)
+        for layer in self.attention:
+            x = layer(x, src_key_padding_mask=~mask)
         x = self.norm(x)
         return self.output(self.pooling(x, mask))
 
@@ -884,10 +809,22 @@ def check_encoder_checkpoint(path: Union[str, os.PathLike], encoder: nn.Module) 
     load_checkpoint(encoder, path, what="encoder of this YAML", load=False)
 
 
+#: Old -> new names of an attention layer's parameters (before torch's layer was used).
+OLD_ATTENTION_KEYS = {
+    "qkv.weight": "self_attn.in_proj_weight",
+    "qkv.bias": "self_attn.in_proj_bias",
+    "out.": "self_attn.out_proj.",
+    "ffn.0.": "linear1.",
+    "ffn.3.": "linear2.",
+}
+
+
 def upgrade_state_dict(state: Mapping, module: nn.Module) -> dict:
     """``state`` with the key names of older versions renamed to today's.
 
-    The one place that knows the old names.
+    The one place that knows the old names (:data:`OLD_ATTENTION_KEYS`, for every
+    :class:`JSQAEncoder` in ``module``); ``JSQAEncoder`` also applies it when any
+    ``load_state_dict`` (SpeechBrain's Pretrainer and Checkpointer) loads into it.
 
     Arguments
     ---------
@@ -901,4 +838,26 @@ def upgrade_state_dict(state: Mapping, module: nn.Module) -> dict:
     dict
         A new state dict (``state`` is not changed).
     """
-    return dict(state)
+    new = OrderedDict(state)
+    if hasattr(state, "_metadata"):
+        new._metadata = state._metadata  # torch's per-module versions
+    for name, sub in module.named_modules():
+        if isinstance(sub, JSQAEncoder):
+            _rename_old_keys(new, f"{name}." if name else "")
+    return new
+
+
+def _rename_old_keys(state: dict, prefix: str) -> None:
+    """Rename, in place, the old attention keys of the encoder at ``prefix``."""
+    old = "|".join(map(re.escape, OLD_ATTENTION_KEYS))
+    pattern = re.compile(rf"({re.escape(prefix)}attention\.\d+\.)({old})")
+    for key in list(state):
+        match = pattern.match(key)
+        if match:
+            new = match[1] + OLD_ATTENTION_KEYS[match[2]] + key[match.end() :]
+            state[new] = state.pop(key)
+
+
+def _upgrade_hook(module, state_dict, prefix, *args) -> None:
+    """``load_state_dict`` pre-hook of :class:`JSQAEncoder`: old key names load too."""
+    _rename_old_keys(state_dict, prefix)
