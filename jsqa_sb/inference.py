@@ -36,13 +36,13 @@ import math
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from speechbrain.dataio.audio_io import AudioInfo
 from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.data_utils import batch_pad_right
 
 from jsqa_sb.audio import AudioReadError, audio_info, read_audio
 from jsqa_sb.errors import JSQAError
@@ -436,7 +436,7 @@ class JSQA(Pretrained):
             for wav in wavs:
                 self._check_finite(path, wav)
             peak = max([peak] + [float(w.abs().max()) for w in wavs])
-            batch, lens = _pad(wavs)
+            batch, lens = batch_pad_right(wavs)
             embs.append(self.encode_batch(batch, lens).cpu())
         self._warn_if_silent(path, peak)
         durations = torch.tensor([f / info.sample_rate for _, f in windows])
@@ -582,7 +582,7 @@ class JSQA(Pretrained):
             except (RecordingError, ValueError) as err:
                 results[i] = err
         if short_wavs:
-            batch, lens = _pad(short_wavs)
+            batch, lens = batch_pad_right(short_wavs)
             scores = self.score_batch(batch, lens)
             for i, row in zip(short_idx, scores):
                 results[i] = {name: float(v) for name, v in zip(self.output_names, row)}
@@ -645,16 +645,6 @@ def _check_batch(
     return wavs, lens
 
 
-def _pad(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad 1-D waveforms into (B, T) with SpeechBrain's relative lengths."""
-    longest = max(w.numel() for w in wavs)
-    batch = torch.zeros(len(wavs), longest)
-    for row, w in zip(batch, wavs):
-        row[: w.numel()] = w
-    lens = torch.tensor([w.numel() / longest for w in wavs])
-    return batch, lens
-
-
 def _one_line(err: BaseException) -> str:
     """An exception's message on one line (PyTorch's and YAML's span several)."""
     return " ".join(str(err).split()) or type(err).__name__
@@ -679,8 +669,10 @@ def _read_hparams(path: PathLike) -> str:
     """The text of a model's ``hyperparams.yaml``; ModelError unless it is a YAML mapping."""
     import ruamel.yaml
 
+    from jsqa_sb.yaml_security import read_hparams_text
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_hparams_text(path)
     except UnicodeDecodeError as err:
         raise ModelError(f"{path} is not UTF-8 text: {err}") from err
     except OSError as err:  # a folder without the file, or one named like it
