@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Optional, Union
 
@@ -454,7 +453,7 @@ class JSQAEncoder(nn.Module):
         self.pooling = AttentionPooling(d_model)
         self.output = nn.Linear(d_model, emb_dim)
         # Checkpoints written before the layers above were torch's load too.
-        self.register_load_state_dict_pre_hook(_upgrade_hook)
+        self.register_load_state_dict_pre_hook(upgrade_state_dict)
 
     def for_inference(self) -> JSQAEncoder:
         """A copy in eval mode with each BatchNorm folded into its convolution.
@@ -774,7 +773,7 @@ def load_checkpoint(
             odd = [f"{k}: {type(v).__name__}" for k, v in state.items() if not torch.is_tensor(v)]
             held = f"non-tensor values ({', '.join(odd[:3])}{', ...' if len(odd) > 3 else ''})"
         raise error(f"{path} is not a checkpoint of parameters: it holds {held}")
-    state = upgrade_state_dict(state, module)
+    upgrade_state_dict(module, state)
     expected = module.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
@@ -819,45 +818,28 @@ OLD_ATTENTION_KEYS = {
 }
 
 
-def upgrade_state_dict(state: Mapping, module: nn.Module) -> dict:
-    """``state`` with the key names of older versions renamed to today's.
+def upgrade_state_dict(module: nn.Module, state: dict, prefix: str = "", *_) -> None:
+    """Rename, in place, the keys older versions wrote (:data:`OLD_ATTENTION_KEYS`).
 
-    The one place that knows the old names (:data:`OLD_ATTENTION_KEYS`, for every
-    :class:`JSQAEncoder` in ``module``); ``JSQAEncoder`` also applies it when any
-    ``load_state_dict`` (SpeechBrain's Pretrainer and Checkpointer) loads into it.
+    The one place that knows the old names: :func:`load_checkpoint` calls it, and every
+    :class:`JSQAEncoder` has it as its ``load_state_dict`` pre-hook (hence the
+    signature), so SpeechBrain's Pretrainer and Checkpointer load old checkpoints too.
 
     Arguments
     ---------
-    state : Mapping
-        A state dict, as a checkpoint holds it.
     module : torch.nn.Module
-        The module it will be loaded into.
-
-    Returns
-    -------
-    dict
-        A new state dict (``state`` is not changed).
+        The module ``state`` is for; the keys of each ``JSQAEncoder`` in it are renamed.
+    state : dict
+        A state dict.
+    prefix : str
+        The prefix of ``module``'s keys in ``state``.
     """
-    new = OrderedDict(state)
-    if hasattr(state, "_metadata"):
-        new._metadata = state._metadata  # torch's per-module versions
-    for name, sub in module.named_modules():
-        if isinstance(sub, JSQAEncoder):
-            _rename_old_keys(new, f"{name}." if name else "")
-    return new
-
-
-def _rename_old_keys(state: dict, prefix: str) -> None:
-    """Rename, in place, the old attention keys of the encoder at ``prefix``."""
     old = "|".join(map(re.escape, OLD_ATTENTION_KEYS))
-    pattern = re.compile(rf"({re.escape(prefix)}attention\.\d+\.)({old})")
-    for key in list(state):
-        match = pattern.match(key)
-        if match:
-            new = match[1] + OLD_ATTENTION_KEYS[match[2]] + key[match.end() :]
-            state[new] = state.pop(key)
-
-
-def _upgrade_hook(module, state_dict, prefix, *args) -> None:
-    """``load_state_dict`` pre-hook of :class:`JSQAEncoder`: old key names load too."""
-    _rename_old_keys(state_dict, prefix)
+    for name, sub in module.named_modules(prefix=prefix[:-1]):
+        if isinstance(sub, JSQAEncoder):
+            at = re.escape(f"{name}." if name else "")
+            pattern = re.compile(rf"({at}attention\.\d+\.)({old})")
+            for key in list(state):
+                if match := pattern.match(key):
+                    new = match[1] + OLD_ATTENTION_KEYS[match[2]] + key[match.end() :]
+                    state[new] = state.pop(key)

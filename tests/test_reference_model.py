@@ -108,3 +108,12 @@ def test_old_encoder_checkpoint_resumes_through_the_recipes_checkpointer(tmp_pat
     encoder = _fresh_encoder()
     assert Checkpointer(tmp_path, {"encoder": encoder}).recover_if_possible() is not None
     _assert_reference_encoder(encoder)
+
+
+def test_old_encoder_checkpoint_loads_strictly_inside_another_module():
+    """A Brain's modules, a DDP wrapper: the old keys come with a prefix."""
+    old = torch.load(OLD_ENCODER, weights_only=True)
+    assert any(".qkv." in key for key in old)  # the old names, really
+    modules = torch.nn.ModuleDict({"encoder": _fresh_encoder()})
+    modules.load_state_dict({f"encoder.{k}": v for k, v in old.items()}, strict=True)
+    _assert_reference_encoder(modules["encoder"])
