@@ -39,6 +39,9 @@ class AudioReadError(JSQAError, RuntimeError):
 def audio_info(path: PathLike) -> AudioInfo:
     """Read an audio file's header (no decoding).
 
+    Headers are remembered (the last 4096) by path, inode, size and modification time:
+    the scorer reads each file's header once, for batching and for windowing.
+
     Arguments
     ---------
     path : str or Path
@@ -54,11 +57,17 @@ def audio_info(path: PathLike) -> AudioInfo:
     AudioReadError
         If the header cannot be read.
     """
-    _check_regular(path)
-    if os.path.getsize(path) == 0:
+    st = _check_regular(path)
+    if st.st_size == 0:
         raise AudioReadError(f"{path}: empty file (0 bytes)")
+    return _header(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _header(path: str, *file_version: int) -> AudioInfo:
+    """The header of ``path``, read once per version of the file (errors are not kept)."""
     try:
-        return _sb_info(str(path))
+        return _sb_info(path)
     except Exception as err:  # soundfile raises several unrelated types
         raise AudioReadError(f"{path}: cannot read audio header ({_reason(err)})") from err
 
@@ -138,15 +147,16 @@ def _resampler(orig_sr: int, new_sr: int) -> torchaudio.transforms.Resample:
     return torchaudio.transforms.Resample(orig_sr, new_sr, **RESAMPLING)
 
 
-def _check_regular(path: PathLike) -> None:
+def _check_regular(path: PathLike) -> os.stat_result:
     """Refuse what is not a regular file before opening it: opening a FIFO would block."""
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
     except OSError as err:
         raise AudioReadError(f"{path}: {err.strerror or err}") from err
-    if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe, device or socket"
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a named pipe, device or socket"
         raise AudioReadError(f"{path}: not a regular file ({kind})")
+    return st
 
 
 def _reason(err: Exception) -> str:

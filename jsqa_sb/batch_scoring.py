@@ -8,7 +8,8 @@ The model is anything that follows the :class:`Scorer` protocol. The driver:
   reaching the model, and sorts the readable files by duration to form batches of
   similar length (at most ``batch_size`` files and ``max_batch_seconds`` of audio);
 * writes one row per input (``path, duration, sample_rate, <scores>, error``) as a CSV
-  or JSON file, saved after every batch so that an interruption loses nothing;
+  file, saved after every batch so that even a killed run loses nothing, or a JSON file,
+  written when the run ends (also by an error or Ctrl-C);
 * with ``resume=True``, skips the inputs that already have a complete row without an
   error, after checking that the same model wrote the file (``<out>.meta.json``).
 
@@ -436,10 +437,11 @@ def score_collection(
 ) -> ScoringSummary:
     r"""Score every input file with ``scorer`` and write one row per file to ``out``.
 
-    The output is saved after every batch: CSV rows are appended and flushed; JSON is
-    rewritten whole (atomically), which costs time quadratic in the number of files, so
-    prefer CSV for very large collections. Rows follow batch order (unreadable files
-    first, then by increasing duration), not input order. Next to ``out``,
+    CSV rows are appended and flushed after every batch. JSON is written whole
+    (atomically) when the run ends, also when it ends by an exception or Ctrl-C; a run
+    killed outright (SIGKILL, power loss) leaves the JSON as the run's start wrote it
+    (the rows kept by ``resume``), so prefer CSV for long runs. Rows follow batch order
+    (unreadable files first, then by increasing duration), not input order. Next to ``out``,
     ``<out>.meta.json`` records the model that wrote it (:func:`model_fingerprint`).
 
     Arguments
@@ -598,21 +600,24 @@ def score_paths(
     readable.sort(key=lambda item: item[1])
     batches = _make_batches(readable, batch_size, max_batch_seconds)
     bar = tqdm(total=len(readable), desc="Scoring", unit="file", disable=not progress)
-    with bar, logging_redirect_tqdm() if progress else contextlib.nullcontext():
-        bar.set_postfix(failed=summary.failed)
-        for batch in batches:
-            results = _score_batch(scorer, [path for path, _, _ in batch])
-            rows = []
-            for (path, duration, rate), result in zip(batch, results):
-                scores, message = _check_scores(result, names, path)
-                if message is None:
-                    summary.scored += 1
-                else:
-                    fail(path, message)
-                rows.append(_row(path, duration, rate, names, scores, message))
-            sink.append(rows)
-            bar.update(len(batch))
+    try:
+        with bar, logging_redirect_tqdm() if progress else contextlib.nullcontext():
             bar.set_postfix(failed=summary.failed)
+            for batch in batches:
+                results = _score_batch(scorer, [path for path, _, _ in batch])
+                rows = []
+                for (path, duration, rate), result in zip(batch, results):
+                    scores, message = _check_scores(result, names, path)
+                    if message is None:
+                        summary.scored += 1
+                    else:
+                        fail(path, message)
+                    rows.append(_row(path, duration, rate, names, scores, message))
+                sink.append(rows)
+                bar.update(len(batch))
+                bar.set_postfix(failed=summary.failed)
+    finally:  # JSON: the one write of the rows; CSV: nothing left
+        sink.close()
     return summary
 
 
@@ -1020,9 +1025,12 @@ class _CsvSink:
             csv.DictWriter(file, self.columns).writerows(rows)
             file.flush()
 
+    def close(self) -> None:
+        """Nothing to do: :meth:`append` wrote every row."""
+
 
 class _JsonSink:
-    """JSON output: the whole list of rows, rewritten atomically after every batch."""
+    """JSON output: the rows kept at the start, then all rows once at the end (atomic)."""
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = path, columns
@@ -1047,6 +1055,8 @@ class _JsonSink:
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         self.rows += rows
+
+    def close(self) -> None:
         write_json(self.path, self.rows)
 
 

@@ -36,13 +36,13 @@ import math
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from speechbrain.dataio.audio_io import AudioInfo
 from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.data_utils import batch_pad_right
 
 from jsqa_sb.audio import AudioReadError, audio_info, read_audio
 from jsqa_sb.errors import JSQAError
@@ -151,6 +151,9 @@ class JSQA(Pretrained):
         self._output_index = [self.head_outputs.index(name) for name in self.output_names]
         encoder = self.mods.encoder
         self.min_samples = int(getattr(encoder, "min_samples", 1))
+        # What encode_batch runs: JSQAEncoder's copy with BatchNorm folded (mods unchanged).
+        fused = getattr(encoder, "for_inference", None)
+        self._encoder = fused() if fused is not None else encoder
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -211,6 +214,7 @@ class JSQA(Pretrained):
         from hyperpyyaml import load_hyperpyyaml
         from speechbrain.utils.fetching import FetchConfig, fetch
 
+        from jsqa_sb.models import load_checkpoint
         from jsqa_sb.yaml_security import (
             check_hparams_size,
             check_hparams_yaml,
@@ -249,7 +253,7 @@ class JSQA(Pretrained):
         with _fetch_errors(source, "checkpoints"):
             paths = pretrainer.collect_files(default_source=source, fetch_config=fetch_config)
         for name, module in pretrainer.loadables.items():
-            load_state_dict_safely(module, paths[name])
+            load_checkpoint(module, paths[name], ModelError)
         collected = [hparams_file, *(f"{name}.ckpt" for name in pretrainer.loadables)]
         record_save_folder(savedir, source, hparams_file, collected)
         return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
@@ -364,7 +368,7 @@ class JSQA(Pretrained):
         """
         wavs, wav_lens = _check_batch(wavs, wav_lens)
         with torch.no_grad():
-            return self.mods.encoder(wavs.float().to(self.device), wav_lens.to(self.device))
+            return self._encoder(wavs.float().to(self.device), wav_lens.to(self.device))
 
     def score_batch(
         self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None
@@ -432,7 +436,7 @@ class JSQA(Pretrained):
             for wav in wavs:
                 self._check_finite(path, wav)
             peak = max([peak] + [float(w.abs().max()) for w in wavs])
-            batch, lens = _pad(wavs)
+            batch, lens = batch_pad_right(wavs)
             embs.append(self.encode_batch(batch, lens).cpu())
         self._warn_if_silent(path, peak)
         durations = torch.tensor([f / info.sample_rate for _, f in windows])
@@ -578,7 +582,7 @@ class JSQA(Pretrained):
             except (RecordingError, ValueError) as err:
                 results[i] = err
         if short_wavs:
-            batch, lens = _pad(short_wavs)
+            batch, lens = batch_pad_right(short_wavs)
             scores = self.score_batch(batch, lens)
             for i, row in zip(short_idx, scores):
                 results[i] = {name: float(v) for name, v in zip(self.output_names, row)}
@@ -641,41 +645,6 @@ def _check_batch(
     return wavs, lens
 
 
-def _pad(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad 1-D waveforms into (B, T) with SpeechBrain's relative lengths."""
-    longest = max(w.numel() for w in wavs)
-    batch = torch.zeros(len(wavs), longest)
-    for row, w in zip(batch, wavs):
-        row[: w.numel()] = w
-    lens = torch.tensor([w.numel() / longest for w in wavs])
-    return batch, lens
-
-
-def load_state_dict_safely(module: torch.nn.Module, path: PathLike) -> None:
-    """Load a checkpoint into ``module`` with ``torch.load(weights_only=True)``.
-
-    Raises
-    ------
-    ModelError
-        If the file is missing or truncated, holds anything but a state dict of
-        tensors (pickled code is refused), or if its parameters do not fit the module
-        (names and shapes).
-    """
-    from jsqa_sb.models import load_tensor_state, state_dict_problems
-
-    if not os.path.isfile(path):
-        what = "is a folder, not a file" if os.path.isdir(path) else "not found"
-        raise ModelError(f"checkpoint {path} {what}")
-    state = load_tensor_state(path, ModelError)
-    problems = state_dict_problems(state, module)
-    if problems:
-        raise ModelError(f"{path} does not fit the model: {'; '.join(problems)}")
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ModelError(f"{path} does not fit the model: {_one_line(err)}") from err
-
-
 def _one_line(err: BaseException) -> str:
     """An exception's message on one line (PyTorch's and YAML's span several)."""
     return " ".join(str(err).split()) or type(err).__name__
@@ -700,8 +669,10 @@ def _read_hparams(path: PathLike) -> str:
     """The text of a model's ``hyperparams.yaml``; ModelError unless it is a YAML mapping."""
     import ruamel.yaml
 
+    from jsqa_sb.yaml_security import read_hparams_text
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_hparams_text(path)
     except UnicodeDecodeError as err:
         raise ModelError(f"{path} is not UTF-8 text: {err}") from err
     except OSError as err:  # a folder without the file, or one named like it

@@ -12,8 +12,9 @@ thousand parameters:
 3. **CNN**: a small 2-D CNN maps each (n_mels x seg_frames) patch to a ``d_model``
    vector (:class:`SegmentCNN`); it runs on the valid patches of the whole batch at
    once, flattened, in chunks of ``cnn_chunk`` patches at inference;
-4. **SA**: pre-norm Transformer self-attention over the sequence of patch vectors, with
-   sinusoidal positions and a key padding mask (:class:`SelfAttentionBlock`);
+4. **SA**: pre-norm Transformer layers (``torch.nn.TransformerEncoderLayer``) over the
+   sequence of patch vectors, with SpeechBrain's sinusoidal positions and a key padding
+   mask;
 5. **AP**: attention pooling, a masked softmax over the valid patches
    (:class:`AttentionPooling`), then a linear layer to the embedding.
 
@@ -32,8 +33,9 @@ Authors
 
 from __future__ import annotations
 
-import math
+import copy
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Optional, Union
 
@@ -41,6 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
+from speechbrain.lobes.models.transformer.Transformer import PositionalEncoding
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from jsqa_sb.errors import JSQAError
 
@@ -151,11 +155,6 @@ class LogMelFrontEnd(nn.Module):
             mel_scale="slaney",
         )
 
-    @property
-    def frame_length(self) -> int:
-        """Samples spanned by one frame (the FFT size)."""
-        return self.n_fft
-
     def num_frames(self, num_samples: Union[int, torch.Tensor]):
         """Return the number of whole frames in ``num_samples`` samples (0 if too short).
 
@@ -227,9 +226,9 @@ class SegmentCNN(nn.Module):
     independent (BatchNorm in eval mode uses its running statistics), so feeding the
     valid patches only, in any chunking, gives the same result.
 
-    In eval mode each BatchNorm is folded into its convolution (same function, about
-    2.5x faster on CPU), and the maps are kept channels-last, which oneDNN convolves
-    and pools several times faster than NCHW with so few channels.
+    The maps are kept channels-last, which oneDNN convolves and pools several times
+    faster than NCHW with so few channels. For serving, :meth:`JSQAEncoder.for_inference`
+    folds each BatchNorm into its convolution (same function, about 2.5x faster on CPU).
 
     Arguments
     ---------
@@ -287,86 +286,8 @@ class SegmentCNN(nn.Module):
         """Map patches (S, 1, n_mels, seg_frames) to vectors (S, output_size)."""
         x = x.contiguous(memory_format=torch.channels_last)
         for conv, norm, pool in zip(self.convs, self.norms, self.pools):
-            if self.training or not norm.track_running_stats:
-                x = norm(conv(x))
-            else:
-                scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-                weight = conv.weight * scale.view(-1, 1, 1, 1)
-                x = F.conv2d(x, weight, norm.bias - norm.running_mean * scale, padding=1)
-            x = pool(F.relu(x, inplace=True))
+            x = pool(F.relu(norm(conv(x)), inplace=True))
         return self.linear(self.dropout(x.flatten(1)))
-
-
-class SelfAttentionBlock(nn.Module):
-    """A pre-norm Transformer encoder layer with a key padding mask.
-
-    Arguments
-    ---------
-    d_model : int
-        Feature size.
-    nhead : int
-        Number of attention heads (must divide ``d_model``).
-    d_ffn : int
-        Hidden size of the feed-forward part.
-    dropout : float
-        Dropout on the attention weights and the residual branches.
-
-    Example
-    -------
-    >>> block = SelfAttentionBlock(64, 4, 256)
-    >>> mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
-    >>> block(torch.randn(2, 5, 64), mask).shape
-    torch.Size([2, 5, 64])
-    """
-
-    def __init__(self, d_model: int = 64, nhead: int = 4, d_ffn: int = 256, dropout: float = 0.1):
-        super().__init__()
-        if d_model % nhead:
-            raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
-        self.nhead = nhead
-        self.dropout_p = dropout
-        self.norm1 = nn.LayerNorm(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.ffn = nn.Sequential(
-            nn.Linear(d_model, d_ffn),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(d_ffn, d_model),
-        )
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Attend over the valid positions.
-
-        Arguments
-        ---------
-        x : torch.Tensor
-            Sequence, shape (B, L, d_model).
-        mask : torch.Tensor
-            Boolean, shape (B, L), True at valid positions (at least one per row).
-
-        Returns
-        -------
-        torch.Tensor
-            Shape (B, L, d_model).
-        """
-        batch, length, d_model = x.shape
-        q, k, v = (
-            self.qkv(self.norm1(x))
-            .view(batch, length, 3, self.nhead, d_model // self.nhead)
-            .permute(2, 0, 3, 1, 4)
-        )
-        att = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask[:, None, None, :],
-            dropout_p=self.dropout_p if self.training else 0.0,
-        )
-        x = x + self.dropout(self.out(att.transpose(1, 2).reshape(batch, length, d_model)))
-        return x + self.dropout(self.ffn(self.norm2(x)))
 
 
 class AttentionPooling(nn.Module):
@@ -398,46 +319,13 @@ class AttentionPooling(nn.Module):
         return torch.bmm(weights.unsqueeze(1), x).squeeze(1)
 
 
-def sinusoidal_positions(length: int, d_model: int, device=None) -> torch.Tensor:
-    """Return the Transformer sinusoidal position encodings, shape (length, d_model).
-
-    Arguments
-    ---------
-    length : int
-        Number of positions.
-    d_model : int
-        Feature size (even).
-    device : torch.device, optional
-        Where to create the tensor.
-
-    Returns
-    -------
-    torch.Tensor
-        float32 encodings.
-
-    Example
-    -------
-    >>> sinusoidal_positions(10, 64).shape
-    torch.Size([10, 64])
-    """
-    pos = torch.arange(length, dtype=torch.float32, device=device).unsqueeze(1)
-    freq = torch.exp(
-        torch.arange(0, d_model, 2, dtype=torch.float32, device=device)
-        * (-math.log(10000.0) / d_model)
-    )
-    pe = torch.zeros(length, d_model, device=device)
-    pe[:, 0::2] = torch.sin(pos * freq)
-    pe[:, 1::2] = torch.cos(pos * freq[: d_model // 2])
-    return pe
-
-
 class JSQAEncoder(nn.Module):
     """The default JSQA quality encoder, NISQA CNN-SA-AP style (Mittag et al. 2021).
 
     ``wavs (B, T), wav_lens (B,) -> embeddings (B, emb_dim)``. The pipeline is log-mel
     (:class:`LogMelFrontEnd`) -> overlapping patches of ``seg_frames`` frames every
     ``seg_hop`` frames -> :class:`SegmentCNN` on every valid patch of the batch ->
-    ``att_layers`` :class:`SelfAttentionBlock` over the patch sequence -> masked
+    ``att_layers`` pre-norm ``torch.nn.TransformerEncoderLayer`` -> masked
     :class:`AttentionPooling` -> linear to ``emb_dim``.
 
     A frame is valid if its whole window lies inside the clip, a patch if all its
@@ -483,7 +371,8 @@ class JSQAEncoder(nn.Module):
     dropout : float
         Dropout in the CNN's output and in the attention layers.
     pos_encoding : bool
-        Add sinusoidal positions to the patch vectors.
+        Add sinusoidal positions to the patch vectors (SpeechBrain's
+        ``PositionalEncoding``; ``d_model`` must be even).
     emb_dim : int
         Size of the output embedding.
     cnn_chunk : int
@@ -542,14 +431,46 @@ class JSQAEncoder(nn.Module):
         self.pos_encoding = bool(pos_encoding)
         self.d_model = int(d_model)
         self.embedding_dim = int(emb_dim)
+        if att_layers and d_model % att_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by att_heads={att_heads}")
         self.cnn = SegmentCNN(n_mels, seg_frames, cnn_channels, cnn_pool_out, d_model, dropout)
+        if self.pos_encoding:
+            self.positions = PositionalEncoding(d_model)
+            # Computed, not learnt: kept out of checkpoints.
+            self.positions.register_buffer("pe", self.positions.pe, persistent=False)
         self.attention = nn.ModuleList(
-            SelfAttentionBlock(d_model, att_heads, att_ffn or 8 * d_model, dropout)
+            nn.TransformerEncoderLayer(
+                d_model,
+                att_heads,
+                att_ffn or 8 * d_model,
+                dropout,
+                batch_first=True,
+                norm_first=True,
+            )
             for _ in range(att_layers)
         )
         self.norm = nn.LayerNorm(d_model) if att_layers > 0 else nn.Identity()
         self.pooling = AttentionPooling(d_model)
         self.output = nn.Linear(d_model, emb_dim)
+        # Checkpoints written before the layers above were torch's load too.
+        self.register_load_state_dict_pre_hook(upgrade_state_dict)
+
+    def for_inference(self) -> JSQAEncoder:
+        """A copy in eval mode with each BatchNorm folded into its convolution.
+
+        The same function, about 2.5x faster on CPU; :class:`jsqa_sb.inference.JSQA`
+        scores with it. The copy cannot be trained or saved as an encoder checkpoint.
+
+        Returns
+        -------
+        JSQAEncoder
+        """
+        fused = copy.deepcopy(self).eval()
+        cnn = fused.cnn
+        for i, (conv, norm) in enumerate(zip(cnn.convs, cnn.norms)):
+            cnn.convs[i] = fuse_conv_bn_eval(conv, norm).to(memory_format=torch.channels_last)
+            cnn.norms[i] = nn.Identity()
+        return fused
 
     @property
     def min_samples(self) -> int:
@@ -643,9 +564,12 @@ class JSQAEncoder(nn.Module):
         x[b_idx, s_idx] = seg_vecs
 
         if self.pos_encoding:
-            x = x + sinusoidal_positions(n_seg, self.d_model, x.device).to(x.dtype)
-        for block in self.attention:
-            x = block(x, mask)
+            table = self.positions
+            if n_seg > table.max_len:  # longer than ~100 s: a table for this call
+                table = PositionalEncoding(self.d_model, n_seg).to(x.device)
+            x = x + table(x).to(x.dtype)
+        for layer in self.attention:
+            x = layer(x, src_key_padding_mask=~mask)
         x = self.norm(x)
         return self.output(self.pooling(x, mask))
 
@@ -798,94 +722,124 @@ class CheckpointMismatchError(JSQAError, ValueError):
     """A checkpoint that does not fit a module; the message names file and parameters."""
 
 
-def check_encoder_checkpoint(path: Union[str, os.PathLike], encoder: nn.Module) -> None:
-    """Check, before any training, that ``path`` holds a state dict that fits ``encoder``.
+def load_checkpoint(
+    module: nn.Module,
+    path: Union[str, os.PathLike],
+    error: type[Exception] = CheckpointMismatchError,
+    what: str = "model",
+    load: bool = True,
+) -> None:
+    """Check that ``path`` holds a state dict that fits ``module``, then load it strictly.
 
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    CheckpointMismatchError
-        If ``path`` is not a checkpoint (a folder, not a file ``torch.save`` wrote, a
-        truncated one, or one that holds anything but a state dict of tensors), or if
-        parameters are missing, unexpected or of another shape (all are named).
-    """
-    if os.path.isdir(path):
-        raise CheckpointMismatchError(f"{path} is a folder, not an encoder checkpoint file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrained encoder checkpoint not found: {path}")
-    state = load_tensor_state(path, CheckpointMismatchError)
-    problems = state_dict_problems(state, encoder)
-    if problems:
-        raise CheckpointMismatchError(
-            f"{path} does not fit the encoder of this YAML: {'; '.join(problems)}"
-        )
+    The one checkpoint loader: the fine-tuning check, model loading and the label
+    budget's check all go through it. The file is read with
+    ``torch.load(weights_only=True)`` (plain tensors, no pickled code).
 
-
-def load_tensor_state(path: Union[str, os.PathLike], error: type[Exception]) -> Mapping:
-    """Read a state dict of tensors with ``torch.load(weights_only=True)``.
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The module the checkpoint is for.
+    path : str or os.PathLike
+        The checkpoint file.
+    error : type
+        The exception class raised, with a one-line message naming ``path``.
+    what : str
+        What ``module`` is, for the messages ("does not fit the <what>").
+    load : bool
+        Load the checkpoint into ``module`` (False: check only).
 
     Raises
     ------
     error
-        (the given class) naming the file, for a file ``torch.load`` cannot read with
-        ``weights_only=True`` (pickled code, a truncated file, not a checkpoint at all),
-        or one that holds anything but a mapping of tensors.
+        If ``path`` is missing or a folder, not a checkpoint of plain tensors (pickled
+        code, a truncated file, anything but a mapping of tensors), or if parameters are
+        missing, unexpected or of another shape (all named, at most 12).
     """
+    if not os.path.isfile(path):
+        found = "is not a file: it is a folder" if os.path.isdir(path) else "not found"
+        raise error(f"checkpoint {path} {found}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises anything for a file it cannot read
+        lines = str(err).strip().splitlines()
         raise error(
             f"refusing to load {path}: not a checkpoint of plain tensors (torch.load with "
-            f"weights_only=True), or a truncated one: {_first_line(err)}"
+            f"weights_only=True), or a truncated one: {type(err).__name__}: "
+            f"{lines[0] if lines else ''}"
         ) from err
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-        raise error(
-            f"{path} is not a checkpoint of parameters: it holds {describe_state(state)}, "
-            "not a state dict of tensors"
-        )
-    return state
-
-
-def state_dict_problems(state: Mapping, module: nn.Module, limit: int = 12) -> list[str]:
-    """The parameters of ``state`` that do not fit ``module``: missing, unexpected, shape.
-
-    Arguments
-    ---------
-    state : Mapping
-        A state dict (parameter names -> tensors), e.g. a loaded checkpoint.
-    module : torch.nn.Module
-        The module it should load into.
-    limit : int
-        At most this many problems, then one ``... (N in all)``.
-
-    Returns
-    -------
-    list of str
-        Empty when the names and shapes all match.
-    """
+        held = f"a {type(state).__name__}"
+        if isinstance(state, Mapping):
+            odd = [f"{k}: {type(v).__name__}" for k, v in state.items() if not torch.is_tensor(v)]
+            held = f"non-tensor values ({', '.join(odd[:3])}{', ...' if len(odd) > 3 else ''})"
+        raise error(f"{path} is not a checkpoint of parameters: it holds {held}")
+    upgrade_state_dict(module, state)
     expected = module.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
     problems += [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
         for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
+        if k in state and state[k].shape != v.shape
     ]
-    if len(problems) > limit:
-        problems = problems[:limit] + [f"... ({len(problems)} in all)"]
-    return problems
+    if len(problems) > 12:
+        problems = problems[:12] + [f"... ({len(problems)} in all)"]
+    if problems:
+        raise error(f"{path} does not fit the {what}: {'; '.join(problems)}")
+    if load:
+        module.load_state_dict(state, strict=True)
 
 
-def describe_state(state: object) -> str:
-    """What a loaded checkpoint holds instead of a state dict of tensors, for messages."""
-    if isinstance(state, Mapping):
-        odd = [f"{k}: {type(v).__name__}" for k, v in state.items() if not torch.is_tensor(v)]
-        return "non-tensor values (" + ", ".join(odd[:3]) + (", ...)" if len(odd) > 3 else ")")
-    return f"a {type(state).__name__}"
+def check_encoder_checkpoint(path: Union[str, os.PathLike], encoder: nn.Module) -> None:
+    """Check, before any training, that ``path`` holds a state dict that fits ``encoder``.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        The encoder checkpoint (e.g. ``--pretrained_encoder``).
+    encoder : torch.nn.Module
+        The encoder the YAML builds.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        As :func:`load_checkpoint` (which this is, without loading).
+    """
+    load_checkpoint(encoder, path, what="encoder of this YAML", load=False)
 
 
-def _first_line(err: BaseException) -> str:
-    """The first line of an exception's message, with its type (torch's are long)."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+#: Old -> new names of an attention layer's parameters (before torch's layer was used).
+OLD_ATTENTION_KEYS = {
+    "qkv.weight": "self_attn.in_proj_weight",
+    "qkv.bias": "self_attn.in_proj_bias",
+    "out.": "self_attn.out_proj.",
+    "ffn.0.": "linear1.",
+    "ffn.3.": "linear2.",
+}
+
+
+def upgrade_state_dict(module: nn.Module, state: dict, prefix: str = "", *_) -> None:
+    """Rename, in place, the keys older versions wrote (:data:`OLD_ATTENTION_KEYS`).
+
+    The one place that knows the old names: :func:`load_checkpoint` calls it, and every
+    :class:`JSQAEncoder` has it as its ``load_state_dict`` pre-hook (hence the
+    signature), so SpeechBrain's Pretrainer and Checkpointer load old checkpoints too.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The module ``state`` is for; the keys of each ``JSQAEncoder`` in it are renamed.
+    state : dict
+        A state dict.
+    prefix : str
+        The prefix of ``module``'s keys in ``state``.
+    """
+    old = "|".join(map(re.escape, OLD_ATTENTION_KEYS))
+    for name, sub in module.named_modules(prefix=prefix[:-1]):
+        if isinstance(sub, JSQAEncoder):
+            at = re.escape(f"{name}." if name else "")
+            pattern = re.compile(rf"({at}attention\.\d+\.)({old})")
+            for key in list(state):
+                if match := pattern.match(key):
+                    new = match[1] + OLD_ATTENTION_KEYS[match[2]] + key[match.end() :]
+                    state[new] = state.pop(key)

@@ -214,3 +214,28 @@ def test_chunked_cnn_equals_unchunked(encoder):
         a = chunked.eval()(wavs, lens)
         b = whole.eval()(wavs, lens)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_for_inference_folds_batchnorm_into_a_copy(encoder):
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    fused = encoder.for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert encoder.state_dict().keys() == before.keys()  # the original is untouched
+    assert all(torch.equal(encoder.state_dict()[k], v) for k, v in before.items())
+    wavs, lens = _pad_batch([_noise(1.3, 1), _noise(0.4, 2), _noise(0.9, 3)])
+    with torch.no_grad():
+        torch.testing.assert_close(fused(wavs, lens), encoder(wavs, lens), atol=1e-5, rtol=0)
+
+
+def test_inputs_longer_than_the_position_table():
+    from speechbrain.lobes.models.transformer.Transformer import PositionalEncoding
+
+    torch.manual_seed(0)
+    tiny = JSQAEncoder(cnn_channels=4, d_model=16, att_layers=1, att_heads=2, seg_hop=1).eval()
+    assert not any(k.endswith(".pe") for k in tiny.state_dict())  # computed, not saved
+    wav = _noise(26.0, 4).unsqueeze(0)  # 2586 patches, the table has 2500
+    assert int(tiny.valid_segments(None, wav.shape[1])[0]) > tiny.positions.max_len
+    with torch.no_grad():
+        long = tiny(wav)
+        tiny.positions = PositionalEncoding(16, 3000)
+        torch.testing.assert_close(long, tiny(wav), atol=0, rtol=0)

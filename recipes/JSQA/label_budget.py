@@ -270,10 +270,6 @@ def check_encoders(hparams: dict, arm_specs: dict) -> None:
     from jsqa_sb.models import check_encoder_checkpoint
 
     for path in sorted({spec["encoder"] for spec in arm_specs.values() if spec["encoder"]}):
-        if not os.path.exists(path):  # FileNotFoundError would not be a one-line error here
-            raise BudgetError(f"pretrained encoder checkpoint not found: {path}")
-        if not os.path.isfile(path):
-            raise BudgetError(f"pretrained encoder checkpoint {path} is not a file")
         check_encoder_checkpoint(path, hparams["encoder"])
 
 
