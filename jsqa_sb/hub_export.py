@@ -35,14 +35,9 @@ PathLike = Union[str, os.PathLike]
 #: ``jsqa_sb.yaml_security``: ``foreign_class`` runs this file, then loads the YAML with
 #: SpeechBrain's own code, never ``JSQA.from_hparams``: a check carried here would
 #: protect nothing.
-VENDORED_MODULES = (
-    "jsqa_sb.errors",
-    "jsqa_sb.audio",
-    "jsqa_sb.frontend",
-    "jsqa_sb.encoder",
-    "jsqa_sb.heads",
-    "jsqa_sb.models",
-    "jsqa_sb.inference",
+VENDORED_MODULES = tuple(
+    f"jsqa_sb.{name}"
+    for name in "errors audio frontend encoder heads models windows model_loading inference".split()
 )
 
 #: Every file ``jsqa export`` may write into a model folder (``jsqa upload`` publishes
