@@ -2,9 +2,6 @@
 
 Reading goes through SpeechBrain's soundfile-based ``audio_io`` (torchaudio 2.9+
 no longer reads files without torchcodec); resampling uses torchaudio.
-
-Authors
- * JSQA contributors 2026
 """
 
 from __future__ import annotations
@@ -37,25 +34,10 @@ class AudioReadError(JSQAError, RuntimeError):
 
 
 def audio_info(path: PathLike) -> AudioInfo:
-    """Read an audio file's header (no decoding).
+    """Read an audio file's header (no decoding); :class:`AudioReadError` if it cannot.
 
     Headers are remembered (the last 4096) by path, inode, size and modification time:
     the scorer reads each file's header once, for batching and for windowing.
-
-    Arguments
-    ---------
-    path : str or Path
-        The audio file.
-
-    Returns
-    -------
-    speechbrain.dataio.audio_io.AudioInfo
-        Sample rate, frames, channels, subtype and format.
-
-    Raises
-    ------
-    AudioReadError
-        If the header cannot be read.
     """
     st = _check_regular(path)
     if st.st_size == 0:
@@ -75,30 +57,11 @@ def _header(path: str, *file_version: int) -> AudioInfo:
 def read_audio(
     path: PathLike, start: int = 0, frames: int = -1, target_sr: int | None = None
 ) -> tuple[np.ndarray, int]:
-    """Read (part of) an audio file as mono float32, optionally resampled.
+    """Read (part of) an audio file as mono float32 (channels averaged) and its rate.
 
-    Arguments
-    ---------
-    path : str or Path
-        The audio file.
-    start : int
-        First frame to read, at the file's own sample rate.
-    frames : int
-        Number of frames to read at the file's rate (-1: to the end).
-    target_sr : int, optional
-        If given and different from the file's rate, the audio is resampled.
-
-    Returns
-    -------
-    audio : numpy.ndarray
-        1-D float32 signal (channels averaged).
-    sample_rate : int
-        The rate of ``audio`` (``target_sr`` when given).
-
-    Raises
-    ------
-    AudioReadError
-        If the file cannot be decoded.
+    ``start`` and ``frames`` count at the file's own rate (-1: to the end); with
+    ``target_sr``, the audio is resampled to it. :class:`AudioReadError` if the file
+    cannot be decoded.
     """
     _check_regular(path)
     try:

@@ -7,9 +7,6 @@ optimizer, and the next start fails to resume from it ("missing a load path for
 optimizer"). This subclass writes into ``partial-CKPT+...`` and renames the folder to
 its ``CKPT+...`` name once every file is written, so a killed run resumes from its last
 complete checkpoint. The recipe's YAML files use it; everything else is SpeechBrain's.
-
-Authors
- * JSQA contributors 2026
 """
 
 from __future__ import annotations
