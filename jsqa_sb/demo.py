@@ -5,9 +5,8 @@
 it on MOS, trains the same network from scratch with the same budget, compares the
 two runs' test results (:func:`jsqa_sb.reports.compare_runs`), exports the fine-tuned
 model as a SpeechBrain-hub folder (``jsqa export``) and scores a few test files with
-it (``jsqa score``). Training runs are the recipe itself
-(``recipes/JSQA/train.py``, as subprocesses), so the demo needs a clone of the
-repository, not just the installed package.
+it (``jsqa score``). Training runs are the recipe itself (``jsqa_sb/recipe/train.py``,
+shipped in the package; ``recipes/JSQA/train.py`` in a clone), as subprocesses.
 
 Everything goes under one folder (``--out``, default ``demo_out``)::
 
@@ -80,11 +79,6 @@ STOP_SIGNALS = tuple(
 )
 
 _SETTINGS_FILE = "demo.json"
-_CLONE_HINT = (
-    "the demo runs the training recipe recipes/JSQA/train.py and so needs a clone of the "
-    "repository (git clone <JSQA repository>; cd <clone>; make demo), "
-    "not only the installed jsqa_sb package"
-)
 
 
 class DemoError(JSQAError, RuntimeError):
@@ -173,18 +167,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _repo_root() -> Path:
-    """The folder above the ``jsqa_sb`` package (the clone, for an editable install)."""
-    import jsqa_sb
-
-    return Path(jsqa_sb.__file__).resolve().parents[1]
-
-
 def _recipe_folder() -> Path:
-    """``recipes/JSQA`` of the repository; DemoError if the package is not in a clone."""
-    recipe = _repo_root() / "recipes" / "JSQA"
+    """The recipe shipped in the package (``train.py``, ``hparams/``); DemoError if missing."""
+    from importlib.resources import files
+
+    recipe = Path(str(files("jsqa_sb.recipe")))
     if not (recipe / "train.py").is_file():
-        raise DemoError(f"{recipe / 'train.py'} not found: {_CLONE_HINT}")
+        raise DemoError(f"{recipe / 'train.py'} not found: reinstall the jsqa-sb package")
     return recipe
 
 
@@ -535,8 +524,8 @@ def run_demo(
     Raises
     ------
     DemoError
-        When the package is not in a clone of the repository, ``out`` holds a demo
-        made with other settings, or a step fails (the message gives the step's log).
+        When the installed package lacks its recipe, ``out`` holds a demo made with
+        other settings, or a step fails (the message gives the step's log).
 
     Example
     -------
