@@ -24,12 +24,8 @@ logger = logging.getLogger("jsqa_sb")
 #: OSErrors about the user's files and disks, shown as one line; any other OSError is
 #: shown as one line only when it names a file (``filename``), else it keeps its traceback.
 USER_OS_ERRORS = (
-    FileNotFoundError,
-    FileExistsError,
-    IsADirectoryError,
-    NotADirectoryError,
-    PermissionError,
-)
+    FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError
+)  # fmt: skip
 _USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP}
 
 

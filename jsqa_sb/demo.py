@@ -224,47 +224,23 @@ def _steps(out: Path, recipe: Path, pretrain: list[str], mos: list[str]) -> list
         if not summary.complete:
             raise _StepFailed(f"{len(summary.errors)} file(s) could not be scored: see {scores}")
 
+    pre_outputs = (pre_run / "encoder.ckpt", pre_run / "pretrain_summary.json")
     return [
-        Step(
-            "corpora",
-            "building the miniature corpora",
-            build_corpora,
-            (corpora / "corpora.json",),
-            corpora,
-        ),
-        Step(
-            "pretrain",
-            "JND contrastive pretraining of the encoder",
-            run_pretraining,
-            (pre_run / "encoder.ckpt", pre_run / "pretrain_summary.json"),
-            pre_run,
-        ),
-        Step(
-            "finetune",
-            "fine-tuning from the pretrained encoder",
-            run_finetuning,
-            (ft_run / "results.json",),
-            ft_run,
-        ),
-        Step(
-            "scratch",
-            "training the same network from scratch, the baseline",
-            run_scratch,
-            (sc_run / "results.json",),
-            sc_run,
-        ),
-        Step(
-            "compare", "comparing the two runs' test results", compare, (), out / "comparison.txt"
-        ),
-        Step(
-            "export",
-            "exporting the fine-tuned model to a SpeechBrain-hub folder",
-            export,
-            (model / "hyperparams.yaml",),
-            model,
-        ),
-        Step("score", f"scoring {N_SCORED} test files with the exported model", score, (), scores),
-    ]
+        Step("corpora", "building the miniature corpora", build_corpora,
+             (corpora / "corpora.json",), corpora),
+        Step("pretrain", "JND contrastive pretraining of the encoder", run_pretraining,
+             pre_outputs, pre_run),
+        Step("finetune", "fine-tuning from the pretrained encoder", run_finetuning,
+             (ft_run / "results.json",), ft_run),
+        Step("scratch", "training the same network from scratch, the baseline", run_scratch,
+             (sc_run / "results.json",), sc_run),
+        Step("compare", "comparing the two runs' test results", compare, (),
+             out / "comparison.txt"),
+        Step("export", "exporting the fine-tuned model to a SpeechBrain-hub folder", export,
+             (model / "hyperparams.yaml",), model),
+        Step("score", f"scoring {N_SCORED} test files with the exported model", score, (),
+             scores),
+    ]  # fmt: skip
 
 
 def _run_step(step: Step, number: str, log: Path, stream: TextIO, since: float) -> dict[str, Any]:

@@ -135,12 +135,10 @@ def _evaluate_database(
             skipped.append(dim)  # the corpus has no label for this dimension
             continue
         if not labelled.all():
+            n_unlabelled = int((~labelled).sum())
             logger.warning(
                 "%s, dimension %r: %d of %d files have no label; evaluating the rest",
-                db,
-                dim,
-                int((~labelled).sum()),
-                true.size,
+                *(db, dim, n_unlabelled, true.size),
             )
         conditions = con.to_numpy()[labelled] if con is not None else None
         truth = None
