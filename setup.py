@@ -18,7 +18,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["jsqa_sb", "jsqa_sb.*"]),
-    package_data={"jsqa_sb": ["samples/*.flac", "samples/README.md"]},
+    package_data={
+        "jsqa_sb": ["samples/*.flac", "samples/README.md"],
+        "jsqa_sb.recipe": ["hparams/*.yaml"],
+    },
     # Ranges are the ones this project is tested with (see README, "Tested with").
     install_requires=[
         "speechbrain>=1.1.2,<1.2",

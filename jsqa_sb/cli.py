@@ -1,10 +1,8 @@
 """The ``jsqa`` command line.
 
 Each sub-command is a thin layer over a package function; errors about the user's
-data come out as one clear line (exit status 2), not a traceback.
-
-Authors
- * JSQA contributors 2026
+data come out as one clear line (exit status 2), not a traceback. The parser is in
+:mod:`jsqa_sb.cli_parser`.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
+from jsqa_sb.cli_parser import _positive_int, build_parser  # noqa: F401 (re-exported)
 from jsqa_sb.errors import JSQAError, one_line, signal_name
 
 logger = logging.getLogger("jsqa_sb")
@@ -25,12 +24,8 @@ logger = logging.getLogger("jsqa_sb")
 #: OSErrors about the user's files and disks, shown as one line; any other OSError is
 #: shown as one line only when it names a file (``filename``), else it keeps its traceback.
 USER_OS_ERRORS = (
-    FileNotFoundError,
-    FileExistsError,
-    IsADirectoryError,
-    NotADirectoryError,
-    PermissionError,
-)
+    FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError
+)  # fmt: skip
 _USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP}
 
 
@@ -93,19 +88,7 @@ def _load_model(args: argparse.Namespace):
 
 
 def check_device(device: str) -> None:
-    """Check that ``device`` (``cpu``, ``cuda``, ``cuda:1``, ...) is one this machine has.
-
-    Arguments
-    ---------
-    device : str
-        A PyTorch device string, as ``--device`` takes it.
-
-    Raises
-    ------
-    DeviceError
-        If ``device`` is not a device string, or names a device that is not available
-        (no GPU, or a GPU index beyond the ones there are); the message says which.
-    """
+    """DeviceError unless ``device`` (``cpu``, ``cuda``, ``cuda:1``...) is one this machine has."""
     import torch
 
     try:
@@ -270,34 +253,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--savedir",
-        default=None,
-        help="where a hub model's files are collected (default: the hub cache)",
-    )
-    p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: cpu)")
-    p.add_argument(
-        "--trust-remote-code",
-        "--trust_remote_code",
-        dest="trust_remote_code",
-        action="store_true",
-        help="load a model whose hyperparams.yaml creates anything but the objects jsqa "
-        "export writes (only for models you trust)",
-    )
-
-
-def _positive_int(text: str) -> int:
-    """An argparse type: a positive integer (``--threads``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
-
-
 def _print_summary(report_path: str, outputs: dict) -> None:
     with open(report_path) as f:
         report = json.load(f)
@@ -306,172 +261,6 @@ def _print_summary(report_path: str, outputs: dict) -> None:
         print(
             f"{len(report['skipped'])} file(s) left out, listed in {report_path}", file=sys.stderr
         )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Return the ``jsqa`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="jsqa", description="JSQA speech quality assessment for SpeechBrain."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("prepare-jnd", help="JND-pair manifests from LibriSpeech + CHiME-3")
-    p.add_argument("--librispeech_folder", required=True, help="folder containing LibriSpeech/")
-    p.add_argument("--chime3_folder", required=True, help="folder containing CHiME3/")
-    p.add_argument("--save_folder", required=True, help="where the manifests go")
-    p.add_argument("--train_subsets", nargs="+", default=["train-clean-100"])
-    p.add_argument("--valid_subsets", nargs="+", default=["dev-clean"])
-    p.add_argument("--channel", type=int, default=1, help="CHiME-3 background channel")
-    p.add_argument(
-        "--valid_noise_fraction",
-        type=float,
-        default=0.25,
-        help="fraction of each environment's sessions held out for validation",
-    )
-    p.add_argument(
-        "--valid_noise_sessions",
-        nargs="+",
-        default=None,
-        help="explicit validation sessions, e.g. 150204_020",
-    )
-    p.add_argument("--segment_seconds", type=float, default=3.0)
-    p.add_argument("--views_per_group", type=int, default=4)
-    p.add_argument("--snr_min", type=float, default=-5.0)
-    p.add_argument("--snr_max", type=float, default=30.0)
-    p.add_argument("--jnd_db", type=float, default=3.0)
-    p.add_argument("--neg_margin_db", type=float, default=None, help="default: 2 * jnd_db")
-    p.add_argument("--min_clean_seconds", type=float, default=1.0)
-    p.add_argument("--min_noise_seconds", type=float, default=1.0)
-    p.add_argument(
-        "--check_silence",
-        action="store_true",
-        help="decode every clean file to leave out silent ones (slower)",
-    )
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--strict", action="store_true", help="fail on any unusable file")
-    p.add_argument("--num_workers", type=int, default=8)
-    p.set_defaults(func=_prepare_jnd)
-
-    p = sub.add_parser("prepare-nisqa", help="MOS manifests from the NISQA corpus")
-    p.add_argument("--nisqa_folder", required=True, help="folder containing NISQA_Corpus/")
-    p.add_argument("--save_folder", required=True, help="where the manifests go")
-    p.add_argument("--train_dbs", nargs="+", default=["NISQA_TRAIN_SIM", "NISQA_TRAIN_LIVE"])
-    p.add_argument("--valid_dbs", nargs="+", default=["NISQA_VAL_SIM", "NISQA_VAL_LIVE"])
-    p.add_argument(
-        "--test_dbs", nargs="+", default=["NISQA_TEST_*"], help="names or shell patterns"
-    )
-    p.add_argument("--strict", action="store_true", help="fail on any unusable row")
-    p.add_argument("--num_workers", type=int, default=8)
-    p.set_defaults(func=_prepare_nisqa)
-
-    p = sub.add_parser(
-        "build-minicorpus", help="write miniature LibriSpeech, CHiME-3 and NISQA corpora"
-    )
-    p.add_argument("--out", required=True, help="folder to write them into")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_build_minicorpus)
-    p = sub.add_parser("compare", help="side-by-side test metrics of two fine-tuning runs")
-    p.add_argument("run_a", help="output folder of a run (with results.json)")
-    p.add_argument("run_b", help="output folder of the other run")
-    p.add_argument("--dims", nargs="+", default=["mos"], help="dimensions to show")
-    p.set_defaults(func=_compare)
-
-    p = sub.add_parser("score", help="score recordings with a trained model")
-    p.add_argument("model", help="a model folder (from jsqa export) or a hub id")
-    p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or CSV files")
-    p.add_argument("--out", default=None, help="scores.csv or scores.json (default: stdout, CSV)")
-    p.add_argument("--column", default="path", help="the path column of CSV inputs")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip inputs already scored in --out (refused if another model wrote it)",
-    )
-    p.add_argument("--batch_size", type=int, default=16, help="recordings per batch")
-    p.add_argument("--max_batch_seconds", type=float, default=160.0, help="audio seconds per batch")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--timeline",
-        default=None,
-        metavar="FOLDER",
-        help="also write each recording's scores over time (CSV and PNG) into FOLDER",
-    )
-    p.add_argument(
-        "--timeline_window", type=float, default=3.0, help="timeline window, seconds (3.0)"
-    )
-    p.add_argument(
-        "--timeline_hop", type=float, default=1.0, help="timeline hop between windows, s (1.0)"
-    )
-    p.add_argument(
-        "--report",
-        default=None,
-        metavar="FILE",
-        help="also write a report of the collection: report.html or report.md",
-    )
-    p.add_argument(
-        "--label",
-        default=None,
-        metavar="COLUMN",
-        help="with --report: compare the scores with this column of the input CSV (e.g. mos)",
-    )
-    p.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=None,
-        help="torch CPU threads (default: the CPUs other processes leave free, at least 1)",
-    )
-    _add_model_arguments(p)
-    p.set_defaults(func=_score)
-
-    p = sub.add_parser("distance", help="quality distance between two recordings")
-    p.add_argument("a", help="first recording")
-    p.add_argument("b", help="second recording")
-    p.add_argument("--model", required=True, help="a model folder or a hub id")
-    _add_model_arguments(p)
-    p.set_defaults(func=_distance)
-
-    p = sub.add_parser("export", help="a training run -> a SpeechBrain-hub model folder")
-    p.add_argument("run_folder", help="output folder of a fine-tuning or pretraining run")
-    p.add_argument("hub_folder", help="the model folder to write")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an earlier export in hub_folder (whole: no stale file stays)",
-    )
-    p.add_argument("--window_seconds", type=float, default=10.0, help="window for long recordings")
-    p.add_argument("--license", default="apache-2.0", help="license of the model card")
-    p.set_defaults(func=_export)
-
-    p = sub.add_parser("upload", help="publish a model folder on the Hugging Face hub")
-    p.add_argument("hub_folder", help="a folder written by jsqa export")
-    p.add_argument("repo_id", help="OWNER/NAME on the hub (created if needed)")
-    p.add_argument("--private", action="store_true", help="create the repository private")
-    p.add_argument("--token", default=None, help="default: huggingface_hub's (HF_TOKEN, login)")
-    p.add_argument("--message", default=None, help="commit message")
-    p.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="also publish this file of the folder (repeatable); by default only the "
-        "model's own files are, and any other file stops the upload",
-    )
-    p.add_argument(
-        "--dry_run",
-        "--dry-run",
-        dest="dry_run",
-        action="store_true",
-        help="list the files that would be published, and stop",
-    )
-    p.set_defaults(func=_upload)
-
-    from jsqa_sb.demo import add_demo_arguments
-
-    p = sub.add_parser("demo", help="the whole pipeline on built-in miniature corpora")
-    add_demo_arguments(p)
-    p.set_defaults(func=_demo)
-
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -494,7 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if getattr(args, "device", None):  # before reading any input or loading the model
             check_device(args.device)
-        return args.func(args)
+        return globals()[args.func](args)  # looked up here: tests patch the handlers
     except KeyboardInterrupt as err:  # Ctrl-C, or a command's own stop on a signal
         if args.verbose:
             raise

@@ -1,17 +1,9 @@
 """A picture of a scored collection: ``jsqa score ... --report report.html`` (or ``.md``).
 
-From the rows ``jsqa score`` writes (see :mod:`jsqa_sb.batch_scoring`), the report
-gives the number of files and of failures (with their reasons), the mean, median,
-standard deviation, minimum and maximum of every output, a histogram per output, the
-worst and the best files by the first output, and, when labels are given (``--label
-mos``: a column of the input CSV), PCC, SRCC and RMSE (:mod:`jsqa_sb.mos_metrics`)
-with a scatter plot of the predictions against the labels.
-
-An HTML report is one self-contained file (its figures are embedded); a Markdown
-report writes its figures beside it, in ``<report stem>_files/``.
-
-Authors
- * JSQA contributors 2026
+Counts and failures, statistics and a histogram per output, the worst and best files,
+and, with labels (``--label mos``: a column of the input CSV), PCC, SRCC and RMSE with
+a scatter plot. HTML is one self-contained file; Markdown writes its figures beside it,
+in ``<report stem>_files/``.
 """
 
 from __future__ import annotations
@@ -43,23 +35,10 @@ MIN_LABELLED = 3
 
 
 def check_report_path(path: str | os.PathLike) -> Path:
-    """Check, before scoring, that the report can be written where it is asked.
+    """Check, before scoring, that ``path`` (``.html`` or ``.md``) can be written.
 
-    The folder is created if needed and a file is written in it and removed.
-
-    Arguments
-    ---------
-    path : str or PathLike
-        ``report.html`` or ``report.md``.
-
-    Returns
-    -------
-    Path
-
-    Raises
-    ------
-    ReportError
-        For another extension, a folder, or a folder that cannot be written.
+    The folder is created if needed and a file is written in it and removed; a
+    ReportError for another extension, a folder, or a folder that cannot be written.
     """
     report = Path(path)
     if report.suffix.lower() not in REPORT_FORMATS:
@@ -75,21 +54,10 @@ def check_report_path(path: str | os.PathLike) -> Path:
 def read_labels(
     inputs: Sequence[str | os.PathLike], label: str, column: str = "path"
 ) -> dict[str, float]:
-    """The labels of the files listed in the CSV inputs, by absolute path.
+    """``{absolute path: label}`` of the files listed in the ``.csv`` inputs.
 
-    Arguments
-    ---------
-    inputs : sequence of str or PathLike
-        The ``jsqa score`` inputs; the ``.csv`` ones are read.
-    label : str
-        The column that holds the labels (e.g. ``mos``).
-    column : str
-        The column that holds the paths (relative ones are read from the CSV's folder).
-
-    Returns
-    -------
-    dict
-        ``{absolute path: label}``; rows with an empty label cell are left out.
+    ``label`` is the column of the labels and ``column`` that of the paths (relative
+    ones are read from the CSV's folder); rows with an empty label are left out.
 
     Raises
     ------
@@ -193,7 +161,7 @@ def write_report(
     model_name: Optional[str] = None,
     top: int = TOP_FILES,
 ) -> Path:
-    """Write the report of a scored collection.
+    """Write the report of a scored collection; return its path.
 
     Arguments
     ---------
@@ -204,19 +172,10 @@ def write_report(
     report : str or PathLike
         ``.html`` (self-contained) or ``.md`` (figures in ``<stem>_files/``).
     labels : mapping, optional
-        ``{absolute path: label}`` (:func:`read_labels`).
-    label_name : str
-        The label column's name: the output of the same name is compared with it, or
-        the first output if there is none.
-    model_name : str, optional
-        How to name the model in the report.
+        ``{absolute path: label}`` (:func:`read_labels`), compared with the output
+        named ``label_name``, or the first output if there is none.
     top : int
         How many of the worst and the best files to list.
-
-    Returns
-    -------
-    Path
-        The report.
     """
     report = Path(report)
     frame = scores if isinstance(scores, pd.DataFrame) else load_scores(scores)

@@ -1,106 +1,50 @@
-"""Test-stage reports of a fine-tuned MOS model, and the comparison of two runs.
+"""Test-stage reports of a fine-tuned MOS model: :func:`write_test_reports`.
 
-* :func:`write_test_reports`: every metric of :func:`jsqa_sb.mos_metrics.evaluate_predictions`
-  for every test database and predicted dimension, written as ``results.json``
-  (strict JSON: undefined metrics are ``null``), ``predictions_<DB>.csv``, a Markdown
-  ``report.md`` and a ``scatter_<DB>.png`` of predicted against true MOS.
-* :func:`load_results`: read a run's ``results.json`` back.
-* :func:`compare_runs`: two runs side by side, with the differences, as a plain-text
-  table for the terminal.
-
-Authors
- * JSQA contributors 2026
+:func:`load_results` and :func:`compare_runs` live in :mod:`jsqa_sb.compare` and are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
-from jsqa_sb.errors import JSQAError
+from jsqa_sb.compare import (  # noqa: F401 (re-exported)
+    COMPARE_METRICS,
+    DIMENSIONS,
+    RESULTS_FILE,
+    PathLike,
+    ReportError,
+    _fmt,
+    _is_number,
+    compare_runs,
+    load_results,
+)
 from jsqa_sb.mos_metrics import evaluate_predictions
 from jsqa_sb.prepare_utils import write_json
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
-
-#: Quality dimensions of the NISQA corpus, in the order in which reports list them.
-DIMENSIONS = ("mos", "noi", "col", "dis", "loud")
-
-#: Name of the file of all metrics that :func:`write_test_reports` writes.
-RESULTS_FILE = "results.json"
-
 #: Columns of the Markdown report: (metric key or None for the dimension, header).
 REPORT_COLUMNS = (
-    ("pcc", "PCC"),
-    ("srcc", "SRCC"),
-    ("rmse", "RMSE"),
-    ("rmse_map1", "RMSE map1"),
-    ("rmse_map3", "RMSE map3"),
-    ("pcc_con", "PCC con"),
-    ("rmse_con", "RMSE con"),
-    ("n_files", "files"),
-    ("n_conditions", "conditions"),
-)
-
-#: Metrics that :func:`compare_runs` shows: (key, label, whether higher is better).
-COMPARE_METRICS = (
-    ("pcc", "PCC", True),
-    ("srcc", "SRCC", True),
-    ("rmse", "RMSE", False),
-    ("rmse_map3", "RMSE map3", False),
-    ("pcc_con", "PCC con", True),
-    ("rmse_con", "RMSE con", False),
-)
+    ("pcc", "PCC"), ("srcc", "SRCC"), ("rmse", "RMSE"), ("rmse_map1", "RMSE map1"),
+    ("rmse_map3", "RMSE map3"), ("pcc_con", "PCC con"), ("rmse_con", "RMSE con"),
+    ("n_files", "files"), ("n_conditions", "conditions"),
+)  # fmt: skip
 
 #: Axis range of the scatter plots (the MOS scale), widened only to show outliers.
 _MOS_RANGE = (1.0, 5.0)
 
-_MISSING = "n/a"
-
-
-class ReportError(JSQAError, ValueError):
-    """A report cannot be written, read or compared (with the reason and the path)."""
-
-
-# --- helpers ---------------------------------------------------------------------------
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _fmt(value: Any, decimals: int = 3, sign: bool = False) -> str:
-    """Format a metric: ``decimals`` places for floats, integers as such, None/NaN as n/a.
-
-    Example
-    -------
-    >>> _fmt(0.91234), _fmt(12), _fmt(None), _fmt(float("nan")), _fmt(0.1, 4, sign=True)
-    ('0.912', '12', 'n/a', 'n/a', '+0.1000')
-    """
-    if value is None or (_is_number(value) and not math.isfinite(float(value))):
-        return _MISSING
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return f"{int(value):+d}" if sign else str(int(value))
-    if _is_number(value):
-        return f"{float(value):+.{decimals}f}" if sign else f"{float(value):.{decimals}f}"
-    return str(value)
-
 
 def _to_json(obj: Any) -> Any:
-    """Return ``obj`` as strict-JSON-ready Python: non-finite floats become None.
-
-    Numpy scalars and arrays become Python numbers and lists, paths and other
-    objects their ``str``; mappings get string keys.
+    """``obj`` as strict JSON: non-finite floats None, numpy as Python, other objects str.
 
     Example
     -------
@@ -191,12 +135,10 @@ def _evaluate_database(
             skipped.append(dim)  # the corpus has no label for this dimension
             continue
         if not labelled.all():
+            n_unlabelled = int((~labelled).sum())
             logger.warning(
                 "%s, dimension %r: %d of %d files have no label; evaluating the rest",
-                db,
-                dim,
-                int((~labelled).sum()),
-                true.size,
+                *(db, dim, n_unlabelled, true.size),
             )
         conditions = con.to_numpy()[labelled] if con is not None else None
         truth = None
@@ -290,9 +232,6 @@ def _markdown_report(
     return "\n".join(lines)
 
 
-# --- public API ------------------------------------------------------------------------
-
-
 def write_test_reports(
     output_folder: PathLike,
     predictions: Mapping[str, pd.DataFrame],
@@ -302,56 +241,32 @@ def write_test_reports(
 ) -> dict[str, Any]:
     """Evaluate the predictions on every test database and write the reports.
 
-    Every metric of :func:`jsqa_sb.mos_metrics.evaluate_predictions` (per condition
-    from the ``con`` column) is computed for every database and predicted dimension
-    before anything is written, so that an error leaves no half-written reports.
+    Everything is computed before anything is written, so that an error leaves no
+    half-written reports. Writes ``predictions_<DB>.csv``, ``scatter_<DB>.png``
+    (predicted against true MOS; not when the database has no MOS labels),
+    ``report.md`` and, last, ``results.json`` (what this returns; NaN as null).
 
     Arguments
     ---------
     output_folder : str or os.PathLike
-        Folder to write into (created if needed; existing reports are overwritten).
+        Created if needed; existing reports are overwritten.
     predictions : Mapping[str, pandas.DataFrame]
-        Test database name (e.g. ``"NISQA_TEST_SIM"``) to its predictions: columns
-        ``file``, ``con`` (condition; optional, without it no per-condition
-        metrics), and for each predicted dimension ``d`` (``mos`` required; ``noi``,
-        ``col``, ``dis``, ``loud`` or others optional) ``pred_<d>`` and ``true_<d>``.
-        A dimension whose ``true_<d>`` is absent or all NaN (the corpus has no label
-        for it) is skipped for that database; files whose label alone is NaN are
-        left out of that dimension's metrics (with a logged warning).
-    config : object, optional
-        Configuration of the run (e.g. the hyperparameters), recorded in
-        ``results.json`` (numpy values become numbers, other objects strings).
-    checkpoint : object, optional
-        Checkpoint that was evaluated (e.g. its path), recorded likewise.
+        Test database name to its predictions: ``file``, optional ``con``
+        (condition, for the per-condition metrics), and ``pred_<d>`` and ``true_<d>``
+        for each predicted dimension ``d`` (``mos`` required). A dimension without
+        labels is skipped; files whose label alone is NaN are left out (a warning).
+    config, checkpoint : object, optional
+        Recorded in ``results.json`` (numpy values as numbers, other objects as str).
     condition_truth : mapping, optional
-        ``{DB: {con: {dim: score}}}``, the per-condition true scores of
-        ``NISQA_corpus_con.csv`` (see :func:`jsqa_sb.prepare_nisqa.prepare_nisqa`):
-        used, as NISQA's own evaluation does, instead of the mean of the files.
-        Files without a condition make the per-condition metrics of their database
-        skipped, with a note in ``report.md`` and ``results.json``.
-
-    Returns
-    -------
-    dict
-        What ``results.json`` holds: ``{"databases": {DB: {dim: metrics}},
-        "config": ..., "checkpoint": ..., "test_sets": sorted database names}``,
-        undefined metrics (NaN) as None.
+        ``{DB: {con: {dim: score}}}`` from ``NISQA_corpus_con.csv``, used as NISQA's
+        evaluation does instead of the mean of the files.
 
     Raises
     ------
     ReportError
-        (a ``ValueError``) naming the database and dimension, for a NaN or infinite
-        prediction or any other error of ``evaluate_predictions`` (e.g. fewer than 4
-        labelled files); for a missing ``file`` or ``pred_mos`` column, an empty
-        ``predictions`` or a database name that cannot be part of a file name.
-
-    Notes
-    -----
-    Files written: ``results.json``; per database ``predictions_<DB>.csv`` (file,
-    con, true and predicted value per dimension), ``scatter_<DB>.png`` (predicted
-    against true MOS, axes 1 to 5, widened only if a point falls outside; not
-    written when the database has no MOS labels); and ``report.md``, a Markdown table
-    per database with 3 decimals.
+        Naming the database and dimension: a NaN or infinite prediction, an error of
+        :func:`jsqa_sb.mos_metrics.evaluate_predictions`, a missing ``file`` or
+        ``pred_mos`` column, no database, or a name unfit for a file name.
 
     Example
     -------
@@ -401,155 +316,3 @@ def write_test_reports(
     # skips a run that has one).
     write_json(out / RESULTS_FILE, results)
     return results
-
-
-def load_results(run_folder: PathLike) -> dict[str, Any]:
-    """Read the ``results.json`` of a run (written by :func:`write_test_reports`).
-
-    Arguments
-    ---------
-    run_folder : str or os.PathLike
-        Folder of the run's test reports, or the ``results.json`` file itself.
-
-    Returns
-    -------
-    dict
-        The results: ``databases``, ``config``, ``checkpoint``, ``test_sets``.
-
-    Raises
-    ------
-    ReportError
-        Naming the path, when there is no ``results.json`` (the test stage has not
-        run), or it is not valid JSON or has no ``databases``.
-
-    Example
-    -------
-    >>> load_results("/nonexistent/run")
-    Traceback (most recent call last):
-    ...
-    jsqa_sb.reports.ReportError: no results.json in /nonexistent/run: run the test stage first
-    """
-    path = Path(run_folder)
-    if not path.is_file():
-        if not path.is_dir() and path.name == RESULTS_FILE:
-            raise ReportError(f"{path} does not exist: run the test stage first")
-        path = path / RESULTS_FILE
-    if not path.is_file():
-        raise ReportError(f"no {RESULTS_FILE} in {run_folder}: run the test stage first")
-    try:
-        with open(path, encoding="utf-8") as f:
-            results = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(results, dict) or not isinstance(results.get("databases"), dict):
-        raise ReportError(f"{path} is not a JSQA results file (no 'databases' mapping)")
-    for db, dims in results["databases"].items():
-        if not isinstance(dims, dict):
-            raise ReportError(f"{path}: {db} is not a mapping of dimensions")
-        for dim, metrics in dims.items():
-            if not isinstance(metrics, dict):
-                raise ReportError(f"{path}: {db}/{dim} is not a mapping of metrics")
-            for key, value in metrics.items():
-                if value is not None and not _is_number(value):
-                    raise ReportError(f"{path}: {db}/{dim}/{key} is not a number: {value!r}")
-    results.setdefault("test_sets", sorted(results["databases"]))
-    return results
-
-
-def _better(a: Any, b: Any, higher_is_better: bool) -> str:
-    if a is None or b is None:
-        return ""
-    if a == b:
-        return "="
-    return "B" if (b > a) == higher_is_better else "A"
-
-
-def _table(rows: list[list[str]], right: Iterable[int]) -> list[str]:
-    """Align ``rows`` (the first is the header) in columns, ``right`` ones right-aligned."""
-    right = set(right)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            cell.rjust(w) if i in right else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
-
-
-def compare_runs(
-    run_a: PathLike,
-    run_b: PathLike,
-    dims: Optional[Union[str, Iterable[str]]] = ("mos",),
-) -> str:
-    """Two runs' test results side by side, with the differences B - A.
-
-    Arguments
-    ---------
-    run_a, run_b : str or os.PathLike
-        Folders holding the runs' ``results.json`` (see :func:`load_results`).
-    dims : str or iterable of str, optional
-        Dimensions to compare (default MOS only); None compares every dimension
-        that either run evaluated.
-
-    Returns
-    -------
-    str
-        A plain-text table per test database and dimension with the columns metric,
-        A, B, diff (B - A, 4 decimals) and better (which run is better on that
-        metric: higher is better for correlations, lower for RMSEs; ``=`` for a
-        tie), for PCC, SRCC, RMSE, RMSE map3, PCC con and RMSE con. Metrics that are
-        undefined show as ``n/a``; a dimension evaluated by one run only is noted.
-
-    Raises
-    ------
-    ReportError
-        When a ``results.json`` is missing or unreadable, or the two runs were
-        evaluated on different test sets (the message lists both).
-    """
-    results_a, results_b = load_results(run_a), load_results(run_b)
-    sets_a, sets_b = sorted(results_a["test_sets"]), sorted(results_b["test_sets"])
-    if sets_a != sets_b:
-        only_a = sorted(set(sets_a) - set(sets_b))
-        only_b = sorted(set(sets_b) - set(sets_a))
-        raise ReportError(
-            "the runs were evaluated on different test sets: "
-            f"A ({run_a}): {', '.join(sets_a) or 'none'}; "
-            f"B ({run_b}): {', '.join(sets_b) or 'none'} "
-            f"(only in A: {', '.join(only_a) or 'none'}; only in B: {', '.join(only_b) or 'none'})"
-        )
-
-    lines = [f"A: {run_a}", f"B: {run_b}"]
-    for label, results in (("A", results_a), ("B", results_b)):
-        if results.get("checkpoint") is not None:
-            lines.append(f"{label} checkpoint: {results['checkpoint']}")
-    lines.append("diff = B - A")
-
-    for db in sets_a:
-        dims_a = results_a["databases"].get(db) or {}
-        dims_b = results_b["databases"].get(db) or {}
-        if dims is None:
-            wanted = [d for d in DIMENSIONS if d in dims_a or d in dims_b]
-            wanted += [d for d in {**dims_a, **dims_b} if d not in DIMENSIONS]
-        else:
-            wanted = [dims] if isinstance(dims, str) else list(dims)
-        for dim in wanted:
-            lines += ["", f"{db} / {dim}"]
-            if dim not in dims_a or dim not in dims_b:
-                which = [lbl for lbl, d in (("A", dims_a), ("B", dims_b)) if dim not in d]
-                lines.append(f"  not evaluated in run {' and '.join(which)}")
-                continue
-            rows = [["metric", "A", "B", "diff", "better"]]
-            for key, label, higher in COMPARE_METRICS:
-                a, b = dims_a[dim].get(key), dims_b[dim].get(key)
-                a = a if a is None or math.isfinite(a) else None
-                b = b if b is None or math.isfinite(b) else None
-                diff = None if a is None or b is None else b - a
-                rows.append(
-                    [label, _fmt(a, 4), _fmt(b, 4), _fmt(diff, 4, sign=True), _better(a, b, higher)]
-                )
-            lines += ["  " + line for line in _table(rows, right=(1, 2, 3))]
-    return "\n".join(lines) + "\n"

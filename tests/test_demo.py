@@ -109,7 +109,8 @@ def _fake_repo(root: Path, train_py: str) -> Path:
 
 def test_a_failing_training_run_raises_with_its_log(tmp_path, monkeypatch):
     crash = "import sys\nprint('training went wrong: no such key foo')\nsys.exit(3)\n"
-    monkeypatch.setattr(demo, "_repo_root", lambda: _fake_repo(tmp_path / "repo", crash))
+    recipe = _fake_repo(tmp_path / "repo", crash) / "recipes" / "JSQA"
+    monkeypatch.setattr(demo, "_recipe_folder", lambda: recipe)
     stream = io.StringIO()
     out = tmp_path / "out"
     with pytest.raises(DemoError) as info:
@@ -125,11 +126,15 @@ def test_a_failing_training_run_raises_with_its_log(tmp_path, monkeypatch):
     assert "[3/7]" not in text
 
 
-def test_a_package_outside_a_clone_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "_repo_root", lambda: tmp_path)
-    with pytest.raises(DemoError, match="clone of the repository"):
-        run_demo(tmp_path / "out", smoke=True, stream=io.StringIO())
-    assert not (tmp_path / "out").exists()
+def test_the_recipe_is_found_in_the_package():
+    """The demo needs no clone: the recipe (train.py and its YAMLs) ships in jsqa_sb."""
+    import jsqa_sb
+
+    recipe = demo._recipe_folder()
+    assert recipe.resolve() == Path(jsqa_sb.__file__).resolve().parent / "recipe"
+    assert (recipe / "train.py").is_file()
+    for name in ("pretrain.yaml", "finetune.yaml", "scratch.yaml"):
+        assert (recipe / "hparams" / name).is_file(), name
 
 
 def test_demo_arguments():

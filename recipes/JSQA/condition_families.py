@@ -15,9 +15,6 @@ Families: ``noise`` (additive noise only; a gain change or the storage rate allo
 ``unknown`` (a degradation this script does not know: scored apart, never guessed).
 Writes ``families.md`` (with the number of files of each family) and ``families.csv``
 into the folder.
-
-Authors
- * JSQA contributors 2026
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from label_budget import _diff, _p, mean_sd, summarise, table_text
+from label_budget_tables import _diff, _p, mean_sd, summarise, table_text
 
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.prepare_nisqa import corpus_table, file_key

@@ -6,9 +6,6 @@
 reads ``<root>/{finetune,scratch}/<seed>/results.json`` (the selected checkpoint) and
 ``.../last_epoch/results.json`` and prints the Markdown rows of the recipe README's
 tables, then the paired differences (fine-tuned - scratch) with a paired t-test.
-
-Authors
- * JSQA contributors 2026
 """
 
 import argparse
