@@ -22,7 +22,7 @@ views are made from them when ``batch.wavs`` is first read, on the batch's devic
 A loader worker so sends 2 signals per group instead of K (half the bytes for K = 4)
 through shared memory, whose fresh pages cost a worker process more than anything
 besides reading and mixing, and the host-to-GPU copy shrinks by as much. The views
-equal mixing on the CPU (:func:`jsqa_sb.jnd_mixing.mix_at_snrs`) to float32 rounding;
+equal mixing on the CPU (``tests/reference.py``) to float32 rounding;
 ``views`` is also a dynamic item, for per-item use.
 
 A file that cannot be read or mixed (corrupt, digital silence) yields NaN views and
