@@ -63,13 +63,8 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         """JND-masked contrastive loss; collect validation embeddings."""
         embeddings, projections = predictions
         batch = batch.to(self.device)
-        loss = self.hparams.loss(
-            projections.float(),
-            batch.snrs,
-            batch.groups,
-            noises=batch.noises,
-            environments=batch.environments,
-        )
+        conditions = {"noises": batch.noises, "environments": batch.environments}
+        loss = self.hparams.loss(projections.float(), batch.snrs, batch.groups, **conditions)
         if stage != sb.Stage.TRAIN:
             self.tracker.append(embeddings.float(), batch.snrs, batch.groups)
         return loss
@@ -262,15 +257,9 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         else:
             loss = ((predictions - torch.nan_to_num(targets)) ** 2)[present].mean()
         if stage != sb.Stage.TRAIN:
-            self.collected.append(
-                (
-                    list(getattr(batch, "file", batch.id)),  # NISQA's file id, not <db>/<file>
-                    list(batch.con),
-                    list(batch.db),
-                    targets.cpu(),
-                    predictions.detach().cpu(),
-                )
-            )
+            files = list(getattr(batch, "file", batch.id))  # NISQA's file id, not <db>/<file>
+            labels = (list(batch.con), list(batch.db), targets.cpu(), predictions.detach().cpu())
+            self.collected.append((files, *labels))
         return loss
 
     def on_stage_start(self, stage, epoch=None):

@@ -149,13 +149,8 @@ class JNDViewMaker:
 
     def _failed(self, message: str, k: int):
         logger.warning("JND views replaced by NaN, the batch will be skipped: %s", message)
-        nan = math.nan
-        return (
-            torch.full((2, self.segment), nan),
-            torch.full((k, 2), nan),
-            torch.full((k,), nan),
-            torch.tensor([-1, -1]),
-        )
+        nans = (torch.full(shape, math.nan) for shape in ((2, self.segment), (k, 2), (k,)))
+        return (*nans, torch.tensor([-1, -1]))
 
 
 _ENVIRONMENT = re.compile(r"_([A-Za-z]+)\.CH\d+\.[A-Za-z0-9]+$")
