@@ -1,15 +1,8 @@
 """SpeechBrain ``Brain`` subclasses of the JSQA recipe.
 
-``JNDContrastiveBrain`` pretrains the quality encoder with the JND-masked contrastive
-loss on on-the-fly noisy view groups and validates it with metrics a researcher can
-read: the loss, the within-group and cross-group pair AUC, and a linear-probe SNR
-correlation; its best checkpoint has the highest cross-group AUC. ``MOSBrain``
-fine-tunes an encoder and a MOS head on NISQA (or trains them from scratch: the
-paper's baseline), selects the checkpoint by validation PCC and collects test
-predictions for the reports.
-
-Authors
- * JSQA contributors 2026
+``JNDContrastiveBrain`` pretrains the quality encoder on JND view groups and keeps the
+best checkpoint of every selection rule; ``MOSBrain`` fine-tunes (or trains from
+scratch) an encoder and a MOS head on NISQA and writes the test reports.
 """
 
 from __future__ import annotations
@@ -19,131 +12,33 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from jsqa_sb.errors import JSQAError
+from jsqa_sb.brain_utils import (
+    SELECTION_RULES,
+    GlooDDPMixin,
+    NonFiniteBatchMixin,
+    NoTrainedCheckpointError,
+    anneal_learning_rates,
+    jsonable,
+    record_learning_rate_ratios,
+)
 from jsqa_sb.jnd_metrics import JNDMetricTracker, linear_probe_spearman
 from jsqa_sb.pairs import JNDSettingsError
 
 logger = logging.getLogger(__name__)
 
 
-#: Pretraining checkpoint selection rules (``select_by``): how to rank checkpoint meta.
-SELECTION_RULES = {
-    "cross_auc": ("max_key", "cross_auc"),
-    "probe_snr_spearman": ("max_key", "probe_snr_spearman"),
-    "loss": ("min_key", "loss"),
-    "last": ("max_key", "epoch"),
-}
-
-
-class NoTrainedCheckpointError(JSQAError):
-    """A run has no checkpoint to export or evaluate: nothing was trained."""
-
-
-def record_learning_rate_ratios(optimizer: torch.optim.Optimizer) -> None:
-    """Store each parameter group's learning rate relative to the optimiser's default.
-
-    The ratio travels with the optimiser's state dict, so it survives a resume.
-    """
-    base = optimizer.defaults["lr"]
-    for group in optimizer.param_groups:
-        group.setdefault("lr_ratio", group["lr"] / base if base else 1.0)
-
-
-def anneal_learning_rates(optimizer: torch.optim.Optimizer, new_lr: float) -> None:
-    """Set every group's learning rate to ``new_lr`` times its recorded ratio.
-
-    SpeechBrain's ``update_learning_rate`` gives every group the same value, which
-    would erase an encoder's own (smaller) learning rate at the first annealing.
-
-    Example
-    -------
-    >>> a, b = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
-    >>> opt = torch.optim.SGD([{"params": a.parameters()},
-    ...                        {"params": b.parameters(), "lr": 0.3}], lr=1.0)
-    >>> record_learning_rate_ratios(opt)
-    >>> anneal_learning_rates(opt, 0.5)
-    >>> [round(g["lr"], 6) for g in opt.param_groups]
-    [0.5, 0.15]
-    """
-    if any("lr_ratio" not in group for group in optimizer.param_groups):
-        record_learning_rate_ratios(optimizer)
-    for group in optimizer.param_groups:
-        group["lr"] = new_lr * group["lr_ratio"]
-
-
-class NonFiniteBatchMixin:
-    """Skip batches whose inputs hold NaN or Inf (a corrupt file that slipped through).
-
-    The batch is named in a warning and counted in ``self.skipped_batches``; its loss
-    is reported as NaN, which SpeechBrain's running average ignores.
-    """
-
-    skipped_batches = 0
-
-    def _is_bad(self, batch) -> bool:
-        if hasattr(batch, "has_nonfinite"):  # JNDBatch
-            bad = batch.has_nonfinite()
-        else:  # SpeechBrain PaddedBatch with a ``sig`` entry
-            rows = ~torch.isfinite(batch.sig.data).all(dim=1)
-            bad = [batch.id[i] for i in torch.nonzero(rows).flatten().tolist()]
-        if bad:
-            self.skipped_batches += 1
-            logger.warning(
-                "Skipping a batch with non-finite audio (item(s) %s); %d batch(es) skipped so far",
-                ", ".join(map(str, bad)),
-                self.skipped_batches,
-            )
-        return bool(bad)
-
-    def fit_batch(self, batch):
-        """Train on one batch unless its inputs are not finite."""
-        if self._is_bad(batch):
-            return torch.tensor(float("nan"))
-        return super().fit_batch(batch)
-
-    def evaluate_batch(self, batch, stage):
-        """Evaluate one batch unless its inputs are not finite."""
-        if self._is_bad(batch):
-            return torch.tensor(float("nan"))
-        return super().evaluate_batch(batch, stage)
-
-
-class GlooDDPMixin:
-    """DDP on the CPU (``--distributed_backend=gloo``) without SyncBatchNorm.
-
-    SpeechBrain converts every BatchNorm to SyncBatchNorm under DDP, which PyTorch
-    supports on GPUs only; with gloo each process keeps its own BatchNorm statistics
-    (as in plain per-device training), and everything else is SpeechBrain's.
-    """
-
-    def _wrap_distributed(self):
-        if not (self.distributed_launch and self.distributed_backend == "gloo"):
-            return super()._wrap_distributed()
-        for name, module in self.modules.items():
-            if any(p.requires_grad for p in module.parameters()):
-                self.modules[name] = torch.nn.parallel.DistributedDataParallel(
-                    module, device_ids=None, find_unused_parameters=self.find_unused_parameters
-                )
-
-
 class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
-    """Contrastive JND pretraining of a quality encoder.
+    """Contrastive JND pretraining of a quality encoder, on :class:`jsqa_sb.jnd_batch.JNDBatch`.
 
-    Expected ``modules``: ``encoder`` (``(wavs, wav_lens) -> (B, D)``) and
-    ``projector`` (L2-normalised projection head). Expected hparams: ``loss``
-    (:class:`jsqa_sb.losses.JNDContrastiveLoss`, whose pair rule the validation
-    metrics share), ``select_by`` (a key of :data:`SELECTION_RULES`; default ``cross_auc``),
-    ``train_view_maker`` (set to the epoch at each training stage),
-    ``epoch_counter``, ``train_logger``, optionally ``lr_scheduler``.
-    Batches are :class:`jsqa_sb.jnd_data.JNDBatch`.
-
-    Call :meth:`set_probe_data` with a fixed set of training mixtures to get the
-    linear-probe SNR correlation at each validation.
+    Modules: ``encoder`` (``(wavs, wav_lens) -> (B, D)``), ``projector``. Hparams:
+    ``loss`` (whose pair rule the validation metrics share), ``select_by`` (a key of
+    :data:`SELECTION_RULES`; default ``cross_auc``), ``train_view_maker``,
+    ``epoch_counter``, ``train_logger``; optional ``lr_scheduler``, ``probe_data``
+    (a callable giving the linear probe's fixed training mixtures).
     """
 
     probe_loader = None
@@ -168,13 +63,8 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         """JND-masked contrastive loss; collect validation embeddings."""
         embeddings, projections = predictions
         batch = batch.to(self.device)
-        loss = self.hparams.loss(
-            projections.float(),
-            batch.snrs,
-            batch.groups,
-            noises=batch.noises,
-            environments=batch.environments,
-        )
+        conditions = {"noises": batch.noises, "environments": batch.environments}
+        loss = self.hparams.loss(projections.float(), batch.snrs, batch.groups, **conditions)
         if stage != sb.Stage.TRAIN:
             self.tracker.append(embeddings.float(), batch.snrs, batch.groups)
         return loss
@@ -227,12 +117,9 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         self.last_stats = stats
 
     def on_fit_start(self):
-        """Check the selection rule, set up SpeechBrain, the probe and the epoch-0 stats.
+        """Check the selection rule; set up the probe; validate the random encoder as epoch 0.
 
-        The probe's training mixtures come from ``hparams.probe_data`` (a callable that
-        returns the dataset) when the YAML gives one. The randomly initialised encoder
-        is validated as "epoch 0", the baseline of every curve, unless the run resumes
-        (its checkpoints carry those figures).
+        A resumed run takes the epoch-0 figures from its checkpoints instead.
         """
         self._selection_key()
         valid_loader = self._valid_loader  # made by fit() just before this hook
@@ -292,10 +179,10 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         return summary
 
     def export_encoder(self, path, summary_path=None) -> dict:
-        """Save the best checkpoint's encoder state dict (the stable ``encoder.ckpt``).
+        """Save the best checkpoint's encoder state dict and return (and write) its summary.
 
-        Also writes ``summary_path`` (JSON: best epoch, its validation metrics and the
-        random-initialisation metrics) when given. Returns the summary.
+        ``summary_path``: JSON of the best epoch, its validation metrics and the random
+        initialisation's.
         """
         kind, key = self._selection_key()
         ckpt = self.checkpointer.recover_if_possible(**{kind: key})
@@ -321,28 +208,17 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             torch.save(encoder.state_dict(), path)
             if summary_path is not None:
-                Path(summary_path).write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+                Path(summary_path).write_text(json.dumps(jsonable(summary), indent=2) + "\n")
         return summary
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
-    """MOS (and NISQA dimensions) prediction: encoder + MOS head.
+    """MOS (and NISQA dimensions) prediction: encoder + MOS head, MSE over the labels present.
 
-    Expected ``modules``: ``encoder`` and ``head`` (:class:`jsqa_sb.models.MOSHead`).
-    Expected hparams: ``dims`` (names of the head's outputs, ``mos`` first),
-    ``epoch_counter``, ``train_logger``; optional ``lr_encoder`` (learning rate of the
-    encoder's parameter group; default: the optimiser's), ``freeze_encoder`` (train the
-    head only, the encoder in eval mode: a linear probe), ``lr_scheduler``.
-    Batches are SpeechBrain ``PaddedBatch`` es with ``sig``, ``targets``, ``con``,
-    ``db``. The loss is the mean squared error over the labels present.
+    Modules: ``encoder``, ``head``. Hparams: ``dims`` (the head's outputs, ``mos``
+    first), ``epoch_counter``, ``train_logger``; optional ``lr_encoder`` (the encoder's
+    learning rate), ``freeze_encoder`` (train the head only: a linear probe),
+    ``lr_scheduler``. Batches: ``PaddedBatch`` es with ``sig``, ``targets``, ``con``, ``db``.
     """
 
     def init_optimizers(self):
@@ -381,15 +257,9 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         else:
             loss = ((predictions - torch.nan_to_num(targets)) ** 2)[present].mean()
         if stage != sb.Stage.TRAIN:
-            self.collected.append(
-                (
-                    list(getattr(batch, "file", batch.id)),  # NISQA's file id, not <db>/<file>
-                    list(batch.con),
-                    list(batch.db),
-                    targets.cpu(),
-                    predictions.detach().cpu(),
-                )
-            )
+            files = list(getattr(batch, "file", batch.id))  # NISQA's file id, not <db>/<file>
+            labels = (list(batch.con), list(batch.db), targets.cpu(), predictions.detach().cpu())
+            self.collected.append((files, *labels))
         return loss
 
     def on_stage_start(self, stage, epoch=None):
@@ -433,11 +303,10 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             self.last_stats = stats
 
     def finish(self, test_sets: dict, hparams_file: Optional[str] = None) -> None:
-        """After :meth:`fit`: test reports of every test database, in the output folder.
+        """After :meth:`fit`: test reports of the last epoch (``last_epoch/``), then the best.
 
-        The last epoch's model first (in ``last_epoch/``, the most recent checkpoint),
-        then the one selected by validation PCC; see
-        :func:`jsqa_sb.reports.write_test_reports` for the files.
+        The best model is the one of the highest validation PCC; the files are those of
+        :func:`jsqa_sb.reports.write_test_reports`.
         """
         from jsqa_sb.prepare_nisqa import CONDITIONS_FILE
         from jsqa_sb.reports import write_test_reports

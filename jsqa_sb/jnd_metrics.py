@@ -1,16 +1,10 @@
 """Validation metrics of JND pretraining that a researcher can read.
 
-* :func:`pair_auc`: how well embedding distances separate perceptually *alike*
-  pairs (SNRs less than ``jnd_db`` apart) from *different* ones (at least
-  ``neg_margin_db`` apart), as the pair rule (:mod:`jsqa_sb.pairs`) labels them; 1 is
-  perfect, 0.5 chance. Computed within view groups
-  (same utterance and noise: does the encoder hear the SNR?) or across groups
-  (different content: does the embedding carry quality rather than content?).
-* :func:`linear_probe_spearman`: how linearly readable the SNR is from the embedding.
+* :func:`pair_auc`: how well embedding closeness separates the *alike* pairs of the pair
+  rule (:mod:`jsqa_sb.pairs`) from the *different* ones (1 perfect, 0.5 chance), within
+  view groups (does the encoder hear the SNR?) or across them (quality, not content?);
+* :func:`linear_probe_spearman`: how linearly readable the SNR is from the embedding;
 * :class:`JNDMetricTracker`: collects a validation epoch and reports both AUCs.
-
-Authors
- * JSQA contributors 2026
 """
 
 from __future__ import annotations
@@ -32,7 +26,7 @@ _GRAM_ELEMENTS = 1 << 23
 
 
 def _to_numpy(x: ArrayLike, dtype=np.float64) -> np.ndarray:
-    """Return ``x`` (tensor, array or list) as a numpy array of ``dtype``."""
+    """``x`` (tensor, array or list) as a numpy array of ``dtype``."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         if x.is_floating_point():
@@ -65,46 +59,24 @@ def jnd_pair_scores(
     max_pairs: Optional[int] = 2_000_000,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Similarity scores of the alike and of the different pairs of views.
+    """Float64 similarity scores of the alike and of the different pairs of views.
 
-    Pairs are unordered and labelled by the pair rule (:meth:`JNDPairRule.label`):
-    *alike* when their SNRs differ by less than ``jnd_db``, *different* when they
-    differ by at least ``neg_margin_db``; pairs in between are left out. The score of
-    a pair is its cosine similarity after L2-normalisation (``normalize=True``; a
-    monotone function of the Euclidean distance between the normalised embeddings,
-    so both rank pairs alike), or minus the Euclidean distance of the raw embeddings
-    (``normalize=False``). Higher scores mean closer embeddings.
+    Unordered pairs, labelled by :meth:`JNDPairRule.label`; pairs neither alike nor
+    different are left out. The score is the cosine similarity (``normalize``; it ranks
+    pairs as the distance of the normalised embeddings does) or minus the Euclidean
+    distance of the raw embeddings: higher is closer.
 
     Arguments
     ---------
-    embeddings : numpy.ndarray or torch.Tensor
-        (N, D) embeddings.
-    snrs : numpy.ndarray or torch.Tensor
-        (N,) SNRs, dB.
     groups : numpy.ndarray or torch.Tensor
         (N,) group indices (same index: same utterance and noise excerpt).
-    pair_rule : jsqa_sb.pairs.JNDPairRule, optional
-        The pair rule (default: ``JNDPairRule()``).
     within_group : bool or None
-        ``True``: same-group pairs only; ``False``: different-group pairs only;
-        ``None``: all pairs.
-    normalize : bool
-        L2-normalise the embeddings and score by cosine similarity.
+        Same-group pairs only (``True``), different-group pairs only (``False``), or all.
     max_pairs : int, optional
-        At most this many labelled pairs: all of them when they are fewer (and,
-        across groups, when all N (N - 1) / 2 pairs are this many or fewer); else a
-        random sample of exactly ``max_pairs`` drawn from ``seed`` (the same inputs
-        give the same sample): same-group pairs without replacement, other pairs
+        At most this many labelled pairs: all when fewer (across groups: when all
+        N (N - 1) / 2 pairs are this many or fewer), else a sample of exactly
+        ``max_pairs`` drawn from ``seed``, same-group pairs without replacement, others
         uniformly with replacement. ``None``: all pairs (an N x N matrix).
-    seed : int
-        Seed of the sampling.
-
-    Returns
-    -------
-    similar : numpy.ndarray
-        Float64 scores of the alike pairs.
-    different : numpy.ndarray
-        Float64 scores of the different pairs.
 
     Example
     -------
@@ -141,14 +113,9 @@ def labelled_pairs(
     max_pairs: Optional[int],
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pairs (i, j) that :func:`jnd_pair_scores` scores, and which are alike.
+    """Int64 views (i, j) of the pairs :func:`jnd_pair_scores` scores, and which are alike.
 
-    Returns
-    -------
-    i, j : numpy.ndarray
-        Int64 view indices of each labelled pair (i < j, except for sampled pairs).
-    alike : numpy.ndarray
-        Bool, True for an alike pair, False for a different one.
+    i < j, except for sampled pairs.
     """
     n, rng = snr.size, np.random.default_rng(seed)
     if within_group or max_pairs is None or n * (n - 1) // 2 <= max_pairs:
@@ -194,20 +161,8 @@ def _same_group_pairs(grp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def auc_from_scores(positive: ArrayLike, negative: ArrayLike) -> float:
     """Probability that a positive score exceeds a negative one, ties counting 1/2.
 
-    The Mann-Whitney U statistic (``scipy.stats.mannwhitneyu``) divided by
-    ``len(positive) * len(negative)``. NaN when either set is empty or a score is NaN.
-
-    Arguments
-    ---------
-    positive : numpy.ndarray
-        Scores that should be high.
-    negative : numpy.ndarray
-        Scores that should be low.
-
-    Returns
-    -------
-    float
-        The AUC.
+    Mann-Whitney U over ``len(positive) * len(negative)``; NaN when either set is empty
+    or a score is NaN.
 
     Example
     -------
@@ -237,22 +192,10 @@ def pair_auc(
 ) -> float:
     """AUC of embedding closeness for alike (< JND) versus different (>= margin) pairs.
 
-    The probability that a randomly drawn alike pair (SNRs less than ``jnd_db``
-    apart) is closer in the embedding space than a randomly drawn different pair (at
-    least ``neg_margin_db`` apart), ties counting one half. Pairs are unordered and
-    restricted to the same view group (``within_group=True``), to different groups
-    (``False``) or not restricted (``None``). Embeddings are L2-normalised first and
-    compared by cosine similarity, which ranks pairs as the Euclidean distance between
-    normalised embeddings does (``normalize=False``: Euclidean distance of the raw
-    embeddings). See :func:`jnd_pair_scores` for the arguments; ``jnd_db`` and
-    ``neg_margin_db`` (``None``: ``2 * jnd_db``) build the pair rule when
-    ``pair_rule`` is not given.
-
-    Returns
-    -------
-    float
-        The AUC in [0, 1] (0.5: chance), NaN when there are no alike or no
-        different pairs, or when an embedding is not finite.
+    The probability that an alike pair is closer than a different pair, ties counting
+    1/2; the pairs and closeness of :func:`jnd_pair_scores`. ``jnd_db`` and
+    ``neg_margin_db`` make the pair rule unless ``pair_rule`` is given. NaN when there
+    are no alike or no different pairs, or an embedding is not finite.
 
     Example
     -------
@@ -280,30 +223,10 @@ def linear_probe_spearman(
 ) -> float:
     """Spearman correlation of a ridge-regression SNR probe on held-out embeddings.
 
-    Features are standardised with the training mean and standard deviation
-    (constant features are only centred), an unpenalised intercept is added, and the
-    ridge solution ``w = (X'X + alpha I)^-1 X'(y - mean(y))`` is fitted in closed form
-    (float64) on the training set. Returns ``scipy.stats.spearmanr`` of the
-    predictions against the true SNRs of the validation set.
-
-    Arguments
-    ---------
-    train_emb : numpy.ndarray or torch.Tensor
-        (N, D) training embeddings.
-    train_snr : numpy.ndarray or torch.Tensor
-        (N,) training SNRs, dB.
-    valid_emb : numpy.ndarray or torch.Tensor
-        (M, D) validation embeddings.
-    valid_snr : numpy.ndarray or torch.Tensor
-        (M,) validation SNRs, dB.
-    alpha : float
-        Ridge penalty (>= 0; with 0, least squares with the minimum-norm solution).
-
-    Returns
-    -------
-    float
-        Spearman's rho in [-1, 1]; NaN when the predictions or the validation SNRs are
-        constant, or an input is not finite.
+    Features standardised on the training set (constant ones only centred), an
+    unpenalised intercept, ``w = (X'X + alpha I)^-1 X'(y - mean(y))`` in float64
+    (``alpha=0``: minimum-norm least squares). NaN when the predictions or the
+    validation SNRs are constant, or an input is not finite.
 
     Example
     -------
@@ -353,20 +276,10 @@ def linear_probe_spearman(
 class JNDMetricTracker:
     """Collects the embeddings of a validation epoch and reports the pair AUCs.
 
-    Group indices are made unique across batches: the groups of each appended batch
-    are renumbered after those seen before, so group 0 of two batches are two groups.
-
-    Arguments
-    ---------
-    jnd_db, neg_margin_db : float
-        Build the pair rule when ``pair_rule`` is not given (margin ``None``:
-        ``2 * jnd_db``).
-    max_pairs : int, optional
-        Pair sampling bound of :func:`pair_auc`.
-    seed : int
-        Seed of the sampling.
-    pair_rule : jsqa_sb.pairs.JNDPairRule, optional
-        The pair rule (a Brain passes its loss's).
+    The groups of each appended batch are renumbered after those seen before: group 0
+    of two batches are two groups. ``jnd_db`` and ``neg_margin_db`` make the pair rule
+    unless ``pair_rule`` is given (a Brain passes its loss's); ``max_pairs`` and
+    ``seed``: see :func:`pair_auc`.
 
     Example
     -------
@@ -403,17 +316,7 @@ class JNDMetricTracker:
         return sum(len(s) for s in self.snrs)
 
     def append(self, embeddings: torch.Tensor, snrs: torch.Tensor, groups: torch.Tensor) -> None:
-        """Add a batch of views (detached, moved to the CPU as float32).
-
-        Arguments
-        ---------
-        embeddings : torch.Tensor
-            (N, D) embeddings.
-        snrs : torch.Tensor
-            (N,) SNRs, dB.
-        groups : torch.Tensor
-            (N,) group indices within the batch (any integers).
-        """
+        """Add (N, D) embeddings, (N,) SNRs (dB) and group indices (any integers) of a batch."""
         emb = torch.as_tensor(embeddings).detach().to("cpu", torch.float32)
         snr = torch.as_tensor(snrs).detach().to("cpu", torch.float64).reshape(-1)
         grp = torch.as_tensor(groups).detach().to("cpu").reshape(-1)
@@ -433,33 +336,15 @@ class JNDMetricTracker:
         self._next_group += int(local.max()) + 1 if local.numel() else 0
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Everything appended so far, concatenated on the CPU.
-
-        Returns
-        -------
-        embeddings : torch.Tensor
-            (N, D) float32 (``(0, 1)`` when empty).
-        snrs : torch.Tensor
-            (N,) float64 SNRs, dB.
-        groups : torch.Tensor
-            (N,) long group indices, unique across batches.
-        """
+        """Embeddings (float32, ``(0, 1)`` when empty), SNRs and unique groups appended."""
         if not self.embeddings:
             return torch.zeros(0, 1), torch.zeros(0, dtype=torch.float64), torch.zeros(0).long()
         return torch.cat(self.embeddings), torch.cat(self.snrs), torch.cat(self.groups)
 
     def summarize(self, field: Optional[str] = None) -> Union[dict[str, float], float]:
-        """Within-group and cross-group pair AUCs of everything appended.
+        """``{"within_auc": ..., "cross_auc": ...}`` of everything appended (NaN if undefined).
 
-        Arguments
-        ---------
-        field : str, optional
-            Return only this entry (``"within_auc"`` or ``"cross_auc"``).
-
-        Returns
-        -------
-        dict or float
-            ``{"within_auc": ..., "cross_auc": ...}`` (NaN where undefined), or one value.
+        ``field``: that entry only.
         """
         emb, snr, grp = self.tensors()
         args = dict(max_pairs=self.max_pairs, seed=self.seed, pair_rule=self.pair_rule)

@@ -9,9 +9,6 @@ Levels follow the usual speech-quality conventions: the SNR is the speech *activ
 level (an ITU-T P.56-style estimate that ignores pauses) against the noise RMS over
 the same excerpt; mixtures are normalised to a fixed active level in dBFS, where
 0 dBFS is the RMS of a full-scale square wave.
-
-Authors
- * JSQA contributors 2026
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ class SilentSignalError(JSQAError, ValueError):
 
 
 def rms_db(x: np.ndarray) -> float:
-    """Return the RMS level of a signal in dBFS (``-inf`` for digital silence).
+    """RMS level in dBFS (``-inf`` for digital silence).
 
     Example
     -------
@@ -42,53 +39,10 @@ def rms_db(x: np.ndarray) -> float:
     return float(10.0 * np.log10(power)) if power > 0 else float("-inf")
 
 
-def active_level_db(
-    x: np.ndarray, sample_rate: int = 16000, frame_ms: float = 10.0, margin_db: float = 15.9
-) -> float:
-    """Estimate the active speech level of a signal in dBFS (P.56-style).
-
-    Frames whose power lies within ``margin_db`` of the active level are counted as
-    active; the level and the set of active frames are found by a few fixed-point
-    iterations starting from the overall RMS, as in ITU-T P.56 (method B) but on
-    frame powers instead of a smoothed envelope.
-
-    Arguments
-    ---------
-    x : numpy.ndarray
-        1-D signal.
-    sample_rate : int
-        Its sample rate.
-    frame_ms : float
-        Frame length for the activity decision.
-    margin_db : float
-        Distance below the active level under which a frame is a pause (P.56: 15.9 dB).
-
-    Returns
-    -------
-    float
-        The active level in dBFS, ``-inf`` for digital silence.
-
-    Example
-    -------
-    >>> t = np.arange(16000) / 16000
-    >>> tone = 0.1 * np.sin(2 * np.pi * 440 * t)
-    >>> with_pause = np.concatenate([tone, np.zeros(16000)])
-    >>> round(active_level_db(with_pause) - rms_db(tone), 2)
-    0.0
-    """
-    powers = frame_powers(x, sample_rate, frame_ms)
-    if powers.size == 0:
-        return rms_db(x)
-    return level_from_frame_powers(powers, margin_db)
-
-
 def frame_powers(
     x: np.ndarray, sample_rate: int = 16000, frame_ms: float = 10.0, y: np.ndarray | None = None
 ) -> np.ndarray:
-    """Mean of ``x * y`` (``y`` defaults to ``x``: the power) over consecutive frames.
-
-    Non-overlapping frames of ``frame_ms``; the incomplete tail is dropped.
-    """
+    """Mean of ``x * y`` (default ``x * x``) over ``frame_ms`` frames; the tail is dropped."""
     frame = max(1, int(sample_rate * frame_ms / 1000))
     n_frames = x.size // frame
     xs = x[: n_frames * frame].reshape(n_frames, frame)
@@ -97,9 +51,11 @@ def frame_powers(
 
 
 def level_from_frame_powers(powers: np.ndarray, margin_db: float = 15.9) -> np.ndarray | float:
-    """Active level (dB) from frame powers: see :func:`active_level_db`.
+    """Active level (dB, P.56-style) of (F,) frame powers, or (K,) levels of (K, F) ones.
 
-    ``powers`` is (F,) for one signal or (K, F) for K signals (one level each).
+    Frames within ``margin_db`` of the active level are active; the level and the active
+    frames are a fixed point reached from the overall mean power, as in ITU-T P.56
+    (method B) but on frame powers instead of a smoothed envelope.
     """
     powers = np.asarray(powers, dtype=np.float64)
     rows = np.atleast_2d(powers)
@@ -123,43 +79,13 @@ def mix_gains(
     target_level_db: float | np.ndarray = -26.0,
     peak_limit: float = 0.99,
 ) -> np.ndarray:
-    """The speech and noise gains of the mixtures of one excerpt at several SNRs.
+    """The ``(K, 2)`` float32 speech and noise gains of one excerpt's mixtures at K SNRs.
 
-    Mixture ``k`` is ``gains[k, 0] * speech + gains[k, 1] * noise`` (see
-    :func:`apply_gains`): the noise gain relative to the speech gain makes the speech
-    active level minus the noise RMS level equal the requested SNR, and both are scaled
-    so that the mixture's active level is ``target_level_db``, or less if that would
-    push its peak above ``peak_limit`` (no clipping, ever).
-
-    The data loader sends the two excerpts and these gains, not the K mixtures: the
-    mixtures are made where they are used (on the training device), from 2 signals
-    instead of K (see :mod:`jsqa_sb.jnd_data`).
-
-    Arguments
-    ---------
-    speech : numpy.ndarray
-        1-D clean speech.
-    noise : numpy.ndarray
-        1-D noise, same length as ``speech``.
-    snrs_db : numpy.ndarray
-        The K SNRs in dB.
-    sample_rate : int
-        Sample rate of both signals.
-    target_level_db : float or numpy.ndarray
-        Active level of every mixture after normalisation, dBFS; or (K,) levels, one
-        per mixture.
-    peak_limit : float
-        Maximum absolute sample value of a mixture.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(K, 2)`` float32 gains (speech, noise) of each mixture.
-
-    Raises
-    ------
-    SilentSignalError
-        If the speech or the noise excerpt is digital silence.
+    Mixture ``k`` is ``gains[k, 0] * speech + gains[k, 1] * noise`` (:func:`apply_gains`):
+    the speech active level minus the noise RMS level is ``snrs_db[k]``, and the
+    mixture's active level ``target_level_db`` (one value, or one per mixture), or less
+    if its peak would exceed ``peak_limit`` (no clipping, ever). Raises
+    :class:`SilentSignalError` if either excerpt is digital silence.
 
     Example
     -------
@@ -226,52 +152,10 @@ def apply_gains(speech: np.ndarray, noise: np.ndarray, gains: np.ndarray) -> np.
     return mixtures
 
 
-def mix_at_snrs(
-    speech: np.ndarray,
-    noise: np.ndarray,
-    snrs_db: np.ndarray,
-    sample_rate: int = 16000,
-    target_level_db: float = -26.0,
-    peak_limit: float = 0.99,
-) -> np.ndarray:
-    """Mix one speech excerpt with one noise excerpt at several SNRs.
-
-    Each mixture is ``speech + g * noise`` with ``g`` chosen so that the speech
-    active level minus the noise RMS level equals the requested SNR; the mixture
-    is then scaled to ``target_level_db`` (active level), or less if that scaling
-    would push its peak above ``peak_limit`` (no clipping, ever). The arguments
-    are those of :func:`mix_gains`.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(K, len(speech))`` float32 mixtures.
-
-    Raises
-    ------
-    SilentSignalError
-        If the speech or the noise excerpt is digital silence.
-
-    Example
-    -------
-    >>> rng = np.random.default_rng(0)
-    >>> s, n = rng.standard_normal(16000) * 0.1, rng.standard_normal(16000) * 0.1
-    >>> mix_at_snrs(s, n, np.array([0.0, 10.0])).shape
-    (2, 16000)
-    """
-    gains = mix_gains(speech, noise, snrs_db, sample_rate, target_level_db, peak_limit)
-    return apply_gains(speech, noise, gains)
-
-
 def check_jnd_settings(
     segment_seconds: float, views_per_group: int, snr_min: float, snr_max: float, rule: JNDPairRule
 ) -> None:
-    """Refuse settings that would make wrong view groups (NaN SNRs, empty excerpts, ...).
-
-    Raises
-    ------
-    JNDSettingsError
-        Naming the first setting that is not a finite number in its valid range.
+    """JNDSettingsError naming the first setting that would make wrong view groups.
 
     Example
     -------
@@ -286,12 +170,9 @@ def check_jnd_settings(
 
 
 def check_level_range(level_range_db) -> tuple[float, float] | None:
-    """Check a ``[low, high]`` range of view levels in dBFS; return it as a tuple.
+    """A ``[low, high]`` dBFS range of view levels as a tuple (None stays None).
 
-    Raises
-    ------
-    JNDSettingsError
-        Unless ``level_range_db`` is ``None`` or two finite numbers, low <= high <= 0.
+    JNDSettingsError unless two finite numbers, low <= high <= 0.
 
     Example
     -------

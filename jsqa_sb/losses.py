@@ -1,17 +1,10 @@
 """The JND-masked supervised-contrastive loss of JSQA pretraining.
 
-A batch holds B *view groups* (one clean excerpt and one noise excerpt mixed at K
-SNRs), flattened to N = B * K views with their SNR (dB), group index and noise
-condition. Its positive and negative pairs are those of the JND pair rule
-(:class:`jsqa_sb.pairs.JNDPairRule`): positives are alike (closer than ``jnd_db``)
-and comparable under the pairing scheme; negatives are at least ``neg_margin_db``
-apart, whatever the content; other pairs are ignored.
-
-The loss is SupCon (Khosla et al., 2020, the ``L_out`` form) whose denominator only
-runs over the positives and negatives of each anchor.
-
-Authors
- * JSQA contributors 2026
+A batch of B view groups is flattened to N = B * K views with their SNR (dB), group and
+noise condition; positives and negatives are those of the pair rule
+(:class:`jsqa_sb.pairs.JNDPairRule`). The loss is SupCon (Khosla et al., 2020, the
+``L_out`` form) whose denominator only runs over the positives and negatives of each
+anchor.
 """
 
 from __future__ import annotations
@@ -31,10 +24,7 @@ def jnd_pair_masks(
     jnd_db: float = 3.0,
     neg_margin_db: Optional[float] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positive and negative masks of views compared by ``groups``.
-
-    :meth:`jsqa_sb.pairs.JNDPairRule.masks` of ``JNDPairRule(jnd_db, neg_margin_db,
-    "within_group")``: ``groups`` is any comparability key (:func:`pair_keys`).
+    """Masks of ``JNDPairRule(jnd_db, neg_margin_db, "within_group")``; ``groups``: any key.
 
     Example
     -------
@@ -69,19 +59,9 @@ class JNDContrastiveLoss(nn.Module):
     (zero gradients, never NaN). An anchor with positives but no negatives has only its
     positives in the denominator.
 
-    The computation is done in float32 (float64 inputs stay float64) whatever the
-    dtype of ``z``, with a masked ``logsumexp``, and without any host-device
-    synchronisation.
-
-    Arguments
-    ---------
-    tau : float
-        Temperature.
-    jnd_db, neg_margin_db, pairs
-        Build the pair rule (:class:`jsqa_sb.pairs.JNDPairRule`) when ``pair_rule``
-        is not given. The default scheme, ``same_noise``, is blind to the content.
-    pair_rule : jsqa_sb.pairs.JNDPairRule, optional
-        The pair rule (the recipe passes its one ``pair_rule``).
+    Computed in float32 (float64 stays float64) with a masked ``logsumexp``, without
+    host-device synchronisation. ``jnd_db``, ``neg_margin_db`` and ``pairs`` make the
+    pair rule unless ``pair_rule`` is given (the recipe passes its one ``pair_rule``).
 
     Example
     -------
@@ -137,24 +117,9 @@ class JNDContrastiveLoss(nn.Module):
         noises: Optional[torch.Tensor] = None,
         environments: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Compute the loss of a batch of embeddings.
+        """Scalar loss of (N, D) embeddings (L2-normalised again here) and their (N,) ids.
 
-        Arguments
-        ---------
-        z : torch.Tensor
-            (N, D) embeddings (L2-normalised here again, defensively).
-        snrs : torch.Tensor
-            (N,) SNR of each view, dB.
-        groups : torch.Tensor
-            (N,) group index of each view.
-        noises, environments : torch.Tensor, optional
-            (N,) noise recording and environment id of each view; needed by the
-            ``same_noise`` and ``same_environment`` schemes.
-
-        Returns
-        -------
-        torch.Tensor
-            Scalar loss (float32, or float64 for float64 inputs).
+        ``noises`` and ``environments``: see :meth:`jsqa_sb.pairs.JNDPairRule.keys`.
         """
         if z.dim() != 2:
             raise ValueError(f"z must be (N, D), got shape {tuple(z.shape)}")

@@ -1,8 +1,4 @@
-"""The MOS data pipeline: NISQA manifests -> waveforms at the model's rate + labels.
-
-Authors
- * JSQA contributors 2026
-"""
+"""The MOS data pipeline: NISQA manifests -> waveforms at the model's rate + labels."""
 
 from __future__ import annotations
 
@@ -39,15 +35,8 @@ def make_mos_dataset(
     other rates are resampled), ``targets`` (one value per entry of ``dims``, NaN where
     the corpus has no label), ``con`` and ``db``. A file that cannot be decoded gives
     a NaN signal and a warning naming it; the training loop skips such batches. With
-    ``keep``, only the items whose ``id`` it holds.
-
-    Raises
-    ------
-    ValueError
-        If the manifests hold no entry (an empty training set is an error).
-    DataPreparationError
-        If a (database, file) pair is listed twice, or ``keep`` names an id that is not
-        in the manifests.
+    ``keep``, only the items whose ``id`` it holds. DataPreparationError if the
+    manifests hold no entry, list a (database, file) pair twice, or lack an id to keep.
     """
     data = {}
     for manifest in manifests:

@@ -1,30 +1,10 @@
-"""The JND pair rule: which two noisy views are alike, which differ, and which are ignored.
+"""The JND pair rule: which two noisy views are alike, which differ, which are ignored.
 
-Two views whose SNRs differ by ``d`` dB are
-
-* **alike** when ``d < jnd_db`` (a listener cannot tell them apart); the loss uses
-  alike pairs as positives only when the pairing scheme ``pairs`` calls the two views
-  *comparable* (below);
-* **different** when ``d >= neg_margin_db`` (default ``2 * jnd_db``), whatever their
-  content, so the same utterance and noise at a distant SNR is a hard negative;
-* **ignored** otherwise (between one JND and the margin: never push apart what a
-  listener may not tell apart).
-
-Pairing schemes (:data:`PAIR_SCHEMES`), i.e. which alike pairs are positives:
-
-* ``within_group``: views of the same group only (same utterance and noise excerpt),
-  the first version, which rewards recognising the utterance;
-* ``same_noise``: views mixed with the same noise recording, whatever the utterance;
-* ``same_environment``: views whose noise comes from the same environment (CHiME-3's
-  BUS, CAF, PED, STR);
-* ``snr_only``: every pair of views, by SNR alone.
-
-One :class:`JNDPairRule`, created once by the recipe's YAML (``pair_rule``), is used
-by the loss, the view makers, the data preparation and the validation metrics, so
-they cannot disagree on a pair.
-
-Authors
- * JSQA contributors 2026
+Views whose SNRs differ by less than ``jnd_db`` are *alike* (positives when the pairing
+scheme calls them comparable: :data:`PAIR_SCHEMES`); by at least ``neg_margin_db``,
+*different*, whatever their content; in between, ignored. One :class:`JNDPairRule`
+from the YAML serves the loss, the view makers, the preparation and the metrics, so
+they cannot disagree on a pair (the recipe README explains the choices).
 """
 
 from __future__ import annotations
@@ -41,7 +21,8 @@ from jsqa_sb.errors import JSQAError
 #: SNR differences: a numpy array or a torch tensor.
 Diffs = TypeVar("Diffs", np.ndarray, torch.Tensor)
 
-#: The pairing schemes of :class:`JNDPairRule` (see the module docstring).
+#: Which alike pairs are positives: views of one group (same utterance and noise
+#: excerpt), of one noise recording, of one noise environment, or any two views.
 PAIR_SCHEMES = ("within_group", "same_noise", "same_environment", "snr_only")
 
 
@@ -50,7 +31,7 @@ class JNDSettingsError(JSQAError, ValueError):
 
 
 def finite_number(name: str, value: Any, unit: str = "dB") -> float:
-    """Return ``value`` as a float; JNDSettingsError naming ``name`` unless finite.
+    """``value`` as a float; JNDSettingsError naming ``name`` unless finite.
 
     Example
     -------
@@ -69,20 +50,9 @@ def finite_number(name: str, value: Any, unit: str = "dB") -> float:
 class JNDPairRule:
     """The one definition of alike, different and comparable pairs of views.
 
-    Arguments
-    ---------
-    jnd_db : float
-        Just-noticeable SNR difference, dB: pairs closer than this are alike.
-    neg_margin_db : float, optional
-        Pairs at least this far apart are different, dB; ``None``: ``2 * jnd_db``.
-        At least ``jnd_db``, so that no pair is both.
-    pairs : str
-        Pairing scheme, one of :data:`PAIR_SCHEMES`: which alike pairs are positives.
-
-    Raises
-    ------
-    JNDSettingsError
-        Naming the setting that is not valid.
+    ``neg_margin_db`` (``None``: ``2 * jnd_db``) is at least ``jnd_db``, so that no pair
+    is both alike and different; ``pairs`` is one of :data:`PAIR_SCHEMES`. Settings that
+    are not valid raise :class:`JNDSettingsError` naming them.
 
     Example
     -------
@@ -113,20 +83,7 @@ class JNDPairRule:
         object.__setattr__(self, "neg_margin_db", margin)
 
     def label(self, diff_db: Diffs) -> tuple[Diffs, Diffs]:
-        """Alike and different masks of absolute SNR differences (array or tensor).
-
-        Arguments
-        ---------
-        diff_db : numpy.ndarray or torch.Tensor
-            Absolute SNR differences, dB.
-
-        Returns
-        -------
-        alike : numpy.ndarray or torch.Tensor
-            Boolean, ``diff_db < jnd_db``.
-        different : numpy.ndarray or torch.Tensor
-            Boolean, ``diff_db >= neg_margin_db``.
-        """
+        """Alike (``< jnd_db``) and different (``>= neg_margin_db``) masks of |SNR differences|."""
         return diff_db < self.jnd_db, diff_db >= self.neg_margin_db
 
     def keys(
@@ -137,18 +94,8 @@ class JNDPairRule:
     ) -> torch.Tensor:
         """The (N,) comparability key of each view: only equal keys make positives.
 
-        Arguments
-        ---------
-        groups : torch.Tensor
-            (N,) view-group index of each view.
-        noises, environments : torch.Tensor, optional
-            (N,) noise recording and environment id of each view; needed by the
-            ``same_noise`` and ``same_environment`` schemes.
-
-        Returns
-        -------
-        torch.Tensor
-            (N,) keys.
+        ``noises`` and ``environments`` (ids of each view's noise recording and
+        environment) are needed by the ``same_noise`` and ``same_environment`` schemes.
 
         Example
         -------
@@ -174,22 +121,10 @@ class JNDPairRule:
         noises: Optional[torch.Tensor] = None,
         environments: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positive and negative pair masks of a batch of views.
+        """(N, N) positive (alike and comparable) and negative (different) pair masks.
 
-        Arguments
-        ---------
-        snrs : torch.Tensor
-            (N,) SNR of each view, dB.
-        groups, noises, environments : torch.Tensor
-            (N,) ids of each view, see :meth:`keys`.
-
-        Returns
-        -------
-        pos : torch.Tensor
-            (N, N) bool: alike and comparable. Symmetric, false diagonal.
-        neg : torch.Tensor
-            (N, N) bool: different. Symmetric, false diagonal. Pairs in neither mask
-            are ignored.
+        Symmetric, with a false diagonal; pairs in neither mask are ignored. The ids are
+        those of :meth:`keys`.
 
         Example
         -------
@@ -211,12 +146,7 @@ class JNDPairRule:
         return alike & (keys[:, None] == keys[None, :]) & not_self, different & not_self
 
     def check_views(self, views_per_group: int, snr_min: float, snr_max: float) -> None:
-        """Refuse view groups that cannot hold an alike and a different pair.
-
-        Raises
-        ------
-        JNDSettingsError
-            Naming the first setting that is not valid.
+        """Refuse view groups that cannot hold an alike and a different pair (naming why).
 
         Example
         -------
@@ -244,23 +174,9 @@ class JNDPairRule:
         """Draw the K SNRs of one view group: at least one alike and one different pair.
 
         The anchor is uniform in ``[snr_min, snr_max]``; its partner lies less than
-        ``jnd_db`` away; one view is drawn uniformly from the part of the range at least
+        ``jnd_db`` away; one view is uniform in the part of the range at least
         ``neg_margin_db`` from both; any further views are uniform in the range. The
         order is shuffled.
-
-        Arguments
-        ---------
-        rng : numpy.random.Generator
-            Source of randomness (seeded by the caller for reproducibility).
-        num_views : int
-            K, at least 3.
-        snr_min, snr_max : float
-            The SNR range in dB (see :meth:`check_views`).
-
-        Returns
-        -------
-        numpy.ndarray
-            K SNRs in dB.
 
         Example
         -------

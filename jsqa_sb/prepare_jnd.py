@@ -1,22 +1,10 @@
 """Manifests for JND contrastive pretraining from LibriSpeech and CHiME-3 backgrounds.
 
-Writes, into ``save_folder``:
-
-- ``jnd_train.json``: one entry per clean training utterance (``wav``, ``duration``,
-  ``sample_rate``, ``spk_id``, ``chapter``, ``subset``); mixtures are made on the fly.
-- ``jnd_valid.json``: the same for validation utterances, plus the fixed mixing
-  parameters (noise file, noise offset, crop start, the K SNRs), so validation is the
-  same in every run.
-- ``noise_train.json`` / ``noise_valid.json``: CHiME-3 backgrounds (``wav``,
-  ``duration``, ``sample_rate``, ``env``, ``session``), split by recording session so
-  validation noise is unseen in training.
-- ``prepare_jnd_report.json``: counts and every file left out with its reason.
-
-Paths use the ``{librispeech_folder}`` and ``{chime3_folder}`` placeholders, filled in
-by ``DynamicItemDataset.from_json(..., replacements=...)``.
-
-Authors
- * JSQA contributors 2026
+Writes into ``save_folder``: ``jnd_train.json`` (clean training utterances; mixed on
+the fly), ``jnd_valid.json`` (validation utterances with their fixed noise, offsets and
+K SNRs), ``noise_train.json`` / ``noise_valid.json`` (CHiME-3 backgrounds split by
+recording session) and ``prepare_jnd_report.json`` (counts, files left out and why).
+Paths use the ``{librispeech_folder}`` and ``{chime3_folder}`` placeholders.
 """
 
 from __future__ import annotations
@@ -80,61 +68,34 @@ def prepare_jnd(
     num_workers: int = 8,
     pair_rule: Optional[JNDPairRule] = None,
 ) -> dict:
-    """Prepare the JND-pair manifests (skipped when already done with the same inputs).
+    """Prepare the JND manifests (skipped when done before with the same inputs).
 
     Arguments
     ---------
-    librispeech_folder : str or Path
-        Folder that contains ``LibriSpeech/``.
-    chime3_folder : str or Path
-        Folder that contains ``CHiME3/``.
-    save_folder : str or Path
-        Where manifests, report and record are written.
-    train_subsets, valid_subsets : sequence of str
-        LibriSpeech subsets for training and validation.
+    librispeech_folder, chime3_folder : str or Path
+        The folders that contain ``LibriSpeech/`` and ``CHiME3/``.
     channel : int
-        CHiME-3 background channel to use.
+        CHiME-3 background channel.
     valid_noise_fraction : float
         Fraction of each environment's recording sessions held out for validation
-        (at least one when an environment has two sessions or more).
+        (at least one of two or more).
     valid_noise_sessions : sequence of str, optional
-        Explicit validation sessions (``<date>_<n>``, e.g. ``150204_020``); overrides
-        ``valid_noise_fraction``.
-    segment_seconds : float
-        Length of the clean excerpt of each view group.
-    views_per_group : int
-        K, the number of SNR views per group.
+        The validation sessions (``<date>_<n>``, e.g. ``150204_020``) instead.
     snr_min, snr_max : float
-        SNR range used to draw the fixed validation SNRs.
+        SNR range of the fixed validation SNRs.
     jnd_db, neg_margin_db : float
-        Build the pair rule when ``pair_rule`` is not given (margin ``None``:
-        ``2 * jnd_db``).
+        Make the pair rule unless ``pair_rule`` (drawing the validation SNRs) is given.
     min_clean_seconds, min_noise_seconds : float
         Shorter files are left out (and reported).
     check_silence : bool
-        Decode every clean utterance to leave out digitally silent ones. Off by
-        default: it reads all of LibriSpeech instead of its headers. Noise files are
-        always decoded and checked (they are few).
-    seed : int
-        Seed of the validation noise split and of the fixed validation mixtures.
+        Decode every clean utterance to leave out digitally silent ones (noise files
+        are always checked).
     strict : bool
         Fail instead of skipping unreadable, empty, silent or too-short files.
-    num_workers : int
-        Threads for reading headers.
-    pair_rule : jsqa_sb.pairs.JNDPairRule, optional
-        Draws the fixed validation SNRs (the recipe passes its one ``pair_rule``).
 
-    Returns
-    -------
-    dict
-        Paths of the manifests (``train``, ``valid``, ``noise_train``, ``noise_valid``)
-        and of the ``report``.
-
-    Raises
-    ------
-    DataPreparationError
-        If a folder does not have the expected layout, or (with ``strict``) a file
-        is unusable.
+    Returns the paths of the manifests (``train``, ``valid``, ``noise_train``,
+    ``noise_valid``) and of the ``report``; raises :class:`DataPreparationError` for a
+    folder of the wrong layout or (``strict``) an unusable file.
     """
     try:
         rule = JNDPairRule(jnd_db, neg_margin_db) if pair_rule is None else pair_rule
@@ -168,13 +129,9 @@ def prepare_jnd(
         options,
         fingerprint(all_clean, libri_root) + fingerprint(noise_files, noise_dir),
     )
-    outputs = {
-        "train": save_folder / "jnd_train.json",
-        "valid": save_folder / "jnd_valid.json",
-        "noise_train": save_folder / "noise_train.json",
-        "noise_valid": save_folder / "noise_valid.json",
-        "report": save_folder / "prepare_jnd_report.json",
-    }
+    names = ("jnd_train", "jnd_valid", "noise_train", "noise_valid", "prepare_jnd_report")
+    keys = ("train", "valid", "noise_train", "noise_valid", "report")
+    outputs = {key: save_folder / f"{name}.json" for key, name in zip(keys, names)}
     if record.is_done():
         logger.info("JND manifests in %s are up to date, skipping preparation", save_folder)
         return {k: str(v) for k, v in outputs.items()}
@@ -238,28 +195,16 @@ def prepare_jnd(
     return {k: str(v) for k, v in outputs.items()}
 
 
-_OPTION_NAMES = {
-    "train_subsets",
-    "valid_subsets",
-    "channel",
-    "valid_noise_fraction",
-    "valid_noise_sessions",
-    "segment_seconds",
-    "views_per_group",
-    "snr_min",
-    "snr_max",
-    "jnd_db",
-    "neg_margin_db",
-    "min_clean_seconds",
-    "min_noise_seconds",
-    "check_silence",
-    "seed",
-    "strict",
-}  # the folders are not options: manifests use placeholders, so a moved corpus stays valid
+# The folders are not options: manifests use placeholders, so a moved corpus stays valid.
+_OPTION_NAMES = set(
+    "train_subsets valid_subsets channel valid_noise_fraction valid_noise_sessions "
+    "segment_seconds views_per_group snr_min snr_max jnd_db neg_margin_db min_clean_seconds "
+    "min_noise_seconds check_silence seed strict".split()
+)
 
 
 def _librispeech_root(folder: Path, subsets: Sequence[str]) -> Path:
-    """Find ``<folder>/LibriSpeech`` and check that the subsets are there."""
+    """``<folder>/LibriSpeech``, checked to hold the subsets."""
     root = folder / "LibriSpeech"
     if not root.is_dir():
         raise DataPreparationError(
@@ -276,7 +221,7 @@ def _librispeech_root(folder: Path, subsets: Sequence[str]) -> Path:
 
 
 def _backgrounds_dir(folder: Path) -> Path:
-    """Find the CHiME-3 backgrounds folder under ``folder``."""
+    """The CHiME-3 backgrounds folder under ``folder``."""
     path = folder / BACKGROUNDS
     if not path.is_dir():
         deepest = folder
@@ -295,7 +240,7 @@ _BGD = re.compile(r"^BGD_(\d+)_(\d+)_([A-Z]+)\.CH(\d+)\.wav$")
 
 
 def _noise_entries(files: Sequence[Path], min_seconds: float, report: SkipReport) -> dict:
-    """Decode and check each background; return manifest entries keyed by name."""
+    """Manifest entries of the usable backgrounds (decoded and checked), keyed by name."""
     entries = {}
     for path in files:
         match = _BGD.match(path.name)
@@ -352,7 +297,7 @@ def _split_sessions(noises: dict, fraction: float, sessions: Optional[Sequence[s
 
 
 def _clean_entries(files, subset, root, min_seconds, check_silence, report, num_workers) -> dict:
-    """Header-scan (and optionally decode) clean utterances; return manifest entries."""
+    """Manifest entries of the usable clean utterances (header-scanned, optionally decoded)."""
     entries = {}
     infos = scan_headers(files, num_workers, desc=f"Reading {subset}")
     for path, info in zip(files, infos):
@@ -386,7 +331,7 @@ def _clean_entries(files, subset, root, min_seconds, check_silence, report, num_
 
 
 def _unusable(audio: np.ndarray, sr: int, min_seconds: float, check_silence: bool) -> Optional[str]:
-    """Say why a decoded signal cannot be used, or return None."""
+    """Why a decoded signal cannot be used, or None."""
     if audio.size == 0:
         return "empty (no audio frames)"
     if audio.size / sr < min_seconds:

@@ -43,10 +43,7 @@ def make_save_folder(path: PathLike) -> Path:
 
 
 def writable_folder(folder: PathLike, error: type[Exception], what: str) -> Path:
-    """Create ``folder`` if needed and check that a file can be written in it.
-
-    Raises ``error`` with ``what`` (e.g. ``--timeline out``) and the reason otherwise.
-    """
+    """Create ``folder`` if needed; ``error`` naming ``what`` unless a file can be written there."""
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -58,11 +55,7 @@ def writable_folder(folder: PathLike, error: type[Exception], what: str) -> Path
 
 
 def list_files(root: Path, suffixes: Sequence[str]) -> list[Path]:
-    """List files under ``root`` (recursively) whose name ends with one of ``suffixes``.
-
-    Uses ``os.scandir`` so that hundreds of thousands of files list in seconds; the
-    result is sorted for reproducibility.
-    """
+    """The sorted files under ``root`` whose name ends with a suffix (``os.scandir``: fast)."""
     found, stack, visited = [], [str(root)], set()
     while stack:
         folder = stack.pop()
@@ -89,11 +82,7 @@ def fingerprint(files: Iterable[Path], root: Path) -> str:
 
 
 class PrepareRecord:
-    """The record ``<name>.record.json`` of one finished preparation, beside its manifests.
-
-    ``options``: every option that changes the output; ``input_fingerprint``: see
-    :func:`fingerprint`.
-    """
+    """The record ``<name>.record.json`` of one finished preparation, beside its manifests."""
 
     def __init__(self, save_folder: PathLike, name: str, options: dict, input_fingerprint: str):
         self.path = Path(save_folder) / f"{name}.record.json"
@@ -101,7 +90,7 @@ class PrepareRecord:
         self.input_fingerprint = input_fingerprint
 
     def is_done(self) -> bool:
-        """Return True if the same preparation finished before and its outputs still exist."""
+        """Whether the same preparation finished before and its outputs are intact."""
         if not self.path.is_file():
             return False
         try:
@@ -178,10 +167,7 @@ def scan_headers(
     desc: str = "Reading headers",
     progress: bool = True,
 ):
-    """Each path's ``AudioInfo``, or the ``AudioReadError`` reading it raised (threads).
-
-    A progress bar is shown for 500 paths or more, unless ``progress`` is False.
-    """
+    """Each path's ``AudioInfo`` or ``AudioReadError``, read by threads (a bar from 500 paths)."""
 
     def one(path):
         try:

@@ -5,6 +5,7 @@ Not part of the package: nothing in ``jsqa_sb`` or the recipes uses these.
 
 import numpy as np
 
+from jsqa_sb.jnd_mixing import apply_gains, frame_powers, level_from_frame_powers, mix_gains, rms_db
 from jsqa_sb.mos_metrics import (
     ArrayLike,
     _check_order,
@@ -42,3 +43,33 @@ def rmse_mapped_dof(y_true: ArrayLike, y_pred: ArrayLike, order: int = 1) -> flo
     order = _check_order(order)
     err = _mapped_errors(y_true, y_pred, order, order + 2)
     return float(np.sqrt(np.sum(err**2) / (err.size - (order + 1))))
+
+
+def active_level_db(
+    x: np.ndarray, sample_rate: int = 16000, frame_ms: float = 10.0, margin_db: float = 15.9
+) -> float:
+    """Active speech level of a signal in dBFS, ``-inf`` for digital silence (P.56-style).
+
+    The level ``jsqa_sb.jnd_mixing.mix_gains`` sets, from one signal's frame powers.
+    """
+    powers = frame_powers(x, sample_rate, frame_ms)
+    if powers.size == 0:
+        return rms_db(x)
+    return level_from_frame_powers(powers, margin_db)
+
+
+def mix_at_snrs(
+    speech: np.ndarray,
+    noise: np.ndarray,
+    snrs_db: np.ndarray,
+    sample_rate: int = 16000,
+    target_level_db: float = -26.0,
+    peak_limit: float = 0.99,
+) -> np.ndarray:
+    """The ``(K, T)`` float32 mixtures of one excerpt at K SNRs, made on the CPU.
+
+    ``jsqa_sb.jnd_mixing.mix_gains`` applied; the views of ``jsqa_sb.jnd_data`` equal
+    these to float32 rounding.
+    """
+    gains = mix_gains(speech, noise, snrs_db, sample_rate, target_level_db, peak_limit)
+    return apply_gains(speech, noise, gains)

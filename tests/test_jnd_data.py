@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from reference import active_level_db, mix_at_snrs
 from torch.utils.data import DataLoader
 
 from jsqa_sb.audio import read_audio, resample
 from jsqa_sb.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
-from jsqa_sb.jnd_mixing import JNDSettingsError, active_level_db, mix_at_snrs
+from jsqa_sb.jnd_mixing import JNDSettingsError
 from jsqa_sb.minicorpus import build_chime3, build_librispeech
 from jsqa_sb.prepare_jnd import prepare_jnd
 
