@@ -62,3 +62,32 @@ def test_no_import_cycle_between_the_package_modules():
     graph = _imports()
     assert "jsqa_sb.cli" in graph and "jsqa_sb.demo" in graph["jsqa_sb.cli"]
     assert _cycle(graph) == []
+
+
+#: The package's jobs in pipeline order: a module imports only from its own job or
+#: a lower one (README "Layout"). A new module must be given its job here.
+LAYERS = (
+    "errors audio",
+    "prepare_jnd prepare_nisqa prepare_utils pairs jnd_mixing jnd_data jnd_batch mos_data "
+    "minicorpus minicorpus_signals",
+    "frontend encoder heads models losses",
+    "jnd_metrics mos_metrics reports compare",
+    "brains brain_utils checkpoints recipe recipe.train",
+    "__init__ inference model_loading windows batch_scoring scoring_inputs scoring_output "
+    "timeline collection_report hub_export model_card hub_upload yaml_security yaml_rules "
+    "yaml_check",
+    "demo demo_processes demo_summary",
+    "cli cli_parser",
+)
+
+
+def test_every_module_imports_only_from_its_job_or_lower_ones():
+    job = {
+        f"jsqa_sb.{name}".removesuffix(".__init__"): level
+        for level, names in enumerate(LAYERS)
+        for name in names.split()
+    }
+    graph = _imports()
+    assert sorted(set(graph) - set(job)) == []  # every module has a job
+    upward = [f"{m} -> {d}" for m, deps in graph.items() for d in deps if job[d] > job[m]]
+    assert upward == []
