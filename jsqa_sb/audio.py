@@ -9,8 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from pathlib import Path
-from typing import Union
 
 import numpy as np
 import soundfile as sf
@@ -21,9 +19,8 @@ import torchaudio
 from speechbrain.dataio.audio_io import AudioInfo
 from speechbrain.dataio.audio_io import info as _sb_info
 
+from jsqa_sb.common import PathLike
 from jsqa_sb.errors import JSQAError
-
-PathLike = Union[str, Path]
 
 #: Audio file extensions the preparers and the scorer look for.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 
+from jsqa_sb.common import NISQA_DIMENSIONS, PathLike
 from jsqa_sb.errors import JSQAError
 
-PathLike = Union[str, os.PathLike]
-
 #: Quality dimensions of the NISQA corpus, in the order in which reports list them.
-DIMENSIONS = ("mos", "noi", "col", "dis", "loud")
+DIMENSIONS = NISQA_DIMENSIONS
 #: Name of the file of all metrics that :func:`jsqa_sb.reports.write_test_reports` writes.
 RESULTS_FILE = "results.json"
 #: Metrics that :func:`compare_runs` shows: (key, label, whether higher is better).

@@ -9,8 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from jsqa_sb.common import NISQA_DIMENSIONS
+
 #: The outputs of :class:`MOSHead` by default: overall MOS and the NISQA dimensions.
-NISQA_OUTPUTS = ("mos", "noi", "col", "dis", "loud")
+NISQA_OUTPUTS = NISQA_DIMENSIONS
 
 
 class ProjectionHead(nn.Module):

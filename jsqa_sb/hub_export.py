@@ -21,24 +21,21 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import Union
 
 import jsqa_sb
+from jsqa_sb.common import PathLike
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.model_card import CITATION, finetune_card, input_section, pretrain_card  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 #: Modules that ``custom_interface.py`` carries, in import order. Not
 #: ``jsqa_sb.yaml_security``: ``foreign_class`` runs this file, then loads the YAML with
 #: SpeechBrain's own code, never ``JSQA.from_hparams``: a check carried here would
 #: protect nothing.
-VENDORED_MODULES = tuple(
-    f"jsqa_sb.{name}"
-    for name in "errors audio frontend encoder heads models windows model_loading inference".split()
-)
+_CARRIED = "common errors audio frontend encoder heads models windows model_loading inference"
+VENDORED_MODULES = tuple(f"jsqa_sb.{name}" for name in _CARRIED.split())
 
 #: Every file ``jsqa export`` may write into a model folder (``jsqa upload`` publishes
 #: these, and any other top-level ``*.ckpt``).

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Optional, Union
@@ -29,6 +28,7 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.data_utils import batch_pad_right
 
 from jsqa_sb.audio import AudioReadError, audio_info, read_audio
+from jsqa_sb.common import PathLike
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.model_loading import ModelError, load_model_hparams, model_setting
 from jsqa_sb.windows import (
@@ -41,8 +41,6 @@ from jsqa_sb.windows import (
 )
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, os.PathLike]
 
 
 class RecordingError(JSQAError, RuntimeError):

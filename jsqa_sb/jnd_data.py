@@ -29,12 +29,12 @@ from speechbrain.dataio.dataio import load_data_json
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from jsqa_sb.audio import AudioReadError, audio_info, read_audio, resample
+from jsqa_sb.common import PathLike
 from jsqa_sb.jnd_batch import JNDBatch, jnd_collate, mix_views  # noqa: F401
 from jsqa_sb.jnd_mixing import SilentSignalError, check_jnd_settings, check_level_range, mix_gains
 from jsqa_sb.pairs import JNDPairRule
 
 logger = logging.getLogger(__name__)
-PathLike = Union[str, Path]
 
 
 class JNDViewMaker:

@@ -11,11 +11,10 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Optional, Union
+from typing import Optional
 
+from jsqa_sb.common import PathLike
 from jsqa_sb.errors import JSQAError, one_line
-
-PathLike = Union[str, os.PathLike]
 
 
 class ModelError(JSQAError, RuntimeError):

@@ -7,18 +7,18 @@ import logging
 import math
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from speechbrain.dataio.dataio import load_data_json
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from jsqa_sb.audio import AudioReadError, read_audio
+from jsqa_sb.common import NISQA_DIMENSIONS, PathLike
 from jsqa_sb.prepare_utils import DataPreparationError
 
 logger = logging.getLogger(__name__)
-PathLike = Union[str, Path]
-DIMENSIONS = ("mos", "noi", "col", "dis", "loud")
+DIMENSIONS = NISQA_DIMENSIONS
 
 
 def make_mos_dataset(

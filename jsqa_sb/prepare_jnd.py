@@ -14,11 +14,12 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 
 from jsqa_sb.audio import AudioReadError, read_audio
+from jsqa_sb.common import PathLike
 from jsqa_sb.jnd_mixing import SILENCE_DB, check_jnd_settings, rms_db
 from jsqa_sb.pairs import JNDPairRule, JNDSettingsError
 from jsqa_sb.prepare_utils import (
@@ -34,7 +35,6 @@ from jsqa_sb.prepare_utils import (
 )
 
 logger = logging.getLogger(__name__)
-PathLike = Union[str, Path]
 
 ENVIRONMENTS = ("BUS", "CAF", "PED", "STR")
 BACKGROUNDS = Path("CHiME3", "data", "audio", "16kHz", "backgrounds")

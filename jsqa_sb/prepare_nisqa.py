@@ -16,11 +16,11 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Union
 
 import pandas as pd
 
 from jsqa_sb.audio import AudioReadError
+from jsqa_sb.common import NISQA_DIMENSIONS, PathLike
 from jsqa_sb.prepare_utils import (
     DataPreparationError,
     PrepareRecord,
@@ -34,10 +34,9 @@ from jsqa_sb.prepare_utils import (
 )
 
 logger = logging.getLogger(__name__)
-PathLike = Union[str, Path]
 
 REQUIRED_COLUMNS = ("db", "con", "filepath_deg", "mos")
-DIMENSIONS = ("noi", "col", "dis", "loud")
+DIMENSIONS = NISQA_DIMENSIONS[1:]
 LABEL_MIN, LABEL_MAX = 1.0, 5.0  # the absolute category rating scale of MOS and dimensions
 NISQA_LAYOUT = (
     "<nisqa_folder>/NISQA_Corpus/<DB>/deg/*.wav with NISQA_corpus_file.csv or <DB>/<DB>_file.csv"

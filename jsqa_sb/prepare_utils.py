@@ -15,15 +15,15 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from tqdm import tqdm
 
 from jsqa_sb.audio import AudioReadError, audio_info
+from jsqa_sb.common import PathLike
 from jsqa_sb.errors import JSQAError
 
 logger = logging.getLogger(__name__)
-PathLike = Union[str, Path]
 
 
 class DataPreparationError(JSQAError, RuntimeError):

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import ruamel.yaml
 import yaml
 
+from jsqa_sb.common import PathLike
 from jsqa_sb.yaml_rules import (
     _CORE,
     _LOADABLE_NAME,
@@ -23,7 +24,6 @@ from jsqa_sb.yaml_rules import (
     MAX_YAML_BYTES,
     PLAIN_TAGS,
     Finding,
-    PathLike,
     UnsafeModelError,
     UntrustedCodeError,
     _children,

@@ -7,12 +7,11 @@ node helpers of :mod:`jsqa_sb.yaml_check`. The policy is described in
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import yaml
 from ruamel.yaml.nodes import MappingNode as RuamelMappingNode
@@ -20,8 +19,6 @@ from ruamel.yaml.nodes import ScalarNode as RuamelScalarNode
 from ruamel.yaml.nodes import SequenceNode as RuamelSequenceNode
 
 from jsqa_sb.errors import JSQAError
-
-PathLike = Union[str, os.PathLike]
 
 #: The one list of what a model's YAML may create without ``trust_remote_code``: the
 #: classes an inference YAML written by ``jsqa export`` names (``jsqa_sb.hub_export``

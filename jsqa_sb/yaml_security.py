@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
+from jsqa_sb.common import PathLike
 from jsqa_sb.errors import JSQAError
 
 # The check and its rules, re-exported: this module is where users import them from.
@@ -52,7 +53,6 @@ from jsqa_sb.yaml_rules import (  # noqa: F401
     MAX_YAML_BYTES,
     PLAIN_TAGS,
     Finding,
-    PathLike,
     UnsafeModelError,
     UntrustedCodeError,
 )

@@ -67,7 +67,7 @@ def test_no_import_cycle_between_the_package_modules():
 #: The package's jobs in pipeline order: a module imports only from its own job or
 #: a lower one (README "Layout"). A new module must be given its job here.
 LAYERS = (
-    "errors audio",
+    "common errors audio",
     "prepare_jnd prepare_nisqa prepare_utils pairs jnd_mixing jnd_data jnd_batch mos_data "
     "minicorpus minicorpus_signals",
     "frontend encoder heads models losses",
