@@ -339,7 +339,5 @@ def _mos_stats(frame) -> dict:
     from jsqa_sb.mos_metrics import pcc, rmse, srcc
 
     true, pred = frame["true_mos"].to_numpy(), frame["pred_mos"].to_numpy()
-    return {name: round(float(f(true, pred)), 4) for name, f in zip(_MOS_KEYS, (pcc, srcc, rmse))}
-
-
-_MOS_KEYS = ("pcc", "srcc", "rmse")
+    scores = {"pcc": pcc(true, pred), "srcc": srcc(true, pred), "rmse": rmse(true, pred)}
+    return {key: round(float(value), 4) for key, value in scores.items()}

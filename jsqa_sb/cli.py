@@ -38,7 +38,7 @@ def _keywords(func, args: argparse.Namespace) -> dict:
     import inspect
 
     names = inspect.signature(func).parameters
-    return {k: v for k, v in vars(args).items() if k in names and k not in ("command", "func")}
+    return {k: v for k, v in vars(args).items() if k in names}
 
 
 def _prepare_jnd(args: argparse.Namespace) -> int:
