@@ -44,12 +44,17 @@ class Checkpointer(checkpoints.Checkpointer):
         """
         partial = super().save_checkpoint(*args, **kwargs)
         ddp_barrier()  # every process has written its files
-        if partial is None:
-            return None
-        final = partial.path.with_name(partial.path.name[len(PARTIAL_PREFIX) :])
-        os.replace(partial.path, final)
-        files = {name: final / Path(path).name for name, path in partial.paramfiles.items()}
-        return checkpoints.Checkpoint(final, partial.meta, files)
+        saved = None
+        if partial is not None:
+            final = partial.path.with_name(partial.path.name[len(PARTIAL_PREFIX) :])
+            os.replace(partial.path, final)
+            files = {name: final / Path(path).name for name, path in partial.paramfiles.items()}
+            saved = checkpoints.Checkpoint(final, partial.meta, files)
+        # Every process then lists the same checkpoints: SpeechBrain's clean-up deletes
+        # (one broadcast per deletion) what each process finds, and a process that
+        # listed before the rename stalled the others forever under DDP.
+        ddp_barrier()
+        return saved
 
     def find_checkpoints(self, importance_key=None, max_key=None, min_key=None, **kwargs):
         """SpeechBrain's search, with a NaN (or missing number) in ``meta`` ranked worst.

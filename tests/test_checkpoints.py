@@ -63,6 +63,19 @@ def test_saved_checkpoint_is_returned_at_its_final_path(tmp_path):
     assert kept.meta["loss"] == 0.5
 
 
+def test_every_process_sees_the_published_checkpoint_after_the_save(tmp_path, monkeypatch):
+    # Under DDP the other processes leave save_checkpoint at its last barrier and list
+    # the checkpoints to clean up: the rename must be done by then (a process that saw
+    # only the partial folder deleted less than the main one, and both waited forever).
+    seen = []
+    monkeypatch.setattr(
+        "jsqa_sb.checkpoints.ddp_barrier",
+        lambda: seen.append(sorted(p.name for p in tmp_path.iterdir())),
+    )
+    Checkpointer(tmp_path, {"layer": torch.nn.Linear(2, 2)}).save_checkpoint(name="one")
+    assert seen[-1] == ["CKPT+one"]
+
+
 @pytest.mark.parametrize("order", [(0.5, "nan", 0.7), ("nan", 0.7, 0.5), (0.7, 0.5, "nan")])
 def test_nan_metric_is_never_the_best_checkpoint(tmp_path, order):
     layer = torch.nn.Linear(2, 2)
