@@ -36,9 +36,9 @@ from statistics import median
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from jsqa_sb.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset, mix_views
-from jsqa_sb.minicorpus import build_all
-from jsqa_sb.prepare_jnd import prepare_jnd
+from jsqa_sb.data.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset, mix_views
+from jsqa_sb.data.minicorpus import build_all
+from jsqa_sb.data.prepare_jnd import prepare_jnd
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -25,7 +25,8 @@ speech from ``jsqa_sb/samples`` mixed with noise at random SNRs):
 - the same figures for ``nisqa`` and ``speechmos`` when they are importable (optional
   peers, never dependencies), with ratios.
 
-Torch threads: those ``jsqa score`` uses (:func:`jsqa_sb.batch_scoring.default_scoring_threads`,
+Torch threads: those ``jsqa score`` uses
+(:func:`jsqa_sb.serving.batch_scoring.default_scoring_threads`,
 the CPUs other processes leave free) unless ``--threads`` says otherwise.
 
 The model is the default network of ``hparams/finetune.yaml`` (randomly initialised:
@@ -88,12 +89,12 @@ def make_files(folder: Path, n: int, seconds: float = 10.0, seed: int = 0) -> li
 
 def build_model(model_folder: str | None, device: str):
     """An exported model, or the default network of finetune.yaml with random weights."""
-    from jsqa_sb.inference import JSQA
+    from jsqa_sb.serving.inference import JSQA
 
     run_opts = {"device": "cuda:0" if device == "cuda" else device}
     if model_folder:
         return JSQA.from_hparams(source=model_folder, savedir=tempfile.mkdtemp(), run_opts=run_opts)
-    from jsqa_sb.models import JSQAEncoder, MOSHead
+    from jsqa_sb.networks import JSQAEncoder, MOSHead
 
     torch.manual_seed(0)
     modules = {"encoder": JSQAEncoder(), "head": MOSHead()}
@@ -102,7 +103,7 @@ def build_model(model_folder: str | None, device: str):
 
 
 def batch_rtf(model, paths: list[Path], audio_seconds: float, out: Path) -> float:
-    from jsqa_sb.batch_scoring import score_collection
+    from jsqa_sb.serving.batch_scoring import score_collection
 
     start = time.perf_counter()
     summary = score_collection(model, [str(p) for p in paths], out, progress=False)
@@ -215,7 +216,7 @@ HOUR_TIMELINE_CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {bench!r})
 import bench_inference as b
-from jsqa_sb.timeline import write_timelines
+from jsqa_sb.serving.timeline import write_timelines
 model = b.build_model({model!r}, {device!r})
 after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.perf_counter()
@@ -277,7 +278,7 @@ def load_comparison(
 ) -> dict:
     """``batch_rtf`` idle and beside ``load`` busy processes, alternately, per thread count."""
     background = BackgroundLoad(load)
-    from jsqa_sb.batch_scoring import default_scoring_threads
+    from jsqa_sb.serving.batch_scoring import default_scoring_threads
 
     runs = {t: {"idle": [], "loaded": []} for t in threads_list}
     chosen = {"idle": [], "loaded": []}
@@ -378,7 +379,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="idle/loaded pairs per setting")
     parser.add_argument("--no_peers", action="store_true", help="skip NISQA and speechmos")
     args = parser.parse_args()
-    from jsqa_sb.batch_scoring import default_scoring_threads
+    from jsqa_sb.serving.batch_scoring import default_scoring_threads
 
     chosen = args.threads or default_scoring_threads()
     torch.set_num_threads(chosen)

@@ -151,7 +151,7 @@ def with_burst(audio: np.ndarray, sr: int, kind: str, rng: np.random.Generator) 
 
 def scorers(model_folder: str, use_dnsmos: bool) -> dict[str, Callable[[Path], float]]:
     """JSQA (the exported model) and, when installed, DNSMOS: path -> MOS."""
-    from jsqa_sb.inference import JSQA
+    from jsqa_sb.serving.inference import JSQA
 
     model = JSQA.from_hparams(source=model_folder, savedir=tempfile.mkdtemp())
     out: dict[str, Callable[[Path], float]] = {"jsqa": lambda path: model.score_file(path)["mos"]}

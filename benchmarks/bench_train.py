@@ -28,8 +28,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from torch.utils.data import DataLoader, RandomSampler
 
-from jsqa_sb.jnd_data import jnd_collate, make_jnd_dataset
-from jsqa_sb.minicorpus import build_all
+from jsqa_sb.data.jnd_data import jnd_collate, make_jnd_dataset
+from jsqa_sb.data.minicorpus import build_all
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

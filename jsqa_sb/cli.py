@@ -42,7 +42,7 @@ def _keywords(func, args: argparse.Namespace) -> dict:
 
 
 def _prepare_jnd(args: argparse.Namespace) -> int:
-    from jsqa_sb.prepare_jnd import prepare_jnd
+    from jsqa_sb.data.prepare_jnd import prepare_jnd
 
     out = prepare_jnd(**_keywords(prepare_jnd, args))
     _print_summary(out["report"], out)
@@ -50,7 +50,7 @@ def _prepare_jnd(args: argparse.Namespace) -> int:
 
 
 def _prepare_nisqa(args: argparse.Namespace) -> int:
-    from jsqa_sb.prepare_nisqa import prepare_nisqa
+    from jsqa_sb.data.prepare_nisqa import prepare_nisqa
 
     out = prepare_nisqa(**_keywords(prepare_nisqa, args))
     _print_summary(out["report"], out)
@@ -58,7 +58,7 @@ def _prepare_nisqa(args: argparse.Namespace) -> int:
 
 
 def _build_minicorpus(args: argparse.Namespace) -> int:
-    from jsqa_sb.minicorpus import build_all
+    from jsqa_sb.data.minicorpus import build_all
 
     folders = build_all(args.out, seed=args.seed)
     print(json.dumps({k: str(v) for k, v in folders.items()}, indent=2))
@@ -66,14 +66,14 @@ def _build_minicorpus(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from jsqa_sb.reports import compare_runs
+    from jsqa_sb.evaluation.reports import compare_runs
 
     print(compare_runs(args.run_a, args.run_b, dims=tuple(args.dims)))
     return 0
 
 
 def _load_model(args: argparse.Namespace):
-    from jsqa_sb.inference import JSQA
+    from jsqa_sb.serving.inference import JSQA
 
     run_opts = {"device": args.device} if args.device else None
     model = JSQA.from_hparams(
@@ -119,7 +119,7 @@ def check_device(device: str) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from jsqa_sb.batch_scoring import scoring_threads
+    from jsqa_sb.serving.batch_scoring import scoring_threads
 
     with scoring_threads(args.threads):  # restored after: main() may run in a caller's process
         return _score_with_threads_set(args)
@@ -128,14 +128,14 @@ def _score(args: argparse.Namespace) -> int:
 def _score_with_threads_set(args: argparse.Namespace) -> int:
     import tempfile
 
-    from jsqa_sb.batch_scoring import check_output, list_inputs, score_paths
+    from jsqa_sb.serving.batch_scoring import check_output, list_inputs, score_paths
 
     # Input and output errors before the model is loaded.
     listing = list_inputs(args.inputs, column=args.column)
     if args.out is not None:
         check_output(args.out, listing.sources, listing.paths)
     if args.timeline is not None:
-        from jsqa_sb.timeline import check_timeline_folder, check_window
+        from jsqa_sb.serving.timeline import check_timeline_folder, check_window
 
         check_window(args.timeline_window, args.timeline_hop)
         check_timeline_folder(args.timeline)
@@ -143,7 +143,7 @@ def _score_with_threads_set(args: argparse.Namespace) -> int:
     if args.label is not None and args.report is None:
         raise JSQAError("--label goes with --report: the labels are compared in the report")
     if args.report is not None:
-        from jsqa_sb.collection_report import check_report_path, read_labels
+        from jsqa_sb.serving.collection_report import check_report_path, read_labels
 
         check_report_path(args.report)
         if args.label is not None:
@@ -171,7 +171,7 @@ def _score_with_threads_set(args: argparse.Namespace) -> int:
                 sys.stdout.write(f.read())
             summary.out = "standard output"
         if args.report is not None:
-            from jsqa_sb.collection_report import write_report
+            from jsqa_sb.serving.collection_report import write_report
 
             write_report(
                 out,
@@ -182,7 +182,7 @@ def _score_with_threads_set(args: argparse.Namespace) -> int:
                 model_name=args.model,
             )
     if args.timeline is not None:
-        from jsqa_sb.timeline import write_timelines
+        from jsqa_sb.serving.timeline import write_timelines
 
         failed = {path for path, _ in summary.errors}
         timelines = write_timelines(
@@ -212,7 +212,7 @@ def _distance(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from jsqa_sb.hub_export import export_model
+    from jsqa_sb.serving.hub_export import export_model
 
     hub = export_model(
         args.run_folder,
@@ -226,7 +226,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    from jsqa_sb.hub_upload import check_repo_id, plan_upload, upload_model
+    from jsqa_sb.serving.hub_upload import check_repo_id, plan_upload, upload_model
 
     if args.dry_run:  # the same checks and listing, no network call
         check_repo_id(args.repo_id)

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from jsqa_sb.models import JSQAEncoder, MOSHead
+from jsqa_sb.networks import JSQAEncoder, MOSHead
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"cnn_channels": 4, "d_model": 16, "att_layers": 1, "att_heads": 2, "emb_dim": 16}
@@ -83,7 +83,7 @@ def pretrain_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def model_folder(finetune_run, tmp_path_factory) -> Path:
     """The model folder ``jsqa export`` writes for :func:`finetune_run`."""
-    from jsqa_sb.hub_export import export_model
+    from jsqa_sb.serving.hub_export import export_model
 
     return export_model(finetune_run, tmp_path_factory.mktemp("hub") / "model")
 

@@ -5,8 +5,14 @@ Not part of the package: nothing in ``jsqa_sb`` or the recipes uses these.
 
 import numpy as np
 
-from jsqa_sb.jnd_mixing import apply_gains, frame_powers, level_from_frame_powers, mix_gains, rms_db
-from jsqa_sb.mos_metrics import (
+from jsqa_sb.data.jnd_mixing import (
+    apply_gains,
+    frame_powers,
+    level_from_frame_powers,
+    mix_gains,
+    rms_db,
+)
+from jsqa_sb.evaluation.mos_metrics import (
     ArrayLike,
     _check_order,
     _check_pair,
@@ -17,7 +23,7 @@ from jsqa_sb.mos_metrics import (
 
 
 def fit_mapping(y_true: ArrayLike, y_pred: ArrayLike, order: int = 1) -> np.ndarray:
-    """The mapping of ``jsqa_sb.mos_metrics.rmse_mapped``, in powers of the prediction.
+    """The mapping of ``jsqa_sb.evaluation.mos_metrics.rmse_mapped``, in powers of the prediction.
 
     ``[a, b]`` (order 1) or ``[a, b, c, d]`` (order 3, increasing over the predictions'
     range); constant predictions give the constant map to the mean true score.
@@ -50,7 +56,7 @@ def active_level_db(
 ) -> float:
     """Active speech level of a signal in dBFS, ``-inf`` for digital silence (P.56-style).
 
-    The level ``jsqa_sb.jnd_mixing.mix_gains`` sets, from one signal's frame powers.
+    The level ``jsqa_sb.data.jnd_mixing.mix_gains`` sets, from one signal's frame powers.
     """
     powers = frame_powers(x, sample_rate, frame_ms)
     if powers.size == 0:
@@ -68,7 +74,7 @@ def mix_at_snrs(
 ) -> np.ndarray:
     """The ``(K, T)`` float32 mixtures of one excerpt at K SNRs, made on the CPU.
 
-    ``jsqa_sb.jnd_mixing.mix_gains`` applied; the views of ``jsqa_sb.jnd_data`` equal
+    ``jsqa_sb.data.jnd_mixing.mix_gains`` applied; the views of ``jsqa_sb.data.jnd_data`` equal
     these to float32 rounding.
     """
     gains = mix_gains(speech, noise, snrs_db, sample_rate, target_level_db, peak_limit)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-import jsqa_sb.batch_scoring
-from jsqa_sb.batch_scoring import (
+import jsqa_sb.serving.batch_scoring
+from jsqa_sb.serving.batch_scoring import (
     ScoringInputError,
     ScoringSummary,
     collect_inputs,
@@ -21,7 +21,7 @@ COLUMNS = ["path", "duration", "sample_rate", "mos", "noi", "error"]
 
 
 def test_doctests():
-    assert doctest.testmod(jsqa_sb.batch_scoring).failed == 0
+    assert doctest.testmod(jsqa_sb.serving.batch_scoring).failed == 0
 
 
 def _write(path, seconds, sr=16000, channels=1, fmt=None):
@@ -146,7 +146,7 @@ def test_score_outputs(corpus, tmp_path, ext, caplog):
     inputs, files, durations = corpus
     scorer = FakeScorer()
     out = tmp_path / "res" / f"scores.{ext}"
-    with caplog.at_level(logging.WARNING, logger="jsqa_sb.batch_scoring"):
+    with caplog.at_level(logging.WARNING, logger="jsqa_sb.serving.batch_scoring"):
         summary = score_collection(scorer, inputs, out, progress=False)
 
     table = _rows(out)

@@ -7,12 +7,12 @@ from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 from speechbrain.utils.train_logger import FileTrainLogger
 
-from jsqa_sb.brains import JNDContrastiveBrain
-from jsqa_sb.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
-from jsqa_sb.losses import JNDContrastiveLoss
-from jsqa_sb.minicorpus import build_chime3, build_librispeech
-from jsqa_sb.models import JSQAEncoder, ProjectionHead
-from jsqa_sb.prepare_jnd import prepare_jnd
+from jsqa_sb.data.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
+from jsqa_sb.data.minicorpus import build_chime3, build_librispeech
+from jsqa_sb.data.prepare_jnd import prepare_jnd
+from jsqa_sb.networks import JSQAEncoder, ProjectionHead
+from jsqa_sb.networks.losses import JNDContrastiveLoss
+from jsqa_sb.training.brains import JNDContrastiveBrain
 
 
 def test_nonfinite_batch_is_named_skipped_and_counted(tmp_path, caplog):

@@ -1,10 +1,10 @@
-"""``jsqa_sb.checkpoints.Checkpointer``: a save interrupted half-way leaves no checkpoint."""
+"""``training.checkpoints.Checkpointer``: a save interrupted half-way leaves no checkpoint."""
 
 import pytest
 import torch
 from speechbrain.utils import checkpoints as sb_checkpoints
 
-from jsqa_sb.checkpoints import Checkpointer
+from jsqa_sb.training.checkpoints import Checkpointer
 
 
 class Interrupted(Exception):
@@ -69,7 +69,7 @@ def test_every_process_sees_the_published_checkpoint_after_the_save(tmp_path, mo
     # only the partial folder deleted less than the main one, and both waited forever).
     seen = []
     monkeypatch.setattr(
-        "jsqa_sb.checkpoints.ddp_barrier",
+        "jsqa_sb.training.checkpoints.ddp_barrier",
         lambda: seen.append(sorted(p.name for p in tmp_path.iterdir())),
     )
     Checkpointer(tmp_path, {"layer": torch.nn.Linear(2, 2)}).save_checkpoint(name="one")

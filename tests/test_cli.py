@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jsqa_sb.cli import main
-from jsqa_sb.minicorpus import build_all, build_nisqa
+from jsqa_sb.data.minicorpus import build_all, build_nisqa
 
 SUBCOMMANDS = ("prepare-jnd", "prepare-nisqa", "build-minicorpus")
 BACKGROUNDS = Path("CHiME3", "data", "audio", "16kHz", "backgrounds")
@@ -251,7 +251,7 @@ def _fake_run(folder, db, offset):
     import numpy as np
     import pandas as pd
 
-    from jsqa_sb.reports import write_test_reports
+    from jsqa_sb.evaluation.reports import write_test_reports
 
     true = np.linspace(1.2, 4.8, 12)
     frame = pd.DataFrame(

@@ -25,7 +25,7 @@ import torch
 from jsqa_sb import cli
 from jsqa_sb.cli import main
 from jsqa_sb.errors import JSQAError
-from jsqa_sb.models import CheckpointMismatchError, JSQAEncoder, check_encoder_checkpoint
+from jsqa_sb.networks import CheckpointMismatchError, JSQAEncoder, check_encoder_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"cnn_channels": 4, "d_model": 16, "att_layers": 1, "att_heads": 2, "emb_dim": 16}
@@ -175,8 +175,8 @@ def test_a_bad_hyperparams_yaml_is_one_line(damage, model_folder, wav, tmp_path,
 def test_scoring_with_an_encoder_only_model_is_refused_once_up_front(
     pretrain_run, wav, tmp_path, capsys, monkeypatch
 ):
-    from jsqa_sb.hub_export import export_model
-    from jsqa_sb.inference import JSQA
+    from jsqa_sb.serving.hub_export import export_model
+    from jsqa_sb.serving.inference import JSQA
 
     folder = export_model(pretrain_run, tmp_path / "encoder_only")
     calls = []
@@ -286,7 +286,7 @@ def test_bugs_keep_their_traceback(exc, monkeypatch, capsys):
 
 
 def test_a_bug_inside_torch_while_scoring_keeps_its_traceback(model_folder, wav, monkeypatch):
-    from jsqa_sb.inference import JSQA
+    from jsqa_sb.serving.inference import JSQA
 
     def broken_distance(self, a, b):
         return float(torch.ones(2) @ torch.ones(3))  # RuntimeError from inside torch

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from jsqa_sb.cli import main
-from jsqa_sb.collection_report import ReportError, read_labels, write_report
+from jsqa_sb.serving.collection_report import ReportError, read_labels, write_report
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_markdown_report_writes_its_figures_beside_it(model_folder, labelled, tm
 
 
 def test_metrics_match_mos_metrics(tmp_path):
-    from jsqa_sb.mos_metrics import pcc, rmse, srcc
+    from jsqa_sb.evaluation.mos_metrics import pcc, rmse, srcc
 
     frame = pd.DataFrame(
         {

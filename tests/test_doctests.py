@@ -12,7 +12,7 @@ MODULES = sorted(info.name for info in pkgutil.walk_packages(jsqa_sb.__path__, p
 
 
 def test_the_package_modules_are_found():
-    assert {"jsqa_sb.pairs", "jsqa_sb.batch_scoring", "jsqa_sb.cli"} <= set(MODULES)
+    assert {"jsqa_sb.data.pairs", "jsqa_sb.serving.batch_scoring", "jsqa_sb.cli"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

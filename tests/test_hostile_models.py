@@ -102,8 +102,9 @@ def torch_class(arena):
 
 def project_class(arena):  # a class of jsqa_sb itself, that makes a folder when built
     return (
-        f"saver: !new:jsqa_sb.checkpoints.Checkpointer\n    checkpoints_dir: {arena.marker}\n",
-        "!new:jsqa_sb.checkpoints.Checkpointer",
+        "saver: !new:jsqa_sb.training.checkpoints.Checkpointer\n"
+        f"    checkpoints_dir: {arena.marker}\n",
+        "!new:jsqa_sb.training.checkpoints.Checkpointer",
     )
 
 
@@ -252,8 +253,8 @@ class Arena:
 
 @pytest.fixture
 def arena(tmp_path, model_folder, speech, monkeypatch):
-    import jsqa_sb.batch_scoring  # noqa: F401  (imports are not what is timed)
-    import jsqa_sb.inference  # noqa: F401
+    import jsqa_sb.serving.batch_scoring  # noqa: F401  (imports are not what is timed)
+    import jsqa_sb.serving.inference  # noqa: F401
 
     arena = Arena(tmp_path, model_folder, speech)
     monkeypatch.chdir(arena.cwd)

@@ -28,7 +28,7 @@ import torch
 from speechbrain.utils.fetching import FetchFrom
 
 from jsqa_sb import JSQA
-from jsqa_sb.yaml_security import (
+from jsqa_sb.serving.yaml_security import (
     SAVE_FOLDER_STAMP,
     ModelSourceError,
     UnsafeModelError,
@@ -150,7 +150,7 @@ def test_hf_prefix_loads_the_hub_model_where_owner_is_a_folder(hub, speech, tmp_
 @pytest.fixture(scope="module")
 def other_models(model_folder, pretrain_run, tmp_path_factory):
     """Model B: the same network with other head weights; C: an encoder-only export."""
-    from jsqa_sb.hub_export import export_model
+    from jsqa_sb.serving.hub_export import export_model
 
     root = tmp_path_factory.mktemp("others")
     other = root / "other"

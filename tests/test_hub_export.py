@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from jsqa_sb import JSQA
-from jsqa_sb.hub_export import ExportError, export_model
-from jsqa_sb.yaml_security import ALLOWED_CLASSES, UntrustedCodeError, check_hparams_yaml
+from jsqa_sb.serving.hub_export import ExportError, export_model
+from jsqa_sb.serving.yaml_security import ALLOWED_CLASSES, UntrustedCodeError, check_hparams_yaml
 
 
 def test_finetune_export_writes_a_complete_model_folder(model_folder, finetune_run):
@@ -35,7 +35,7 @@ def test_finetune_export_writes_a_complete_model_folder(model_folder, finetune_r
         exported = torch.load(model_folder / f"{name}.ckpt", weights_only=True)
         assert all(torch.equal(saved[k], exported[k]) for k in saved)
     tags = check_hparams_yaml(model_folder / "hyperparams.yaml")  # loads untrusted-safe
-    assert "!new:jsqa_sb.models.JSQAEncoder" in tags
+    assert "!new:jsqa_sb.networks.JSQAEncoder" in tags
     text = (model_folder / "hyperparams.yaml").read_text()
     assert "nisqa_folder" not in text and "optimizer" not in text  # inference only
     plain = yaml.safe_load(text.split("\nencoder:")[0])
@@ -91,7 +91,7 @@ def test_export_refuses_the_run_folder_inside_it_and_around_it(finetune_run):
 
 
 def test_a_failed_export_leaves_no_half_written_folder(finetune_run, tmp_path, monkeypatch):
-    from jsqa_sb import hub_export
+    from jsqa_sb.serving import hub_export
 
     def broken():
         raise RuntimeError("disk full, say")
@@ -142,7 +142,7 @@ def test_an_earlier_export_a_kill_left_aside_is_kept_when_the_model_folder_is_mi
 def test_a_failed_overwrite_keeps_the_earlier_export(
     finetune_run, pretrain_run, tmp_path, monkeypatch
 ):
-    from jsqa_sb import hub_export
+    from jsqa_sb.serving import hub_export
 
     folder = export_model(finetune_run, tmp_path / "m", verify=False)
     files = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -196,7 +196,7 @@ HIDDEN = textwrap.dedent(
                           classname="JSQA", savedir=savedir)
     print(json.dumps({"scores": model.score_file(wav),
                       "module": type(model).__module__,
-                      "encoder_file": sys.modules["jsqa_sb.models"].__file__}))
+                      "encoder_file": sys.modules["jsqa_sb.networks"].__file__}))
     """
 )
 
@@ -310,7 +310,7 @@ def test_every_yaml_export_writes_loads_without_trust(case, tmp_path, caplog):
     dims = options.get("dims", ("mos",))
     run = make_run(tmp_path / "run", yaml_name, values, dims)
     window = options.get("window_seconds", 10.0)
-    with caplog.at_level(logging.WARNING, logger="jsqa_sb.hub_export"):
+    with caplog.at_level(logging.WARNING, logger="jsqa_sb.serving.hub_export"):
         folder = export_model(run, tmp_path / "model", window_seconds=window)  # loads it once
     assert "--trust-remote-code" not in caplog.text
     tags = check_hparams_yaml(folder / "hyperparams.yaml")  # no trust: raises if refused
@@ -336,7 +336,7 @@ def test_a_run_with_another_encoder_exports_with_a_warning_and_loads_only_truste
 
     values = {**TINY_ECAPA, "librispeech_folder": "/d", "chime3_folder": "/d"}
     run = make_run(tmp_path / "run", "pretrain_ecapa.yaml", values, edit=xvector)
-    with caplog.at_level(logging.WARNING, logger="jsqa_sb.hub_export"):
+    with caplog.at_level(logging.WARNING, logger="jsqa_sb.serving.hub_export"):
         folder = export_model(run, tmp_path / "model")
     assert "!new:speechbrain.lobes.models.Xvector.Xvector" in caplog.text
     assert "--trust-remote-code" in caplog.text
@@ -348,7 +348,7 @@ def test_a_run_with_another_encoder_exports_with_a_warning_and_loads_only_truste
 
 def test_custom_interface_carries_no_yaml_check_and_says_what_loading_it_means(model_folder):
     code = (model_folder / "custom_interface.py").read_text()
-    assert "'jsqa_sb.yaml_security'" not in code  # foreign_class would never use it
+    assert "'jsqa_sb.serving.yaml_security'" not in code  # foreign_class would never use it
     assert "'jsqa_sb.errors'" in code  # the carried modules import it
     assert "loading a model that way means trusting its" in code
 

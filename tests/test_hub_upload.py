@@ -1,4 +1,4 @@
-"""Tests of ``jsqa upload`` (``jsqa_sb.hub_upload.upload_model``).
+"""Tests of ``jsqa upload`` (``jsqa_sb.serving.hub_upload.upload_model``).
 
 The hub cannot be reached from the test machines, so the calls go to a stand-in API
 object (``FakeApi``) that records them; what is tested is the call sequence, the
@@ -11,7 +11,7 @@ import huggingface_hub
 import pytest
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
-from jsqa_sb.hub_upload import STALE_PATTERNS, HubUploadError, upload_model
+from jsqa_sb.serving.hub_upload import STALE_PATTERNS, HubUploadError, upload_model
 
 REPO_ID = "someone/jsqa-nisqa"
 

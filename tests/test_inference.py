@@ -11,8 +11,8 @@ import torch
 import torchaudio
 
 from jsqa_sb import JSQA
-from jsqa_sb.inference import RecordingError, RecordingTooShortError
-from jsqa_sb.yaml_security import UntrustedCodeError
+from jsqa_sb.serving.inference import RecordingError, RecordingTooShortError
+from jsqa_sb.serving.yaml_security import UntrustedCodeError
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_distance_is_zero_for_the_same_recording_and_grows_with_noise(model, spe
 
 
 def test_encoder_only_model_encodes_but_does_not_score(pretrain_run, tmp_path, wav16):
-    from jsqa_sb.hub_export import export_model
+    from jsqa_sb.serving.hub_export import export_model
 
     folder = export_model(pretrain_run, tmp_path / "enc")
     model = JSQA.from_hparams(source=str(folder), savedir=tmp_path / "sd")
@@ -211,7 +211,7 @@ def _non_finite(kind, audio):
 @pytest.mark.parametrize("kind", ["partial_nan", "all_nan", "one_inf"])
 def test_nan_or_inf_audio_is_an_error_not_a_score(model, speech, tmp_path, kind):
     from jsqa_sb.errors import JSQAError
-    from jsqa_sb.inference import NonFiniteAudioError
+    from jsqa_sb.serving.inference import NonFiniteAudioError
 
     audio, sr = speech
     path = tmp_path / f"{kind}.wav"
@@ -226,7 +226,7 @@ def test_nan_or_inf_audio_is_an_error_not_a_score(model, speech, tmp_path, kind)
 
 
 def test_nan_in_a_late_window_of_a_long_file_is_an_error(model, speech, tmp_path):
-    from jsqa_sb.inference import NonFiniteAudioError
+    from jsqa_sb.serving.inference import NonFiniteAudioError
 
     audio, sr = speech
     long = np.tile(audio, 8)  # 24 s: three windows
@@ -238,7 +238,7 @@ def test_nan_in_a_late_window_of_a_long_file_is_an_error(model, speech, tmp_path
 
 
 def test_score_files_reports_non_finite_audio_and_scores_the_rest(model, speech, wav16, tmp_path):
-    from jsqa_sb.inference import NonFiniteAudioError
+    from jsqa_sb.serving.inference import NonFiniteAudioError
 
     audio, sr = speech
     bad = tmp_path / "nan.wav"
@@ -254,7 +254,7 @@ def test_score_files_reports_non_finite_audio_and_scores_the_rest(model, speech,
 )
 def test_score_batch_refuses_invalid_relative_lengths(model, lens):
     from jsqa_sb.errors import JSQAError
-    from jsqa_sb.inference import BatchInputError
+    from jsqa_sb.serving.inference import BatchInputError
 
     with pytest.raises(BatchInputError, match=r"relative lengths in \(0, 1\]") as err:
         model.score_batch(torch.randn(2, 16000) * 0.1, torch.tensor(lens))
@@ -262,7 +262,7 @@ def test_score_batch_refuses_invalid_relative_lengths(model, lens):
 
 
 def test_score_batch_refuses_wrong_shapes_and_non_finite_waveforms(model):
-    from jsqa_sb.inference import BatchInputError
+    from jsqa_sb.serving.inference import BatchInputError
 
     wavs = torch.randn(2, 16000) * 0.1
     with pytest.raises(BatchInputError, match="2 waveform"):

@@ -11,10 +11,10 @@ from reference import active_level_db, mix_at_snrs
 from torch.utils.data import DataLoader
 
 from jsqa_sb.audio import read_audio, resample
-from jsqa_sb.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
-from jsqa_sb.jnd_mixing import JNDSettingsError
-from jsqa_sb.minicorpus import build_chime3, build_librispeech
-from jsqa_sb.prepare_jnd import prepare_jnd
+from jsqa_sb.data.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
+from jsqa_sb.data.jnd_mixing import JNDSettingsError
+from jsqa_sb.data.minicorpus import build_chime3, build_librispeech
+from jsqa_sb.data.prepare_jnd import prepare_jnd
 
 SR = 16000
 
@@ -246,7 +246,7 @@ def test_training_views_need_noise(prepared):
 
 def test_a_batch_without_noise_conditions_is_refused_by_noise_matching_pairs():
     """No silent stand-in: the condition stays unknown through a worker and the loss says so."""
-    from jsqa_sb.losses import JNDContrastiveLoss
+    from jsqa_sb.networks.losses import JNDContrastiveLoss
 
     items = [
         {"id": u, "excerpts": torch.ones(2, 8), "mix_gains": torch.ones(3, 2), "mix_snrs": s}

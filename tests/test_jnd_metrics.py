@@ -8,19 +8,19 @@ import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
-import jsqa_sb.jnd_metrics
-from jsqa_sb.jnd_metrics import (
+import jsqa_sb.evaluation.jnd_metrics
+from jsqa_sb.evaluation.jnd_metrics import (
     JNDMetricTracker,
     auc_from_scores,
     jnd_pair_scores,
     linear_probe_spearman,
     pair_auc,
 )
-from jsqa_sb.losses import jnd_pair_masks
+from jsqa_sb.networks.losses import jnd_pair_masks
 
 
 def test_doctests():
-    assert doctest.testmod(jsqa_sb.jnd_metrics).failed == 0
+    assert doctest.testmod(jsqa_sb.evaluation.jnd_metrics).failed == 0
 
 
 def _views(n_groups, k, seed=0, snr_min=-5.0, snr_max=30.0):

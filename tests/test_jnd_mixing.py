@@ -3,8 +3,8 @@ import pytest
 import soundfile as sf
 from reference import active_level_db, mix_at_snrs
 
-from jsqa_sb.jnd_mixing import SilentSignalError, rms_db, sample_group_snrs
-from jsqa_sb.minicorpus import synth_noise
+from jsqa_sb.data.jnd_mixing import SilentSignalError, rms_db, sample_group_snrs
+from jsqa_sb.data.minicorpus import synth_noise
 
 SR = 16000
 

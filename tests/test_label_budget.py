@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from jsqa_sb.minicorpus import build_nisqa
-from jsqa_sb.models import JSQAEncoder
+from jsqa_sb.data.minicorpus import build_nisqa
+from jsqa_sb.networks import JSQAEncoder
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "JSQA"
 sys.path.insert(0, str(RECIPE))

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import jsqa_sb.losses
-from jsqa_sb.losses import JNDContrastiveLoss, jnd_pair_masks, pair_keys
+import jsqa_sb.networks.losses
+from jsqa_sb.networks.losses import JNDContrastiveLoss, jnd_pair_masks, pair_keys
 
 
 def WithinGroupLoss(**options):  # noqa: N802 - the loss of the first version, by name
@@ -19,7 +19,7 @@ SNRS = torch.tensor([0.0, 2.0, 10.0, 1.0, 20.0, 4.5])
 
 
 def test_doctests():
-    assert doctest.testmod(jsqa_sb.losses).failed == 0
+    assert doctest.testmod(jsqa_sb.networks.losses).failed == 0
 
 
 def test_masks_by_hand():
@@ -341,7 +341,7 @@ def test_unknown_scheme_and_missing_noise_ids_are_refused():
 
 def _quality_and_content_batch(groups=8, views=4, dim=32, seed=0):
     """SNRs of real view groups, a quality-only embedding and one content vector per group."""
-    from jsqa_sb.jnd_mixing import sample_group_snrs
+    from jsqa_sb.data.jnd_mixing import sample_group_snrs
 
     rng = np.random.default_rng(seed)
     snrs = torch.tensor(

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 from scipy.stats import spearmanr
 
-from jsqa_sb import minicorpus
-from jsqa_sb.minicorpus import build_all, build_chime3, build_librispeech, build_nisqa
+from jsqa_sb.data import minicorpus
+from jsqa_sb.data.minicorpus import build_all, build_chime3, build_librispeech, build_nisqa
 
 NISQA_HEADER = (
     "db,con,file,con_description,filename_deg,filename_ref,source,lang,votes,mos,noi,col,dis,"

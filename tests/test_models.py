@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from jsqa_sb.models import (
+from jsqa_sb.networks import (
     NISQA_OUTPUTS,
     JSQAEncoder,
     LogMelFrontEnd,

@@ -5,8 +5,8 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from jsqa_sb.brains import MOSBrain
-from jsqa_sb.models import JSQAEncoder, MOSHead
+from jsqa_sb.networks import JSQAEncoder, MOSHead
+from jsqa_sb.training.brains import MOSBrain
 
 DIMS = ["mos", "noi", "col", "dis", "loud"]
 
@@ -76,7 +76,7 @@ def test_annealing_keeps_the_encoder_learning_rate_ratio(tmp_path):
     import speechbrain as sb
     from speechbrain.nnet.schedulers import NewBobScheduler
 
-    from jsqa_sb.checkpoints import Checkpointer
+    from jsqa_sb.training.checkpoints import Checkpointer
 
     class Logger:
         def log_stats(self, *args, **kwargs):
@@ -105,7 +105,7 @@ def test_annealing_keeps_the_encoder_learning_rate_ratio(tmp_path):
     state = brain.optimizer.state_dict()
     resumed, _, _ = _brain(lr_encoder=3e-4)
     resumed.optimizer.load_state_dict(state)
-    from jsqa_sb.brains import anneal_learning_rates
+    from jsqa_sb.training.brains import anneal_learning_rates
 
     anneal_learning_rates(resumed.optimizer, 1e-4)
     assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([1e-4, 3e-5])

@@ -10,8 +10,8 @@ from reference import apply_mapping, fit_mapping, rmse_mapped_dof
 from scipy.optimize import least_squares
 from scipy.stats import pearsonr, spearmanr
 
-import jsqa_sb.mos_metrics
-from jsqa_sb.mos_metrics import (
+import jsqa_sb.evaluation.mos_metrics
+from jsqa_sb.evaluation.mos_metrics import (
     evaluate_predictions,
     pcc,
     pcc_con,
@@ -27,7 +27,7 @@ CON_KEYS = {"pcc_con", "rmse_con", "rmse_con_map1", "rmse_con_map3", "n_conditio
 
 
 def test_doctests():
-    assert doctest.testmod(jsqa_sb.mos_metrics).failed == 0
+    assert doctest.testmod(jsqa_sb.evaluation.mos_metrics).failed == 0
 
 
 def _random_scores(n=200, seed=0):

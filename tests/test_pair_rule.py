@@ -13,18 +13,18 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-import jsqa_sb.pairs
-from jsqa_sb.brains import JNDContrastiveBrain
-from jsqa_sb.jnd_metrics import labelled_pairs
-from jsqa_sb.losses import JNDContrastiveLoss
-from jsqa_sb.pairs import PAIR_SCHEMES, JNDPairRule, JNDSettingsError
+import jsqa_sb.data.pairs
+from jsqa_sb.data.pairs import PAIR_SCHEMES, JNDPairRule, JNDSettingsError
+from jsqa_sb.evaluation.jnd_metrics import labelled_pairs
+from jsqa_sb.networks.losses import JNDContrastiveLoss
+from jsqa_sb.training.brains import JNDContrastiveBrain
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"librispeech_folder": "/data", "chime3_folder": "/data"}
 
 
 def test_doctests():
-    assert doctest.testmod(jsqa_sb.pairs).failed == 0
+    assert doctest.testmod(jsqa_sb.data.pairs).failed == 0
 
 
 def _load(name, **overrides):
@@ -188,7 +188,7 @@ def _labelling_outside_the_rule(path: Path) -> list:
 
 
 def test_nobody_but_the_rule_labels_pairs_or_derives_the_margin():
-    modules = [*(REPO / "jsqa_sb").glob("*.py"), *(REPO / "recipes" / "JSQA").glob("*.py")]
+    modules = [*(REPO / "jsqa_sb").rglob("*.py"), *(REPO / "recipes" / "JSQA").glob("*.py")]
     found = [
         hit
         for path in modules
@@ -196,4 +196,5 @@ def test_nobody_but_the_rule_labels_pairs_or_derives_the_margin():
         for hit in _labelling_outside_the_rule(path)
     ]
     assert not found
-    assert _labelling_outside_the_rule(REPO / "jsqa_sb" / "pairs.py")  # the check sees them
+    rule = REPO / "jsqa_sb" / "data" / "pairs.py"
+    assert _labelling_outside_the_rule(rule)  # the check sees them

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jsqa_sb.minicorpus import build_chime3, build_librispeech
-from jsqa_sb.prepare_jnd import prepare_jnd
-from jsqa_sb.prepare_utils import DataPreparationError
+from jsqa_sb.data.minicorpus import build_chime3, build_librispeech
+from jsqa_sb.data.prepare_jnd import prepare_jnd
+from jsqa_sb.data.prepare_utils import DataPreparationError
 
 
 @pytest.fixture(scope="module")

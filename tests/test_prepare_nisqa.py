@@ -1,4 +1,4 @@
-"""Tests of the NISQA MOS-manifest preparation (``jsqa_sb.prepare_nisqa``)."""
+"""Tests of the NISQA MOS-manifest preparation (``jsqa_sb.data.prepare_nisqa``)."""
 
 import csv
 import json
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jsqa_sb.minicorpus import build_nisqa
-from jsqa_sb.prepare_nisqa import prepare_nisqa
-from jsqa_sb.prepare_utils import DataPreparationError
+from jsqa_sb.data.minicorpus import build_nisqa
+from jsqa_sb.data.prepare_nisqa import prepare_nisqa
+from jsqa_sb.data.prepare_utils import DataPreparationError
 
 SMALL = {"NISQA_TRAIN_SIM": 6, "NISQA_VAL_SIM": 3, "NISQA_TEST_SIM": 3}
 FIELDS = {"wav", "mos", "noi", "col", "dis", "loud", "con", "db", "duration", "sample_rate"}
@@ -448,7 +448,7 @@ def test_duplicate_file_id_within_a_database_is_an_error_naming_both_rows(tmp_pa
 
 def test_databases_that_number_files_alike_keep_every_row(tmp_path):
     """NISQA numbers ``file`` per database: the merged training set keeps both."""
-    from jsqa_sb.mos_data import make_mos_dataset
+    from jsqa_sb.data.mos_data import make_mos_dataset
 
     folder = make_corpus(tmp_path, {"NISQA_TRAIN_SIM": 4, "NISQA_TRAIN_LIVE": 3})
     rows = read_rows(corpus_csv(folder))

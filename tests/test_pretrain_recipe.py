@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from jsqa_sb.minicorpus import build_chime3, build_librispeech
+from jsqa_sb.data.minicorpus import build_chime3, build_librispeech
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "JSQA"
 TINY = [
@@ -170,7 +170,7 @@ def test_killed_run_resumes_and_ends_at_the_same_epoch(corpora, tmp_path):
     assert summary["random_init_valid"]["cross_auc"] == pytest.approx(
         float(initial["valid cross_auc"]), abs=1e-3
     )
-    from jsqa_sb.hub_export import export_model  # needs the summary's random-init figures
+    from jsqa_sb.serving.hub_export import export_model  # needs the summary's random-init figures
 
     assert (export_model(out, tmp_path / "model") / "encoder.ckpt").exists()
     # The best checkpoint of each selection rule and the most recent one (to resume

@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from jsqa_sb.cli import main as jsqa
-from jsqa_sb.minicorpus import build_all
+from jsqa_sb.data.minicorpus import build_all
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

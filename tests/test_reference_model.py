@@ -16,10 +16,10 @@ import soundfile as sf
 import torch
 from speechbrain.utils.parameter_transfer import Pretrainer
 
-from jsqa_sb.checkpoints import Checkpointer
-from jsqa_sb.hub_export import build_custom_interface
-from jsqa_sb.inference import JSQA
-from jsqa_sb.models import JSQAEncoder, check_encoder_checkpoint
+from jsqa_sb.networks import JSQAEncoder, check_encoder_checkpoint
+from jsqa_sb.serving.hub_export import build_custom_interface
+from jsqa_sb.serving.inference import JSQA
+from jsqa_sb.training.checkpoints import Checkpointer
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE / "data" / "reference_model"

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import jsqa_sb.reports
-from jsqa_sb.mos_metrics import evaluate_predictions
-from jsqa_sb.reports import (
+import jsqa_sb.evaluation.reports
+from jsqa_sb.evaluation.mos_metrics import evaluate_predictions
+from jsqa_sb.evaluation.reports import (
     ReportError,
     compare_runs,
     load_results,
@@ -18,7 +18,7 @@ from jsqa_sb.reports import (
 
 
 def test_doctests():
-    assert doctest.testmod(jsqa_sb.reports).failed == 0
+    assert doctest.testmod(jsqa_sb.evaluation.reports).failed == 0
 
 
 def _frame(n=40, seed=0, dims=("mos", "noi"), n_con=8, noise=0.4):

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from jsqa_sb.models import JSQAEncoder
+from jsqa_sb.networks import JSQAEncoder
 
 YAML = Path(__file__).resolve().parents[1] / "hparams" / "reuse_encoder_example.yaml"
 

@@ -20,7 +20,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from jsqa_sb.batch_scoring import (
+from jsqa_sb.cli import main
+from jsqa_sb.errors import JSQAError
+from jsqa_sb.serving.batch_scoring import (
     META_SUFFIX,
     ScoringInputError,
     collect_inputs,
@@ -28,8 +30,6 @@ from jsqa_sb.batch_scoring import (
     model_fingerprint,
     score_collection,
 )
-from jsqa_sb.cli import main
-from jsqa_sb.errors import JSQAError
 
 NAMES = ("mos", "noi")
 COLUMNS = ["path", "duration", "sample_rate", "mos", "noi", "error"]

@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 
 from jsqa_sb.cli import main
-from jsqa_sb.inference import JSQA, FileScores, WindowScores
+from jsqa_sb.serving.inference import JSQA, FileScores, WindowScores
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((REPO / "jsqa_sb" / "samples").glob("*.flac"))
@@ -45,8 +45,8 @@ def noise_model(finetune_run, tmp_path_factory) -> Path:
     """An exported tiny model trained to score noisy speech low, clean speech high."""
     from conftest import TINY
 
-    from jsqa_sb.hub_export import export_model
-    from jsqa_sb.models import JSQAEncoder, MOSHead
+    from jsqa_sb.networks import JSQAEncoder, MOSHead
+    from jsqa_sb.serving.hub_export import export_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # deterministic, and as fast as 2 on a shared machine
@@ -237,7 +237,7 @@ def test_threads_option_is_used_and_restored(model_folder, speech, tmp_path, mon
 
 def test_default_threads_leave_busy_cpus_to_the_other_processes(monkeypatch):
     """All CPUs on an idle machine, one fewer per busy one, never fewer than one."""
-    from jsqa_sb import batch_scoring
+    from jsqa_sb.serving import batch_scoring
 
     monkeypatch.setattr(batch_scoring.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     for busy, threads in ((0.05, 2), (0.9, 1), (1.2, 1), (2.0, 1)):
@@ -248,7 +248,7 @@ def test_default_threads_leave_busy_cpus_to_the_other_processes(monkeypatch):
 def test_busy_cpus_sees_a_busy_process():
     import multiprocessing
 
-    from jsqa_sb.batch_scoring import _busy_cpus
+    from jsqa_sb.serving.batch_scoring import _busy_cpus
 
     stop = multiprocessing.Event()
     spinner = multiprocessing.Process(target=_spin, args=(stop,))

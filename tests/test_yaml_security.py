@@ -1,4 +1,4 @@
-"""Tests of the model YAML check (``jsqa_sb.yaml_security``): an exact allow-list.
+"""Tests of the model YAML check (``jsqa_sb.serving.yaml_security``): an exact allow-list.
 
 The YAML texts are checked, never loaded, except where a test loads one with the real
 ``hyperpyyaml.load_hyperpyyaml`` to show that it is what a model would ship, or that
@@ -15,8 +15,8 @@ import time
 import pytest
 from hyperpyyaml import load_hyperpyyaml
 
-from jsqa_sb.models import JSQAEncoder, MOSHead
-from jsqa_sb.yaml_security import (
+from jsqa_sb.networks import JSQAEncoder, MOSHead
+from jsqa_sb.serving.yaml_security import (
     ALLOWED_CLASSES,
     MAX_NODES,
     MAX_YAML_BYTES,
@@ -34,14 +34,14 @@ window_seconds: 10.0
 window_batch: 8
 input_shape: (1, 16000)
 
-encoder: !new:jsqa_sb.models.JSQAEncoder
+encoder: !new:jsqa_sb.networks.JSQAEncoder
     sample_rate: 16000
     cnn_channels: 4
     d_model: 16
     att_layers: 1
     att_heads: 2
     emb_dim: 16
-head: !new:jsqa_sb.models.MOSHead
+head: !new:jsqa_sb.networks.MOSHead
     input_size: 16
     hidden_size: 8
     outputs: &dims [mos, noi]
@@ -58,8 +58,8 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 EXPORTED_TAGS = [
-    "!new:jsqa_sb.models.JSQAEncoder",
-    "!new:jsqa_sb.models.MOSHead",
+    "!new:jsqa_sb.networks.JSQAEncoder",
+    "!new:jsqa_sb.networks.MOSHead",
     "!new:speechbrain.utils.parameter_transfer.Pretrainer",
 ]
 
@@ -105,7 +105,7 @@ def test_every_allowed_class_is_real_and_named_once():
 
 def test_the_ecapa_encoder_parts_are_allowed():
     text = """\
-encoder: !new:jsqa_sb.models.FeatureLobeEncoder
+encoder: !new:jsqa_sb.networks.FeatureLobeEncoder
     features: !new:speechbrain.lobes.features.Fbank
         sample_rate: 16000
         n_mels: 80
@@ -130,7 +130,7 @@ def test_apply_is_refused_with_tag_line_and_how_to_override():
 
 def test_message_names_the_file(tmp_path):
     path = tmp_path / "hyperparams.yaml"
-    path.write_text("ok: !new:jsqa_sb.models.MOSHead\nbad: !apply:os.system [ls]\n")
+    path.write_text("ok: !new:jsqa_sb.networks.MOSHead\nbad: !apply:os.system [ls]\n")
     with pytest.raises(UntrustedCodeError) as info:
         check_hparams_yaml(path)
     assert str(info.value).startswith(f"{path}: refusing to load it: ")
@@ -156,8 +156,8 @@ def test_message_names_the_file(tmp_path):
         ("x: !new:torch.nn.Linear [2, 3]\n", "!new:torch.nn.Linear"),
         ("x: !new:collections.OrderedDict\n", "!new:collections.OrderedDict"),
         ("x: !new:torch.nn.ModuleDict\n", "!new:torch.nn.ModuleDict"),
-        ("x: !new:jsqa_sb.models.os.system [ls]\n", "!new:jsqa_sb.models.os.system"),
-        ("x: !new:jsqa_sb.models.ProjectionHead\n", "!new:jsqa_sb.models.ProjectionHead"),
+        ("x: !new:jsqa_sb.networks.os.system [ls]\n", "!new:jsqa_sb.networks.os.system"),
+        ("x: !new:jsqa_sb.networks.ProjectionHead\n", "!new:jsqa_sb.networks.ProjectionHead"),
         # the other tags of HyperPyYAML that run or hand over code
         ("x: !name:torch.optim.Adam\n", "!name:torch.optim.Adam"),
         ("x: !name:builtins.exec\n", "!name:builtins.exec"),
@@ -182,20 +182,22 @@ def test_anything_but_the_allowed_objects_is_refused(text, shown):
 
 
 def test_a_name_that_only_starts_like_an_allowed_one_is_refused():
-    assert "!new:jsqa_sb.models.JSQAEncoderX" in refused("x: !new:jsqa_sb.models.JSQAEncoderX\n")
-    assert "!new:jsqa_sb.models.JSQAEncoder.mro" in refused(
-        "x: !new:jsqa_sb.models.JSQAEncoder.mro\n"
+    assert "!new:jsqa_sb.networks.JSQAEncoderX" in refused(
+        "x: !new:jsqa_sb.networks.JSQAEncoderX\n"
+    )
+    assert "!new:jsqa_sb.networks.JSQAEncoder.mro" in refused(
+        "x: !new:jsqa_sb.networks.JSQAEncoder.mro\n"
     )
 
 
 def test_arguments_of_allowed_classes_are_checked_like_the_rest():
-    text = "head: !new:jsqa_sb.models.MOSHead\n    outputs: !apply:os.getcwd []\n"
+    text = "head: !new:jsqa_sb.networks.MOSHead\n    outputs: !apply:os.getcwd []\n"
     assert "line 2: !apply:os.getcwd" in refused(text)
 
 
 def test_the_pretrainer_takes_loadables_only():
     base = (
-        "enc: !new:jsqa_sb.models.JSQAEncoder\n"
+        "enc: !new:jsqa_sb.networks.JSQAEncoder\n"
         "p: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
     )
     message = refused(base + "    collect_in: /home\n    loadables:\n        enc: !ref <enc>\n")
@@ -208,7 +210,7 @@ def test_the_pretrainer_takes_loadables_only():
 @pytest.mark.parametrize("name", ["../../escape", "a/b", "..", "x\\\\y", ".hidden"])
 def test_loadable_names_must_be_plain_file_names(name):
     text = (
-        "enc: !new:jsqa_sb.models.JSQAEncoder\n"
+        "enc: !new:jsqa_sb.networks.JSQAEncoder\n"
         "p: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
         f"    loadables:\n        {json.dumps(name)}: !ref <enc>\n"
     )
@@ -218,8 +220,8 @@ def test_loadable_names_must_be_plain_file_names(name):
 @pytest.mark.parametrize(
     "text, reason",
     [
-        ("m: !new:jsqa_sb.models.MOSHead\nx: !ref <m.forward>\n", "reads an attribute"),
-        ("m: !new:jsqa_sb.models.MOSHead\nx: !ref <m.__class__>\n", "reads an attribute"),
+        ("m: !new:jsqa_sb.networks.MOSHead\nx: !ref <m.forward>\n", "reads an attribute"),
+        ("m: !new:jsqa_sb.networks.MOSHead\nx: !ref <m.__class__>\n", "reads an attribute"),
         ("a: 9\nx: !ref <a> ** <a> ** <a>\n", "no interpolation or arithmetic"),
         ("s: results\ny: !ref <s>/save\n", "no interpolation or arithmetic"),
         ("a: '<b> ** <b>'\nb: 9\nx: !ref <a>\n", "text that HyperPyYAML would interpolate"),
@@ -232,8 +234,8 @@ def test_references_are_plain_references_only(text, reason):
 
 
 def test_a_plain_reference_into_a_mapping_is_allowed():
-    text = "dims: {a: [mos]}\nh: !new:jsqa_sb.models.MOSHead\n    outputs: !ref <dims[a]>\n"
-    assert check_hparams_yaml(text) == ["!new:jsqa_sb.models.MOSHead"]
+    text = "dims: {a: [mos]}\nh: !new:jsqa_sb.networks.MOSHead\n    outputs: !ref <dims[a]>\n"
+    assert check_hparams_yaml(text) == ["!new:jsqa_sb.networks.MOSHead"]
 
 
 def test_tuple_text_is_checked_because_hyperpyyaml_parses_it_again():
@@ -313,14 +315,14 @@ def test_invalid_yaml_and_several_documents_are_refused():
 # ------------------------------------------------------------------------ the override
 def test_trust_remote_code_returns_tags_and_warns(caplog):
     text = "encoder: !new:torch.nn.Identity\ncmd: !apply:os.system [ls]\n"
-    with caplog.at_level(logging.WARNING, logger="jsqa_sb.yaml_security"):
+    with caplog.at_level(logging.WARNING, logger="jsqa_sb.serving.yaml_security"):
         tags = check_hparams_yaml(text, trust_remote_code=True)
     assert tags == ["!new:torch.nn.Identity", "!apply:os.system"]
     assert "line 2: !apply:os.system" in caplog.text
 
 
 def test_check_hparams_size_refuses_before_anything_slow_parses_the_file(tmp_path):
-    from jsqa_sb.yaml_security import check_hparams_size
+    from jsqa_sb.serving.yaml_security import check_hparams_size
 
     path = tmp_path / "hyperparams.yaml"
     path.write_text("x: [" + ", ".join(["1"] * 15_000) + "]\n")

@@ -26,7 +26,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from jsqa_sb.errors import JSQAError
-from jsqa_sb.models import check_encoder_checkpoint
+from jsqa_sb.networks import check_encoder_checkpoint
 
 
 def load_hparams(hparams_file, overrides):

@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 from label_budget_tables import _diff, _p, mean_sd, summarise, table_text
 
+from jsqa_sb.data.prepare_nisqa import corpus_table, file_key
 from jsqa_sb.errors import JSQAError
-from jsqa_sb.prepare_nisqa import corpus_table, file_key
 
 #: The degradations of a description, by the name before its ``=`` or ``@``.
 NEUTRAL = {"clean", "gain", "stored"}  # no degradation: a level or storage-rate change

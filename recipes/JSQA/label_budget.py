@@ -61,10 +61,10 @@ from label_budget_tables import (  # noqa: F401 (re-exported)
     valid_pcc,
 )
 
+from jsqa_sb.data.prepare_nisqa import corpus_table, file_key, prepare_nisqa
+from jsqa_sb.data.prepare_utils import file_digest, write_json
 from jsqa_sb.errors import JSQAError
-from jsqa_sb.prepare_nisqa import corpus_table, file_key, prepare_nisqa
-from jsqa_sb.prepare_utils import file_digest, write_json
-from jsqa_sb.reports import RESULTS_FILE
+from jsqa_sb.evaluation.reports import RESULTS_FILE
 
 RECIPE = Path(__file__).resolve().parent
 SMOKE_OPTIONS = {
@@ -250,7 +250,7 @@ def _train_options(args) -> dict:
 
 def check_encoders(hparams: dict, arm_specs: dict) -> None:
     """Fail before any training if an encoder checkpoint is missing or does not fit."""
-    from jsqa_sb.models import check_encoder_checkpoint
+    from jsqa_sb.networks import check_encoder_checkpoint
 
     for path in sorted({spec["encoder"] for spec in arm_specs.values() if spec["encoder"]}):
         check_encoder_checkpoint(path, hparams["encoder"])

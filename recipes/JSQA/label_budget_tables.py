@@ -12,7 +12,7 @@ import yaml
 from scipy import stats
 
 from jsqa_sb.errors import JSQAError
-from jsqa_sb.reports import RESULTS_FILE
+from jsqa_sb.evaluation.reports import RESULTS_FILE
 
 #: What each run was started with (``label_budget.run_settings``), checked before reuse.
 SETTINGS_FILE = "run_settings.json"

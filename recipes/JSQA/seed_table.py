@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from jsqa_sb.reports import load_results
+from jsqa_sb.evaluation.reports import load_results
 
 METRICS = ("pcc", "srcc", "rmse", "rmse_map3", "pcc_con", "rmse_con")
 

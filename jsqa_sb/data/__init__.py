@@ -1,0 +1,1 @@
+"""Data: LibriSpeech + CHiME-3 JND manifests, NISQA MOS manifests, mixing and loaders."""

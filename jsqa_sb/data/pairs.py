@@ -1,0 +1,200 @@
+"""The JND pair rule: which two noisy views are alike, which differ, which are ignored.
+
+Views whose SNRs differ by less than ``jnd_db`` are *alike* (positives when the pairing
+scheme calls them comparable: :data:`PAIR_SCHEMES`); by at least ``neg_margin_db``,
+*different*, whatever their content; in between, ignored. One :class:`JNDPairRule`
+from the YAML serves the loss, the view makers, the preparation and the metrics, so
+they cannot disagree on a pair (the recipe README explains the choices).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, TypeVar
+
+import numpy as np
+import torch
+
+from jsqa_sb.errors import JSQAError
+
+#: SNR differences: a numpy array or a torch tensor.
+Diffs = TypeVar("Diffs", np.ndarray, torch.Tensor)
+
+#: Which alike pairs are positives: views of one group (same utterance and noise
+#: excerpt), of one noise recording, of one noise environment, or any two views.
+PAIR_SCHEMES = ("within_group", "same_noise", "same_environment", "snr_only")
+
+
+class JNDSettingsError(JSQAError, ValueError):
+    """A JND setting that cannot make valid view groups or pairs; the message names it."""
+
+
+def finite_number(name: str, value: Any, unit: str = "dB") -> float:
+    """``value`` as a float; JNDSettingsError naming ``name`` unless finite.
+
+    Example
+    -------
+    >>> finite_number("snr_min", 3)
+    3.0
+    """
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    if not number or not math.isfinite(value):
+        raise JNDSettingsError(f"{name} must be a finite number of {unit}, got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class JNDPairRule:
+    """The one definition of alike, different and comparable pairs of views.
+
+    ``neg_margin_db`` (``None``: ``2 * jnd_db``) is at least ``jnd_db``, so that no pair
+    is both alike and different; ``pairs`` is one of :data:`PAIR_SCHEMES`. Settings that
+    are not valid raise :class:`JNDSettingsError` naming them.
+
+    Example
+    -------
+    >>> rule = JNDPairRule(jnd_db=3.0)
+    >>> rule.neg_margin_db
+    6.0
+    >>> alike, different = rule.label(np.array([0.0, 2.9, 3.0, 6.0]))
+    >>> alike.tolist(), different.tolist()
+    ([True, True, False, False], [False, False, False, True])
+    """
+
+    jnd_db: float = 3.0
+    neg_margin_db: Optional[float] = None
+    pairs: str = "same_noise"
+
+    def __post_init__(self):
+        jnd_db = finite_number("jnd_db", self.jnd_db)
+        margin = 2.0 * jnd_db if self.neg_margin_db is None else self.neg_margin_db
+        margin = finite_number("neg_margin_db", margin)
+        if jnd_db <= 0:
+            raise JNDSettingsError(f"jnd_db must be positive, got {jnd_db}")
+        if margin < jnd_db:
+            raise JNDSettingsError(f"neg_margin_db ({margin}) must be >= jnd_db ({jnd_db})")
+        if self.pairs not in PAIR_SCHEMES:
+            known = ", ".join(PAIR_SCHEMES)
+            raise JNDSettingsError(f"unknown pairs scheme {self.pairs!r} (known: {known})")
+        object.__setattr__(self, "jnd_db", jnd_db)
+        object.__setattr__(self, "neg_margin_db", margin)
+
+    def label(self, diff_db: Diffs) -> tuple[Diffs, Diffs]:
+        """Alike (``< jnd_db``) and different (``>= neg_margin_db``) masks of |SNR differences|."""
+        return diff_db < self.jnd_db, diff_db >= self.neg_margin_db
+
+    def keys(
+        self,
+        groups: torch.Tensor,
+        noises: Optional[torch.Tensor] = None,
+        environments: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """The (N,) comparability key of each view: only equal keys make positives.
+
+        ``noises`` and ``environments`` (ids of each view's noise recording and
+        environment) are needed by the ``same_noise`` and ``same_environment`` schemes.
+
+        Example
+        -------
+        >>> groups, noises = torch.tensor([0, 0, 1, 1]), torch.tensor([7, 7, 7, 7])
+        >>> JNDPairRule(pairs="same_noise").keys(groups, noises).tolist()
+        [7, 7, 7, 7]
+        >>> JNDPairRule(pairs="snr_only").keys(groups).tolist()
+        [0, 0, 0, 0]
+        """
+        if self.pairs == "within_group":
+            return groups
+        if self.pairs == "snr_only":
+            return torch.zeros_like(groups)
+        keys = noises if self.pairs == "same_noise" else environments
+        if keys is None:
+            raise ValueError(f"the {self.pairs!r} pairs need the noise condition of every view")
+        return keys
+
+    def masks(
+        self,
+        snrs: torch.Tensor,
+        groups: torch.Tensor,
+        noises: Optional[torch.Tensor] = None,
+        environments: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, N) positive (alike and comparable) and negative (different) pair masks.
+
+        Symmetric, with a false diagonal; pairs in neither mask are ignored. The ids are
+        those of :meth:`keys`.
+
+        Example
+        -------
+        >>> rule = JNDPairRule(pairs="within_group")
+        >>> pos, neg = rule.masks(torch.tensor([0.0, 1.0, 10.0]), torch.tensor([0, 0, 0]))
+        >>> pos.int().tolist(), neg.int().tolist()
+        ([[0, 1, 0], [1, 0, 0], [0, 0, 0]], [[0, 0, 1], [0, 0, 1], [1, 1, 0]])
+        """
+        snrs = torch.as_tensor(snrs)
+        keys = torch.as_tensor(self.keys(groups, noises, environments), device=snrs.device)
+        if snrs.dim() != 1 or keys.shape != snrs.shape:
+            raise ValueError(
+                f"snrs and groups must both be 1-D of the same length, got shapes "
+                f"{tuple(snrs.shape)} and {tuple(keys.shape)}"
+            )
+        snrs = snrs.to(torch.float64)  # exact differences for SNRs on a grid (e.g. 0 and 3 dB)
+        alike, different = self.label((snrs[:, None] - snrs[None, :]).abs())
+        not_self = ~torch.eye(snrs.numel(), dtype=torch.bool, device=snrs.device)
+        return alike & (keys[:, None] == keys[None, :]) & not_self, different & not_self
+
+    def check_views(self, views_per_group: int, snr_min: float, snr_max: float) -> None:
+        """Refuse view groups that cannot hold an alike and a different pair (naming why).
+
+        Example
+        -------
+        >>> JNDPairRule().check_views(4, snr_min=0.0, snr_max=10.0)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        jsqa_sb.data.pairs.JNDSettingsError: the SNR range ... is too narrow: it must be wider ...
+        """
+        snr_min, snr_max = finite_number("snr_min", snr_min), finite_number("snr_max", snr_max)
+        if isinstance(views_per_group, bool) or not isinstance(views_per_group, (int, np.integer)):
+            raise JNDSettingsError(f"views_per_group must be an integer, got {views_per_group!r}")
+        if views_per_group < 3:
+            raise JNDSettingsError(f"views_per_group must be at least 3, got {views_per_group}")
+        width = 2 * self.neg_margin_db + self.jnd_db
+        if snr_max - snr_min <= width:
+            raise JNDSettingsError(
+                f"the SNR range [snr_min, snr_max] = [{snr_min}, {snr_max}] dB is too narrow: "
+                f"it must be wider than 2 * neg_margin_db + jnd_db = {width} dB so that every "
+                "anchor has a negative partner"
+            )
+
+    def sample_snrs(
+        self, rng: np.random.Generator, num_views: int, snr_min: float, snr_max: float
+    ) -> np.ndarray:
+        """Draw the K SNRs of one view group: at least one alike and one different pair.
+
+        The anchor is uniform in ``[snr_min, snr_max]``; its partner lies less than
+        ``jnd_db`` away; one view is uniform in the part of the range at least
+        ``neg_margin_db`` from both; any further views are uniform in the range. The
+        order is shuffled.
+
+        Example
+        -------
+        >>> rule = JNDPairRule()
+        >>> snrs = rule.sample_snrs(np.random.default_rng(0), 4, -5.0, 30.0)
+        >>> alike, different = rule.label(np.abs(snrs[:, None] - snrs[None, :]))
+        >>> bool(alike[np.triu_indices(4, 1)].any() and different.any())
+        True
+        """
+        self.check_views(num_views, snr_min, snr_max)
+        # Keep the anchor where the partner fits on one side and a negative on the other.
+        anchor = rng.uniform(snr_min, snr_max)
+        step = rng.uniform(0.0, self.jnd_db) * 0.999
+        partner = anchor + step if anchor + step <= snr_max else anchor - step
+        lo, hi = min(anchor, partner), max(anchor, partner)
+        below = max(0.0, (lo - self.neg_margin_db) - snr_min)
+        above = max(0.0, snr_max - (hi + self.neg_margin_db))
+        u = rng.uniform(0.0, below + above)
+        negative = snr_min + u if u < below else hi + self.neg_margin_db + (u - below)
+        rest = rng.uniform(snr_min, snr_max, size=num_views - 3)
+        return rng.permutation(np.concatenate([[anchor, partner, negative], rest]))

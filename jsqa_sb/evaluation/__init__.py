@@ -1,0 +1,1 @@
+"""Evaluation: JND and MOS metrics, test reports and model comparisons."""

@@ -1,0 +1,173 @@
+"""Read a run's ``results.json`` back and compare two runs: ``jsqa compare``.
+
+The shared pieces of :mod:`jsqa_sb.evaluation.reports` (:class:`ReportError`, the number format)
+live here, so that :mod:`jsqa_sb.evaluation.reports` can re-export :func:`compare_runs`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from jsqa_sb.common import NISQA_DIMENSIONS, PathLike
+from jsqa_sb.errors import JSQAError
+
+#: Quality dimensions of the NISQA corpus, in the order in which reports list them.
+DIMENSIONS = NISQA_DIMENSIONS
+#: Name of the file of all metrics that
+#: :func:`jsqa_sb.evaluation.reports.write_test_reports` writes.
+RESULTS_FILE = "results.json"
+#: Metrics that :func:`compare_runs` shows: (key, label, whether higher is better).
+COMPARE_METRICS = (
+    ("pcc", "PCC", True), ("srcc", "SRCC", True), ("rmse", "RMSE", False),
+    ("rmse_map3", "RMSE map3", False), ("pcc_con", "PCC con", True),
+    ("rmse_con", "RMSE con", False),
+)  # fmt: skip
+
+
+class ReportError(JSQAError, ValueError):
+    """A report cannot be written, read or compared (with the reason and the path)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _fmt(value: Any, decimals: int = 3, sign: bool = False) -> str:
+    """Format a metric: ``decimals`` places for floats, integers as such, None/NaN as n/a.
+
+    Example
+    -------
+    >>> _fmt(0.91234), _fmt(12), _fmt(None), _fmt(float("nan")), _fmt(0.1, 4, sign=True)
+    ('0.912', '12', 'n/a', 'n/a', '+0.1000')
+    """
+    if value is None or (_is_number(value) and not math.isfinite(float(value))):
+        return "n/a"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f"{int(value):+d}" if sign else str(int(value))
+    if _is_number(value):
+        return f"{float(value):+.{decimals}f}" if sign else f"{float(value):.{decimals}f}"
+    return str(value)
+
+
+def load_results(run_folder: PathLike) -> dict[str, Any]:
+    """Read a run's ``results.json`` (``run_folder`` is its folder or the file itself).
+
+    Raises
+    ------
+    ReportError
+        Naming the path, when there is no ``results.json`` (the test stage has not
+        run), or it is not valid JSON or has no ``databases``.
+    """
+    path = Path(run_folder)
+    if not path.is_file():
+        if not path.is_dir() and path.name == RESULTS_FILE:
+            raise ReportError(f"{path} does not exist: run the test stage first")
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise ReportError(f"no {RESULTS_FILE} in {run_folder}: run the test stage first")
+    try:
+        with open(path, encoding="utf-8") as f:
+            results = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(results, dict) or not isinstance(results.get("databases"), dict):
+        raise ReportError(f"{path} is not a JSQA results file (no 'databases' mapping)")
+    for db, dims in results["databases"].items():
+        if not isinstance(dims, dict):
+            raise ReportError(f"{path}: {db} is not a mapping of dimensions")
+        for dim, metrics in dims.items():
+            if not isinstance(metrics, dict):
+                raise ReportError(f"{path}: {db}/{dim} is not a mapping of metrics")
+            for key, value in metrics.items():
+                if value is not None and not _is_number(value):
+                    raise ReportError(f"{path}: {db}/{dim}/{key} is not a number: {value!r}")
+    results.setdefault("test_sets", sorted(results["databases"]))
+    return results
+
+
+def _better(a: Any, b: Any, higher_is_better: bool) -> str:
+    if a is None or b is None:
+        return ""
+    if a == b:
+        return "="
+    return "B" if (b > a) == higher_is_better else "A"
+
+
+def _table(rows: list[list[str]], right: Iterable[int]) -> list[str]:
+    """Align ``rows`` (the first is the header) in columns, ``right`` ones right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
+def compare_runs(
+    run_a: PathLike, run_b: PathLike, dims: Optional[Union[str, Iterable[str]]] = ("mos",)
+) -> str:
+    """Two runs' test results side by side, with the differences B - A, as plain text.
+
+    One table per test database and dimension (``dims``; None: every dimension either
+    run evaluated) with the columns metric, A, B, diff (4 decimals) and better (higher
+    is better for correlations, lower for RMSEs; ``=`` for a tie). Undefined metrics
+    show as ``n/a``; a dimension evaluated by one run only is noted.
+
+    Raises
+    ------
+    ReportError
+        When a ``results.json`` is missing or unreadable, or the two runs were
+        evaluated on different test sets (the message lists both).
+    """
+    results_a, results_b = load_results(run_a), load_results(run_b)
+    sets_a, sets_b = sorted(results_a["test_sets"]), sorted(results_b["test_sets"])
+    if sets_a != sets_b:
+        only_a = ", ".join(sorted(set(sets_a) - set(sets_b))) or "none"
+        only_b = ", ".join(sorted(set(sets_b) - set(sets_a))) or "none"
+        raise ReportError(
+            "the runs were evaluated on different test sets: "
+            f"A ({run_a}): {', '.join(sets_a) or 'none'}; "
+            f"B ({run_b}): {', '.join(sets_b) or 'none'} "
+            f"(only in A: {only_a}; only in B: {only_b})"
+        )
+
+    lines = [f"A: {run_a}", f"B: {run_b}"]
+    for label, results in (("A", results_a), ("B", results_b)):
+        if results.get("checkpoint") is not None:
+            lines.append(f"{label} checkpoint: {results['checkpoint']}")
+    lines.append("diff = B - A")
+    for db in sets_a:
+        dims_a = results_a["databases"].get(db) or {}
+        dims_b = results_b["databases"].get(db) or {}
+        if dims is None:
+            wanted = [d for d in DIMENSIONS if d in dims_a or d in dims_b]
+            wanted += [d for d in {**dims_a, **dims_b} if d not in DIMENSIONS]
+        else:
+            wanted = [dims] if isinstance(dims, str) else list(dims)
+        for dim in wanted:
+            lines += ["", f"{db} / {dim}"]
+            if dim not in dims_a or dim not in dims_b:
+                which = [lbl for lbl, d in (("A", dims_a), ("B", dims_b)) if dim not in d]
+                lines.append(f"  not evaluated in run {' and '.join(which)}")
+                continue
+            rows = [["metric", "A", "B", "diff", "better"]]
+            for key, label, higher in COMPARE_METRICS:
+                a, b = dims_a[dim].get(key), dims_b[dim].get(key)
+                a = a if a is None or math.isfinite(a) else None
+                b = b if b is None or math.isfinite(b) else None
+                diff = None if a is None or b is None else b - a
+                rows.append(
+                    [label, _fmt(a, 4), _fmt(b, 4), _fmt(diff, 4, sign=True), _better(a, b, higher)]
+                )
+            lines += ["  " + line for line in _table(rows, right=(1, 2, 3))]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Serving: loading a model safely, scoring recordings, reports, export and the hub."""

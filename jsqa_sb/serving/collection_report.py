@@ -1,0 +1,387 @@
+"""A picture of a scored collection: ``jsqa score ... --report report.html`` (or ``.md``).
+
+Counts and failures, statistics and a histogram per output, the worst and best files,
+and, with labels (``--label mos``: a column of the input CSV), PCC, SRCC and RMSE with
+a scatter plot. HTML is one self-contained file; Markdown writes its figures beside it,
+in ``<report stem>_files/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from jsqa_sb.data.prepare_utils import writable_folder
+from jsqa_sb.evaluation.reports import ReportError, scatter_png
+
+#: Report formats, chosen by the extension of ``--report``.
+REPORT_FORMATS = (".html", ".md")
+
+#: How many of the worst and of the best files the report lists.
+TOP_FILES = 10
+
+#: Fewest labelled files for PCC and SRCC (as :mod:`jsqa_sb.evaluation.mos_metrics` needs).
+MIN_LABELLED = 3
+
+
+def check_report_path(path: str | os.PathLike) -> Path:
+    """Check, before scoring, that ``path`` (``.html`` or ``.md``) can be written.
+
+    The folder is created if needed and a file is written in it and removed; a
+    ReportError for another extension, a folder, or a folder that cannot be written.
+    """
+    report = Path(path)
+    if report.suffix.lower() not in REPORT_FORMATS:
+        raise ReportError(
+            f"--report {path}: the report must end with {' or '.join(REPORT_FORMATS)}"
+        )
+    if report.is_dir():
+        raise ReportError(f"--report {path}: it is a folder")
+    writable_folder(report.parent, ReportError, f"--report {path}")
+    return report
+
+
+def read_labels(
+    inputs: Sequence[str | os.PathLike], label: str, column: str = "path"
+) -> dict[str, float]:
+    """``{absolute path: label}`` of the files listed in the ``.csv`` inputs.
+
+    ``label`` is the column of the labels and ``column`` that of the paths (relative
+    ones are read from the CSV's folder); rows with an empty label are left out.
+
+    Raises
+    ------
+    ReportError
+        If no input is a CSV file, a CSV lacks the ``label`` column (its columns are
+        named), or a label is not a finite number (the rows are named).
+    """
+    tables = [os.fspath(p) for p in inputs if os.fspath(p).lower().endswith(".csv")]
+    if not tables:
+        raise ReportError(
+            f"--label {label}: the labels are read from a CSV input, and no input is a CSV file"
+        )
+    labels: dict[str, float] = {}
+    for table_path in tables:
+        try:
+            table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as err:
+            raise ReportError(f"--label {label}: cannot read {table_path}: {err}") from err
+        if label not in table.columns:
+            raise ReportError(
+                f"--label {label}: {table_path} has no column {label!r}; its columns are: "
+                + (", ".join(map(str, table.columns)) or "(none)")
+            )
+        if column not in table.columns:
+            continue  # list_inputs names this error
+        bad = []
+        folder = os.path.dirname(os.path.abspath(table_path))
+        for number, (cell, value) in enumerate(zip(table[column], table[label]), start=2):
+            text = str(value).strip()
+            if not str(cell).strip() or not text:
+                continue
+            try:
+                number_value = float(text)
+            except ValueError:
+                number_value = math.nan
+            if not math.isfinite(number_value):
+                bad.append(f"line {number}: {text!r}")
+                continue
+            labels[os.path.abspath(os.path.join(folder, str(cell).strip()))] = number_value
+        if bad:
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise ReportError(
+                f"--label {label}: column {label!r} of {table_path} is not numeric: "
+                + ", ".join(bad[:5])
+                + more
+            )
+    return labels
+
+
+def load_scores(path: str | os.PathLike) -> pd.DataFrame:
+    """The rows ``jsqa score`` wrote (CSV or JSON), with ``error`` as text ('' if none)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        frame = pd.read_json(path, orient="records", dtype=False)
+    else:
+        frame = pd.read_csv(path, dtype={"path": str, "error": str}, keep_default_na=False)
+    if "error" not in frame.columns:
+        frame["error"] = ""
+    frame["error"] = frame["error"].fillna("").astype(str)
+    return frame
+
+
+def summarize(frame: pd.DataFrame, output_names: Sequence[str]) -> pd.DataFrame:
+    """Per output: number of scored files, mean, median, sd (n - 1), min and max."""
+    scored = frame[frame["error"] == ""]
+    stats = {}
+    for name in output_names:
+        values = pd.to_numeric(scored[name], errors="coerce").dropna()
+        stats[name] = {
+            "files": int(values.size),
+            "mean": values.mean(),
+            "median": values.median(),
+            "sd": values.std(ddof=1) if values.size > 1 else math.nan,
+            "min": values.min(),
+            "max": values.max(),
+        }
+    return pd.DataFrame(stats).T
+
+
+def label_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """PCC, SRCC and RMSE of ``predictions`` against ``labels`` (``evaluation.mos_metrics``)."""
+    from jsqa_sb.evaluation.mos_metrics import pcc, rmse, srcc
+
+    if labels.size < MIN_LABELLED:
+        return {"files": int(labels.size), "pcc": math.nan, "srcc": math.nan, "rmse": math.nan}
+    return {
+        "files": int(labels.size),
+        "pcc": pcc(labels, predictions),
+        "srcc": srcc(labels, predictions),
+        "rmse": rmse(labels, predictions),
+    }
+
+
+def write_report(
+    scores: str | os.PathLike | pd.DataFrame,
+    output_names: Sequence[str],
+    report: str | os.PathLike,
+    *,
+    labels: Optional[Mapping[str, float]] = None,
+    label_name: str = "mos",
+    model_name: Optional[str] = None,
+    top: int = TOP_FILES,
+) -> Path:
+    """Write the report of a scored collection; return its path.
+
+    Arguments
+    ---------
+    scores : str, PathLike or pandas.DataFrame
+        The output of ``jsqa score`` (its file, or its rows).
+    output_names : sequence of str
+        The score columns (the model's outputs).
+    report : str or PathLike
+        ``.html`` (self-contained) or ``.md`` (figures in ``<stem>_files/``).
+    labels : mapping, optional
+        ``{absolute path: label}`` (:func:`read_labels`), compared with the output
+        named ``label_name``, or the first output if there is none.
+    top : int
+        How many of the worst and the best files to list.
+    """
+    report = Path(report)
+    frame = scores if isinstance(scores, pd.DataFrame) else load_scores(scores)
+    names = list(output_names)
+    key = names[0]
+    failed = frame[frame["error"] != ""]
+    scored = frame[frame["error"] == ""].copy()
+    for name in names:
+        scored[name] = pd.to_numeric(scored[name], errors="coerce")
+    ranked = scored.sort_values(key, kind="stable")
+    figures: list[tuple[str, str, bytes]] = []  # (file name, caption, PNG)
+    for name in names:
+        figures.append((f"hist_{name}.png", f"Histogram of {name}", _histogram(scored[name], name)))
+
+    compared = label_name if label_name in names else key
+    metrics = None
+    if labels is not None:
+        paths = scored["path"].map(os.path.abspath)
+        has = paths.isin(labels.keys())
+        true = np.array([labels[p] for p in paths[has]], dtype=np.float64)
+        pred = scored.loc[has, compared].to_numpy(np.float64)
+        metrics = label_metrics(true, pred)
+        metrics["unlabelled"] = int((~has).sum())
+        title = ", ".join(f"{k.upper()} {_fmt(metrics[k])}" for k in ("pcc", "srcc", "rmse"))
+        figures.append(
+            (
+                f"scatter_{compared}.png",
+                f"Predicted {compared} against the label {label_name}",
+                scatter_png(true, pred, f"label: {label_name}", f"predicted {compared}", title),
+            )
+        )
+
+    document = _Document(report)
+    document.heading(1, "JSQA scores of a collection")
+    facts = [
+        ("model", model_name or "(unnamed)"),
+        ("written", datetime.datetime.now().isoformat(timespec="seconds")),
+        ("files", str(len(frame))),
+        ("scored", str(len(scored))),
+        ("failed", str(len(failed))),
+    ]
+    document.table(["", "value"], facts)
+    document.heading(2, "Scores")
+    stats = summarize(frame, names)
+    document.table(
+        ["output", "files", "mean", "median", "sd", "min", "max"],
+        [
+            [name, str(int(row["files"]))]
+            + [_fmt(row[c]) for c in ("mean", "median", "sd", "min", "max")]
+            for name, row in stats.iterrows()
+        ],
+    )
+    for file_name, caption, png in figures[: len(names)]:
+        document.figure(file_name, caption, png)
+    if metrics is not None:
+        document.heading(2, f"Against the label {label_name}")
+        document.paragraph(
+            f"Predicted {compared} against the {label_name!r} column of the input CSV, "
+            f"on the {metrics['files']} scored files that have a label"
+            + (
+                f" ({metrics['unlabelled']} scored files have none)"
+                if metrics["unlabelled"]
+                else ""
+            )
+            + (
+                f"; fewer than {MIN_LABELLED}: no correlation"
+                if metrics["files"] < MIN_LABELLED
+                else ""
+            )
+            + "."
+        )
+        document.table(
+            ["files", "PCC", "SRCC", "RMSE"],
+            [[str(metrics["files"])] + [_fmt(metrics[k]) for k in ("pcc", "srcc", "rmse")]],
+        )
+        document.figure(*figures[-1])
+    columns = ["path", *names]
+    for title, part in (
+        (f"The {min(top, len(ranked))} worst files (lowest {key})", ranked.head(top)),
+        (f"The {min(top, len(ranked))} best files (highest {key})", ranked.tail(top)[::-1]),
+    ):
+        document.heading(2, title)
+        document.table(
+            columns,
+            [[str(row["path"])] + [_fmt(row[n]) for n in names] for _, row in part.iterrows()],
+        )
+    if len(failed):
+        document.heading(2, f"Failures ({len(failed)})")
+        document.table(
+            ["path", "error"], [[str(r["path"]), str(r["error"])] for _, r in failed.iterrows()]
+        )
+    document.write()
+    return report
+
+
+def _fmt(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "-" if math.isnan(number) else f"{number:.3f}"
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    fig.clear()
+    return buffer.getvalue()
+
+
+def _histogram(values: pd.Series, name: str) -> bytes:
+    """A histogram of one output over the files, on the 1-5 scale."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, Agg for PNG
+
+    data = values.dropna().to_numpy(np.float64)
+    fig = Figure(figsize=(6.0, 3.6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    low = min(1.0, float(data.min())) if data.size else 1.0
+    high = max(5.0, float(data.max())) if data.size else 5.0
+    ax.hist(data, bins=np.linspace(low, high, 33), color="tab:blue", edgecolor="white")
+    if data.size:
+        ax.axvline(
+            float(np.mean(data)), color="tab:red", linestyle="--", label=f"mean {np.mean(data):.2f}"
+        )
+        ax.axvline(
+            float(np.median(data)),
+            color="black",
+            linestyle=":",
+            label=f"median {np.median(data):.2f}",
+        )
+        ax.legend(loc="best", framealpha=0.9, fontsize=9)
+    ax.set_xlim(low, high)
+    ax.set_xlabel(f"predicted {name}")
+    ax.set_ylabel("number of files")
+    ax.set_title(f"{name}: {data.size} files", fontsize=11)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+class _Document:
+    """Markdown or self-contained HTML, written in one go (atomically)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.html = path.suffix.lower() == ".html"
+        self.parts: list[str] = []
+        self.files: dict[str, bytes] = {}
+        self.folder = path.with_name(f"{path.stem}_files")
+
+    def heading(self, level: int, text: str) -> None:
+        if self.html:
+            self.parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        else:
+            self.parts.append(f"{'#' * level} {text}\n")
+
+    def paragraph(self, text: str) -> None:
+        self.parts.append(f"<p>{html.escape(text)}</p>" if self.html else f"{text}\n")
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        if self.html:
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in rows
+            )
+            self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            return
+
+        def cell(text: str) -> str:
+            return text.replace("|", "\\|").replace("\n", " ")
+
+        lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
+        lines.append("|" + "|".join("---" for _ in header) + "|")
+        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+        self.parts.append("\n".join(lines) + "\n")
+
+    def figure(self, file_name: str, caption: str, png: bytes) -> None:
+        if self.html:
+            data = base64.b64encode(png).decode("ascii")
+            self.parts.append(
+                f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
+        else:
+            self.files[file_name] = png
+            self.parts.append(f"![{caption}]({self.folder.name}/{file_name})\n")
+
+    def write(self) -> None:
+        if self.html:
+            style = (
+                "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+                "table{border-collapse:collapse;margin:1em 0}"
+                "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+                "img{max-width:100%}"
+            )
+            text = (
+                '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+                f"<title>JSQA report</title><style>{style}</style></head><body>\n"
+                + "\n".join(self.parts)
+                + "\n</body></html>\n"
+            )
+        else:
+            text = "\n".join(self.parts)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for name, png in self.files.items():
+                (self.folder / name).write_bytes(png)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
+        os.replace(tmp, self.path)

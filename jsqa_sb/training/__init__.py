@@ -1,0 +1,1 @@
+"""Training: the contrastive pretraining and MOS fine-tuning Brains and the checkpointer."""
