@@ -12,6 +12,9 @@ Measures, in one run on the same manifests:
 - ``bare``: the bound: the same view maker called in a plain loop in this process
   (read + mix only, no dataset, collate or loader).
 
+With ``--degradations F ...``, half the view groups also carry one of those degradation
+families (their default severity ranges), applied where the views are made (here).
+
 Each is run ``--repeats`` times, interleaved; the JSON line gives medians, ranges and
 the median of the ratios to the bare run of the same repeat. Usage::
 
@@ -36,15 +39,17 @@ from statistics import median
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from jsqa_sb.data.degradations import Degrader
 from jsqa_sb.data.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset, mix_views
 from jsqa_sb.data.minicorpus import build_all
+from jsqa_sb.data.pairs import JNDPairRule
 from jsqa_sb.data.prepare_jnd import prepare_jnd
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def produced_seconds(batch, sample_rate):
-    views = batch.wavs  # made here, in the training process
+def produced_seconds(batch, sample_rate, degrader=None):
+    views = batch.degrade(degrader).wavs  # made here, in the training process
     return float((batch.wav_lens * views.shape[1]).sum()) / sample_rate
 
 
@@ -54,6 +59,7 @@ def cpu_seconds(who):
 
 
 def bench_pipeline(dataset, maker, workers, batch_size, num_items):
+    degrader = maker.degrader
     maker.set_epoch(0)
     sampler = RandomSampler(
         dataset,
@@ -72,7 +78,7 @@ def bench_pipeline(dataset, maker, workers, batch_size, num_items):
     audio, start = 0.0, time.perf_counter()
     batches = iter(loader)
     for batch in batches:
-        audio += produced_seconds(batch, maker.sample_rate)
+        audio += produced_seconds(batch, maker.sample_rate, degrader)
     wall = time.perf_counter() - start
     del batches  # workers joined: their CPU time is counted in RUSAGE_CHILDREN
     return {
@@ -106,6 +112,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=6.0, help="wall time of the bare run")
     parser.add_argument("--items", type=int, default=1500, help="items per pipeline run")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each")
+    parser.add_argument("--degradations", nargs="*", default=[], help="degradation families")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_data_"))
@@ -122,11 +129,14 @@ def main():
         views_per_group=args.views_per_group,
     )
     replacements = {"librispeech_folder": str(libri), "chime3_folder": str(chime)}
+    degrader = Degrader([{"family": f} for f in args.degradations], p_none=0.5)
     maker = JNDViewMaker(
         out["noise_train"],
         replacements,
         segment_seconds=args.segment_seconds,
         views_per_group=args.views_per_group,
+        pair_rule=JNDPairRule(degradations=degrader),
+        degrader=degrader if args.degradations else None,
     )
     dataset = make_jnd_dataset(out["train"], replacements, maker, fixed=False)
     manifest = {
@@ -153,6 +163,7 @@ def main():
         "segment_seconds": args.segment_seconds,
         "views_per_group": args.views_per_group,
         "batch_size": args.batch_size,
+        "degradations": args.degradations,
         "repeats": args.repeats,
         "bare_read_mix_x_realtime": round(median(bares), 1),
         "bare_range": [round(min(bares), 1), round(max(bares), 1)],

@@ -10,7 +10,8 @@ Measures, in one run:
   the batches carry excerpts and gains, the views are made in the step);
 
 and prints their ratio as one JSON line. The loader keeps up when the ratio is at
-least 2 (target with 2 workers on the 2-core development machine).
+least 2 (target with 2 workers on the 2-core development machine). ``--degradations``
+takes the YAML's ``all_degradations`` table: the step then also degrades its views.
 
     python benchmarks/bench_train.py [--librispeech_folder D --chime3_folder D] [--device cuda]
 """
@@ -58,10 +59,11 @@ def step_rate(hparams, batches, device, steps):
     loss_fn = hparams["loss"]
 
     def step(batch):
-        batch = batch.to(device)
+        batch = batch.to(device).degrade(hparams.get("degrader"))
         emb = modules["encoder"](batch.wavs, batch.wav_lens)
         projections = modules["projector"](emb)
-        loss = loss_fn(projections, batch.snrs, batch.groups, noises=batch.noises)
+        degradations = {"families": batch.families, "severities": batch.severities}
+        loss = loss_fn(projections, batch.snrs, batch.groups, noises=batch.noises, **degradations)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -89,6 +91,7 @@ def main():
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--loader_batches", type=int, default=60)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--degradations", action="store_true", help="all_degradations on")
     parser.add_argument("overrides", nargs="*", help="YAML overrides, e.g. batch_size=8")
     args = parser.parse_args()
 
@@ -106,8 +109,11 @@ def main():
     for item in args.overrides:
         key, value = item.split("=", 1)
         overrides[key] = json.loads(value) if value[:1].isdigit() or value[:1] == "-" else value
+    # As YAML text, so that the !ref of --degradations resolves
+    text = "".join(f"{key}: {json.dumps(value)}\n" for key, value in overrides.items())
+    text += "degradations: !ref <all_degradations>\n" if args.degradations else ""
     with open(args.hparams) as f:
-        hparams = load_hyperpyyaml(f, overrides)
+        hparams = load_hyperpyyaml(f, text)
     out = hparams["prepare_data"]()
     maker = hparams["train_view_maker"]
     dataset = make_jnd_dataset(out["train"], hparams["data_folders"], maker, fixed=False)
@@ -132,6 +138,7 @@ def main():
                 "batch_size_groups": batch_size,
                 "views_per_group": hparams["views_per_group"],
                 "segment_seconds": hparams["segment_seconds"],
+                "degradations": [spec.family for spec in hparams["degrader"].specs],
                 "loader_workers": args.workers,
                 "step_views_per_s": round(step, 1),
                 "loader_views_per_s": round(loader, 1),

@@ -2,7 +2,8 @@
 
 An item carries a group's speech and noise excerpts (2 x T) and the gains of its K views
 (K x 2), not the K views: a worker so sends 2 signals per group instead of K through
-shared memory, and the views are made on the batch's device when ``batch.wavs`` is read.
+shared memory, and the views are made on the batch's device when ``batch.wavs`` is read
+(then degraded there, by :meth:`JNDBatch.degrade`, when the views carry a degradation).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class JNDBatch:
     device, the first time it is read. ``excerpts``: (B, 2, T) speech and noise,
     zero-padded; ``gains``: (B, K, 2); ``lens``: (B,) relative lengths; ``snrs``: (N,)
     dB; ``conditions``: (B, 2) noise recording and environment ids
-    (:func:`jsqa_sb.data.jnd_data.noise_condition`), -1 where unknown.
+    (:func:`jsqa_sb.data.jnd_data.noise_condition`), -1 where unknown; ``degradations``:
+    (N, 2) family id (-1: none) and severity of each view's extra degradation.
     """
 
     ids: list
@@ -48,6 +50,7 @@ class JNDBatch:
     lens: torch.Tensor
     snrs: torch.Tensor
     conditions: Optional[torch.Tensor] = None
+    degradations: Optional[torch.Tensor] = None
     _views: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
 
     @property
@@ -88,16 +91,34 @@ class JNDBatch:
         """(N,) id of each view's noise environment; None if the items did not say."""
         return self._per_view(1)
 
+    @property
+    def families(self) -> Optional[torch.Tensor]:
+        """(N,) family id of each view's degradation (-1: none); None if the items did not say."""
+        return _map(self.degradations, lambda d: d[:, 0].long())
+
+    @property
+    def severities(self) -> Optional[torch.Tensor]:
+        """(N,) severity of each view's degradation, on its family's scale."""
+        return _map(self.degradations, lambda d: d[:, 1])
+
+    def degrade(self, degrader) -> JNDBatch:
+        """Make the views and apply ``degrader`` (a ``Degrader``) to them, on their device."""
+        if degrader is not None and self.degradations is not None:
+            self._views = degrader.apply(self.wavs, self.families, self.severities)[0]
+        return self
+
     def _per_view(self, column: int) -> Optional[torch.Tensor]:
         if self.conditions is None:  # the loss's noise-matching pairs then refuse to run
             return None
         return self.conditions[:, column].repeat_interleave(self.views_per_group)
 
     def _tensors(self) -> tuple:
-        return self.excerpts, self.gains, self.lens, self.snrs, self.conditions
+        return self.excerpts, self.gains, self.lens, self.snrs, self.conditions, self.degradations
 
     def to(self, device, non_blocking: bool = False) -> JNDBatch:
-        """Move the tensors to ``device`` (views already made are not: the copy makes its own)."""
+        """The batch on ``device``: itself if it is there, else a copy that makes its own views."""
+        if self.excerpts.device == _device(device):
+            return self
         return JNDBatch(
             self.ids,
             *(_map(t, lambda t: t.to(device, non_blocking=non_blocking)) for t in self._tensors()),
@@ -108,9 +129,12 @@ class JNDBatch:
         return JNDBatch(self.ids, *(_map(t, torch.Tensor.pin_memory) for t in self._tensors()))
 
     def has_nonfinite(self) -> list:
-        """Ids of the groups whose views would contain NaN or Inf (views not made)."""
+        """Ids of the groups whose views would contain NaN or Inf, or, made, are all zero."""
         ok = torch.isfinite(self.excerpts).flatten(1).all(dim=1)
         ok &= torch.isfinite(self.gains).flatten(1).all(dim=1)
+        if self._views is not None:
+            views = self._views.view(len(self.ids), self.views_per_group, -1)
+            ok &= (torch.isfinite(views).all(dim=2) & (views != 0).any(dim=2)).all(dim=1).cpu()
         return sorted({self.ids[g] for g in torch.nonzero(~ok).flatten().tolist()})
 
     def __reduce__(self):
@@ -121,9 +145,16 @@ class JNDBatch:
         return _rebuild_batch, (self.ids, self.excerpts, *small)
 
 
-def _rebuild_batch(ids, excerpts, gains, lens, snrs, conditions) -> JNDBatch:
-    small = (_map(t, torch.as_tensor) for t in (gains, lens, snrs, conditions))
-    return JNDBatch(ids, excerpts, *small)
+def _rebuild_batch(ids, excerpts, *small) -> JNDBatch:
+    return JNDBatch(ids, excerpts, *(_map(t, torch.as_tensor) for t in small))
+
+
+def _device(device) -> torch.device:
+    """``device`` as torch names a tensor's (``cuda`` -> ``cuda:0``)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _map(tensor, function):
@@ -174,7 +205,11 @@ def jnd_collate(items: list) -> JNDBatch:
         gains=torch.stack([item["mix_gains"] for item in items]),
         lens=torch.tensor([item["excerpts"].shape[1] / max_len for item in items]),
         snrs=torch.cat([item["mix_snrs"] for item in items]),
-        conditions=torch.stack([item["noise_condition"] for item in items])
-        if all("noise_condition" in item for item in items)
-        else None,
+        conditions=_stack(items, "noise_condition"),
+        degradations=_stack(items, "degradation", torch.cat),
     )
+
+
+def _stack(items: list, key: str, join=torch.stack) -> Optional[torch.Tensor]:
+    """The items' ``key`` entries joined, or None unless every item has one."""
+    return join([item[key] for item in items]) if all(key in item for item in items) else None

@@ -37,7 +37,7 @@ from jsqa_sb.data.jnd_mixing import (
     check_level_range,
     mix_gains,
 )
-from jsqa_sb.data.pairs import JNDPairRule
+from jsqa_sb.data.pairs import JNDPairRule, JNDSettingsError, finite_number
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,10 @@ class JNDViewMaker:
         this range (NISQA clips reach the model at their own level, not levelled).
     pair_rule : jsqa_sb.data.pairs.JNDPairRule, optional
         Draws the SNRs of each group (default: ``JNDPairRule()``).
+    degrader : jsqa_sb.data.degradations.Degrader, optional
+        Draws each group's extra degradation family and its K severities; a degraded
+        group's views share one SNR, uniform in ``degraded_snr_range`` (dB), so that its
+        pairs differ in the degradation only.
     """
 
     def __init__(
@@ -77,6 +81,8 @@ class JNDViewMaker:
         peak_limit: float = 0.99,
         seed: int = 1234,
         pair_rule: Optional[JNDPairRule] = None,
+        degrader=None,
+        degraded_snr_range: Sequence[float] = (10.0, 30.0),
     ):
         self.noise_manifest, self.replacements = noise_manifest, replacements
         self._noises = None
@@ -91,6 +97,16 @@ class JNDViewMaker:
         self.peak_limit = peak_limit
         self.seed = seed
         self.epoch = 0
+        self.degrader = degrader
+        if degrader is not None and tuple(degrader.specs) != self.pair_rule.degradations:
+            raise JNDSettingsError(
+                "the pair rule must label the degradations the view maker draws: give it the "
+                "same degrader (pair_rule: degradations: !ref <degrader>)"
+            )
+        low, high = (finite_number("degraded_snr_range", v) for v in degraded_snr_range)
+        if low > high:
+            raise JNDSettingsError(f"degraded_snr_range must be [low, high] dB, got {low, high}")
+        self.degraded_snr_range = (low, high)
 
     def noises(self) -> tuple[list, Optional[np.ndarray]]:
         """The training backgrounds sorted by path, and their sampling weights (read once)."""
@@ -123,7 +139,7 @@ class JNDViewMaker:
         if self.level_range_db is not None:  # drawn after the SNRs: the same SNRs either way
             levels = rng.uniform(*self.level_range_db, size=len(snrs))
         noise_source = (noise["wav"], noise_offset, noise_frames, noise["sample_rate"])
-        return self._mix(wav, crop_start, crop, *noise_source, snrs, levels)
+        return self._mix(wav, crop_start, crop, *noise_source, *self._degrade(rng, snrs), levels)
 
     def valid_views(self, wav, duration, sample_rate, crop_start, noise_wav, noise_offset, snrs):
         """Validation dynamic item: the group fixed in the manifest."""
@@ -134,12 +150,36 @@ class JNDViewMaker:
             return self._failed(str(err), len(snrs))
         noise_source = (noise_wav, noise_offset, noise_info.frames, noise_info.sample_rate)
         snrs = np.asarray(snrs, dtype=np.float64)
-        return self._mix(wav, crop_start, crop, *noise_source, snrs, self.target_level_db)
+        rng = np.random.default_rng([self.seed, zlib.crc32(f"{wav}:{crop_start}".encode())])
+        degraded = self._degrade(rng, snrs)
+        return self._mix(wav, crop_start, crop, *noise_source, *degraded, self.target_level_db)
+
+    def _degrade(self, rng: np.random.Generator, snrs: np.ndarray):
+        """The group's SNRs and (K, 2) family id and severity of each view's degradation."""
+        family, severities = -1, np.zeros(len(snrs))
+        if self.degrader is not None:
+            family, severities = self.degrader.draw(rng, len(snrs))
+            if family >= 0:
+                snrs = np.full(len(snrs), rng.uniform(*self.degraded_snr_range))
+        return snrs, np.stack([np.full(len(snrs), family), severities], axis=1)
 
     def _mix(
-        self, wav, crop_start, crop, noise_wav, noise_offset, noise_frames, noise_sr, snrs, levels
+        self,
+        wav,
+        crop_start,
+        crop,
+        noise_wav,
+        noise_offset,
+        noise_frames,
+        noise_sr,
+        snrs,
+        degradation,
+        levels,
     ):
-        """(2, T) speech and noise excerpts, (K, 2) gains of the views, (K,) SNRs."""
+        """(2, T) speech and noise excerpts, (K, 2) gains of the views, (K,) SNRs, ...
+
+        ... the noise condition and the views' (K, 2) degradations.
+        """
         try:
             speech, _ = read_audio(wav, crop_start, crop, target_sr=self.sample_rate)
             noise = _read_looped(
@@ -150,12 +190,13 @@ class JNDViewMaker:
             return self._failed(f"{wav} (noise {noise_wav}): {err}", len(snrs))
         excerpts = torch.from_numpy(np.stack([speech, noise]))
         gains, snrs = torch.from_numpy(gains), torch.from_numpy(snrs.astype(np.float32))
-        return excerpts, gains, snrs, torch.tensor(noise_condition(noise_wav))
+        condition = torch.tensor(noise_condition(noise_wav))
+        return excerpts, gains, snrs, condition, torch.from_numpy(degradation.astype(np.float32))
 
     def _failed(self, message: str, k: int):
         logger.warning("JND views replaced by NaN, the batch will be skipped: %s", message)
         nans = (torch.full(shape, math.nan) for shape in ((2, self.segment), (k, 2), (k,)))
-        return (*nans, torch.tensor([-1, -1]))
+        return (*nans, torch.tensor([-1, -1]), torch.tensor([[-1.0, 0.0]] * k))
 
 
 _ENVIRONMENT = re.compile(r"_([A-Za-z]+)\.CH\d+\.[A-Za-z0-9]+$")
@@ -206,7 +247,7 @@ def _read_looped(
 
 
 #: What the view maker's dynamic items provide per group.
-PROVIDES = ["excerpts", "mix_gains", "mix_snrs", "noise_condition"]
+PROVIDES = ["excerpts", "mix_gains", "mix_snrs", "noise_condition", "degradation"]
 
 
 def make_jnd_dataset(

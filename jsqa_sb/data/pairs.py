@@ -2,7 +2,11 @@
 
 Views whose SNRs differ by less than ``jnd_db`` are *alike* (positives when the pairing
 scheme calls them comparable: :data:`PAIR_SCHEMES`); by at least ``neg_margin_db``,
-*different*, whatever their content; in between, ignored. One :class:`JNDPairRule`
+*different*, whatever their content; in between, ignored. Views that also carry a
+degradation family (``degradations``: the families' JND steps, by family id) are alike
+when they share the family and every severity is within its JND, and different when
+any severity differs by at least its margin; views of two families are different when
+their SNRs are, and ignored otherwise. One :class:`JNDPairRule`
 from the YAML serves the loss, the view makers, the preparation and the metrics, so
 they cannot disagree on a pair (the recipe README explains the choices).
 """
@@ -67,8 +71,20 @@ class JNDPairRule:
     jnd_db: float = 3.0
     neg_margin_db: Optional[float] = None
     pairs: str = "same_noise"
+    degradations: Any = ()
 
     def __post_init__(self):
+        self._check_snr_steps()
+        # A Degrader or its specs: anything with the ``jnd`` and ``margin`` of each family id.
+        specs = tuple(getattr(self.degradations, "specs", self.degradations))
+        steps = [(finite_number("jnd", s.jnd, "units"), s.margin) for s in specs]
+        if any(not 0 < jnd <= margin for jnd, margin in steps):
+            raise JNDSettingsError(f"every degradation needs 0 < jnd <= margin, got {steps}")
+        object.__setattr__(self, "degradations", specs)
+        # Index -1 (no degradation): severities always alike, never different.
+        object.__setattr__(self, "_steps", np.array([*steps, (math.inf, math.inf)]).T)
+
+    def _check_snr_steps(self):
         jnd_db = finite_number("jnd_db", self.jnd_db)
         margin = 2.0 * jnd_db if self.neg_margin_db is None else self.neg_margin_db
         margin = finite_number("neg_margin_db", margin)
@@ -85,6 +101,39 @@ class JNDPairRule:
     def label(self, diff_db: Diffs) -> tuple[Diffs, Diffs]:
         """Alike (``< jnd_db``) and different (``>= neg_margin_db``) masks of |SNR differences|."""
         return diff_db < self.jnd_db, diff_db >= self.neg_margin_db
+
+    def label_pairs(
+        self,
+        snrs: tuple[Diffs, Diffs],
+        families: Optional[tuple[Diffs, Diffs]] = None,
+        severities: Optional[tuple[Diffs, Diffs]] = None,
+    ) -> tuple[Diffs, Diffs]:
+        """Alike and different masks of pairs of views, from each side's SNR, family, severity.
+
+        Family ids index :attr:`degradations` (-1: none); without ``families``, the SNRs
+        alone decide (:meth:`label`).
+
+        Example
+        -------
+        >>> from types import SimpleNamespace
+        >>> rule = JNDPairRule(degradations=[SimpleNamespace(jnd=1.0, margin=2.0)])
+        >>> snr, fam, sev = np.array([10.0, 10, 30]), np.array([0, 0, -1]), np.array([0.0, 2.5, 0])
+        >>> i, j = np.array([0, 0, 1]), np.array([1, 2, 2])  # pairs (0, 1), (0, 2), (1, 2)
+        >>> sides = [(x[i], x[j]) for x in (snr, fam, sev)]
+        >>> alike, different = rule.label_pairs(*sides)
+        >>> alike.tolist(), different.tolist()  # severities 2.5 apart; other family 20 dB away
+        ([False, False, False], [True, True, True])
+        """
+        alike, different = self.label(abs(snrs[0] - snrs[1]))
+        if families is None:
+            return alike, different
+        same = families[0] == families[1]
+        steps = self._steps
+        if isinstance(severities[0], torch.Tensor):
+            steps = torch.as_tensor(steps, dtype=severities[0].dtype, device=severities[0].device)
+        jnd, margin = steps[0][families[0]], steps[1][families[0]]  # same family: same steps
+        diff = abs(severities[0] - severities[1])
+        return alike & same & (diff < jnd), different | (same & (diff >= margin))
 
     def keys(
         self,
@@ -120,11 +169,13 @@ class JNDPairRule:
         groups: torch.Tensor,
         noises: Optional[torch.Tensor] = None,
         environments: Optional[torch.Tensor] = None,
+        families: Optional[torch.Tensor] = None,
+        severities: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, N) positive (alike and comparable) and negative (different) pair masks.
 
         Symmetric, with a false diagonal; pairs in neither mask are ignored. The ids are
-        those of :meth:`keys`.
+        those of :meth:`keys`; ``families`` and ``severities``: see :meth:`label_pairs`.
 
         Example
         -------
@@ -141,7 +192,14 @@ class JNDPairRule:
                 f"{tuple(snrs.shape)} and {tuple(keys.shape)}"
             )
         snrs = snrs.to(torch.float64)  # exact differences for SNRs on a grid (e.g. 0 and 3 dB)
-        alike, different = self.label((snrs[:, None] - snrs[None, :]).abs())
+        degraded = families is not None
+        if degraded:
+            families = torch.as_tensor(families, device=snrs.device).long()
+            severities = torch.as_tensor(severities, device=snrs.device).to(torch.float64)
+        sides = [
+            (x[:, None], x[None, :]) for x in (snrs, families, severities) if degraded or x is snrs
+        ]
+        alike, different = self.label_pairs(*sides)
         not_self = ~torch.eye(snrs.numel(), dtype=torch.bool, device=snrs.device)
         return alike & (keys[:, None] == keys[None, :]) & not_self, different & not_self
 

@@ -58,10 +58,13 @@ def jnd_pair_scores(
     normalize: bool = True,
     max_pairs: Optional[int] = 2_000_000,
     seed: int = 0,
+    families: Optional[ArrayLike] = None,
+    severities: Optional[ArrayLike] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Float64 similarity scores of the alike and of the different pairs of views.
 
-    Unordered pairs, labelled by :meth:`JNDPairRule.label`; pairs neither alike nor
+    Unordered pairs, labelled by :meth:`JNDPairRule.label_pairs` (from the SNRs, and the
+    views' degradation ``families`` and ``severities`` when given); pairs neither alike nor
     different are left out. The score is the cosine similarity (``normalize``; it ranks
     pairs as the distance of the normalised embeddings does) or minus the Euclidean
     distance of the raw embeddings: higher is closer.
@@ -89,7 +92,10 @@ def jnd_pair_scores(
     emb, snr, grp = _check_views(embeddings, snrs, groups)
     if normalize:
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    i, j, alike = labelled_pairs(snr, grp, rule, within_group, max_pairs, seed)
+    degradation = (
+        None if families is None else (_to_numpy(families, np.int64), _to_numpy(severities))
+    )
+    i, j, alike = labelled_pairs(snr, grp, rule, within_group, max_pairs, seed, degradation)
     if emb.shape[0] ** 2 <= _GRAM_ELEMENTS:  # one matrix product
         dots = (emb @ emb.T)[i, j]
     else:  # (chunk, D) temporaries, not (pairs, D)
@@ -112,17 +118,22 @@ def labelled_pairs(
     within_group: Optional[bool],
     max_pairs: Optional[int],
     seed: int,
+    degradation: Optional[tuple[np.ndarray, np.ndarray]] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Int64 views (i, j) of the pairs :func:`jnd_pair_scores` scores, and which are alike.
 
-    i < j, except for sampled pairs.
+    i < j, except for sampled pairs. ``degradation``: the views' families and severities.
     """
     n, rng = snr.size, np.random.default_rng(seed)
+
+    def label(i, j):
+        return rule.label_pairs(*[(x[i], x[j]) for x in (snr, *(degradation or ()))])
+
     if within_group or max_pairs is None or n * (n - 1) // 2 <= max_pairs:
         i, j = _same_group_pairs(grp) if within_group else np.triu_indices(n, 1)
         if within_group is False:
             i, j = i[grp[i] != grp[j]], j[grp[i] != grp[j]]
-        alike, different = rule.label(np.abs(snr[i] - snr[j]))
+        alike, different = label(i, j)
         keep = np.flatnonzero(alike | different)
         if max_pairs is not None and keep.size > max_pairs:
             keep = rng.choice(keep, max_pairs, replace=False)
@@ -132,7 +143,7 @@ def labelled_pairs(
     found, total = [], 0
     for _ in range(max(1, -(-50 * max_pairs // _CHUNK))):
         i, j = rng.integers(0, n, size=(2, _CHUNK))
-        alike, different = rule.label(np.abs(snr[i] - snr[j]))
+        alike, different = label(i, j)
         keep = (i != j) & (alike | different)
         if within_group is False:
             keep &= grp[i] != grp[j]
@@ -189,11 +200,14 @@ def pair_auc(
     max_pairs: Optional[int] = 2_000_000,
     seed: int = 0,
     pair_rule: Optional[JNDPairRule] = None,
+    families: Optional[ArrayLike] = None,
+    severities: Optional[ArrayLike] = None,
 ) -> float:
     """AUC of embedding closeness for alike (< JND) versus different (>= margin) pairs.
 
     The probability that an alike pair is closer than a different pair, ties counting
-    1/2; the pairs and closeness of :func:`jnd_pair_scores`. ``jnd_db`` and
+    1/2; the pairs and closeness of :func:`jnd_pair_scores` (``families`` and
+    ``severities``: see there). ``jnd_db`` and
     ``neg_margin_db`` make the pair rule unless ``pair_rule`` is given. NaN when there
     are no alike or no different pairs, or an embedding is not finite.
 
@@ -209,7 +223,7 @@ def pair_auc(
     if emb.size and not np.isfinite(emb).all():
         return float("nan")
     similar, different = jnd_pair_scores(
-        emb, snrs, groups, rule, within_group, normalize, max_pairs, seed
+        emb, snrs, groups, rule, within_group, normalize, max_pairs, seed, families, severities
     )
     return auc_from_scores(similar, different)
 
@@ -310,13 +324,25 @@ class JNDMetricTracker:
         self.embeddings: list[torch.Tensor] = []
         self.snrs: list[torch.Tensor] = []
         self.groups: list[torch.Tensor] = []
+        self.degradations: list[torch.Tensor] = []
         self._next_group = 0
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.snrs)
 
-    def append(self, embeddings: torch.Tensor, snrs: torch.Tensor, groups: torch.Tensor) -> None:
-        """Add (N, D) embeddings, (N,) SNRs (dB) and group indices (any integers) of a batch."""
+    def append(
+        self,
+        embeddings: torch.Tensor,
+        snrs: torch.Tensor,
+        groups: torch.Tensor,
+        families: Optional[torch.Tensor] = None,
+        severities: Optional[torch.Tensor] = None,
+    ) -> None:
+        """Add (N, D) embeddings, (N,) SNRs (dB) and group indices (any integers) of a batch.
+
+        With the views' degradation ``families`` (-1: none) and ``severities`` when the
+        pair rule has degradations: :meth:`summarize` then also reports each family.
+        """
         emb = torch.as_tensor(embeddings).detach().to("cpu", torch.float32)
         snr = torch.as_tensor(snrs).detach().to("cpu", torch.float64).reshape(-1)
         grp = torch.as_tensor(groups).detach().to("cpu").reshape(-1)
@@ -334,6 +360,14 @@ class JNDMetricTracker:
         self.snrs.append(snr)
         self.groups.append(local.to(torch.long) + self._next_group)
         self._next_group += int(local.max()) + 1 if local.numel() else 0
+        if families is not None:
+            fam = torch.as_tensor(families).detach().to("cpu", torch.float64).reshape(-1)
+            sev = torch.as_tensor(severities).detach().to("cpu", torch.float64).reshape(-1)
+            self.degradations.append(torch.stack([fam, sev], dim=1))
+
+    def family_names(self) -> list[str]:
+        """The pair rule's degradation families, by family id."""
+        return [spec.family for spec in self.pair_rule.degradations]
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Embeddings (float32, ``(0, 1)`` when empty), SNRs and unique groups appended."""
@@ -344,14 +378,26 @@ class JNDMetricTracker:
     def summarize(self, field: Optional[str] = None) -> Union[dict[str, float], float]:
         """``{"within_auc": ..., "cross_auc": ...}`` of everything appended (NaN if undefined).
 
-        ``field``: that entry only.
+        With degradations, also ``cross_auc_<family>`` of each family's views, and
+        ``cross_auc_noise`` of the views with noise only. ``field``: that entry only.
         """
         emb, snr, grp = self.tensors()
         args = dict(max_pairs=self.max_pairs, seed=self.seed, pair_rule=self.pair_rule)
+        degraded = self.pair_rule.degradations and len(self.degradations) == len(self.snrs) > 0
+        if degraded:
+            fam, sev = torch.cat(self.degradations).T
+            args.update(families=fam.long(), severities=sev)
+            fam = fam.long()
         stats = {
             "within_auc": pair_auc(emb, snr, grp, within_group=True, **args),
             "cross_auc": pair_auc(emb, snr, grp, within_group=False, **args),
         }
+        if "families" in args:  # the cross-group AUC of each family's views (-1: noise only)
+            for family, name in [*enumerate(self.family_names()), (-1, "noise")]:
+                rows = fam == family
+                sub = dict(args, families=fam[rows], severities=sev[rows])
+                view = (emb[rows], snr[rows], grp[rows])
+                stats[f"cross_auc_{name}"] = pair_auc(*view, within_group=False, **sub)
         if field is not None:
             return stats[field]
         return stats

@@ -116,10 +116,13 @@ class JNDContrastiveLoss(nn.Module):
         groups: torch.Tensor,
         noises: Optional[torch.Tensor] = None,
         environments: Optional[torch.Tensor] = None,
+        families: Optional[torch.Tensor] = None,
+        severities: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Scalar loss of (N, D) embeddings (L2-normalised again here) and their (N,) ids.
 
-        ``noises`` and ``environments``: see :meth:`jsqa_sb.data.pairs.JNDPairRule.keys`.
+        ``noises``, ``environments``, ``families``, ``severities``: see
+        :meth:`jsqa_sb.data.pairs.JNDPairRule.masks`.
         """
         if z.dim() != 2:
             raise ValueError(f"z must be (N, D), got shape {tuple(z.shape)}")
@@ -131,7 +134,7 @@ class JNDContrastiveLoss(nn.Module):
                 f"snrs and groups must be ({n},) to match z, got {tuple(snrs.shape)} "
                 f"and {tuple(groups.shape)}"
             )
-        pos, neg = self.pair_rule.masks(snrs, groups, noises, environments)
+        pos, neg = self.pair_rule.masks(snrs, groups, noises, environments, families, severities)
 
         work_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
         z = F.normalize(z.to(work_dtype), dim=1)

@@ -38,7 +38,8 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
     ``loss`` (whose pair rule the validation metrics share), ``select_by`` (a key of
     :data:`SELECTION_RULES`; default ``cross_auc``), ``train_view_maker``,
     ``epoch_counter``, ``train_logger``; optional ``lr_scheduler``, ``probe_data``
-    (a callable giving the linear probe's fixed training mixtures).
+    (a callable giving the linear probe's fixed training mixtures), ``degrader`` (applies
+    the views' extra degradations on the device).
     """
 
     probe_loader = None
@@ -52,6 +53,19 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             self._valid_loader = loader
         return loader
 
+    def fit_batch(self, batch):
+        """Train on the batch, its views made and degraded on the device."""
+        return super().fit_batch(self._on_device(batch))
+
+    def evaluate_batch(self, batch, stage):
+        """Evaluate the batch, its views made and degraded on the device."""
+        return super().evaluate_batch(self._on_device(batch), stage)
+
+    def _on_device(self, batch):
+        # Made before the non-finite check, which so also skips degraded views that are
+        # not finite or all zero.
+        return batch.to(self.device).degrade(getattr(self.hparams, "degrader", None))
+
     def compute_forward(self, batch, stage):
         """Embed every view; project for the loss."""
         batch = batch.to(self.device)
@@ -64,9 +78,12 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         embeddings, projections = predictions
         batch = batch.to(self.device)
         conditions = {"noises": batch.noises, "environments": batch.environments}
-        loss = self.hparams.loss(projections.float(), batch.snrs, batch.groups, **conditions)
+        degradations = {"families": batch.families, "severities": batch.severities}
+        loss = self.hparams.loss(
+            projections.float(), batch.snrs, batch.groups, **conditions, **degradations
+        )
         if stage != sb.Stage.TRAIN:
-            self.tracker.append(embeddings.float(), batch.snrs, batch.groups)
+            self.tracker.append(embeddings.float(), batch.snrs, batch.groups, **degradations)
         return loss
 
     def on_stage_start(self, stage, epoch=None):
@@ -81,8 +98,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_stats = {"loss": stage_loss}
             return
-        stats = {"loss": stage_loss, **self.tracker.summarize()}
-        stats["probe_snr_spearman"] = self._probe_spearman()
+        stats = {"loss": stage_loss, **self.tracker.summarize(), **self._probe_stats()}
         stats = {k: round(float(v), 4) for k, v in stats.items()}
         if self._initial_validation:
             # The randomly initialised encoder: the baseline of every curve; not saved.
@@ -148,29 +164,41 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             raise JNDSettingsError(f"unknown select_by {rule!r} (known: {known})")
         return SELECTION_RULES[rule]
 
-    def _probe_spearman(self) -> float:
-        """Fit a ridge SNR probe on training mixtures, score it on the validation ones."""
+    def _probe_stats(self) -> dict:
+        """Spearman correlations of ridge probes fit on training mixtures, on the validation ones.
+
+        ``probe_snr_spearman`` reads the SNR (of the views with noise only, when there are
+        degradations); ``probe_<family>_spearman`` each family's severity.
+        """
+        names = self.tracker.family_names()
+        keys = ["probe_snr_spearman", *(f"probe_{name}_spearman" for name in names)]
         if self.probe_loader is None or not self.tracker.embeddings:
-            return float("nan")
-        train_emb, train_snr = [], []
+            return dict.fromkeys(keys, float("nan"))
+        train = []
         with torch.no_grad():
             for batch in self.probe_loader:
+                batch = self._on_device(batch)
                 if batch.has_nonfinite():
                     continue
-                batch = batch.to(self.device)
                 with self.evaluation_ctx:
                     emb = self.modules.encoder(batch.wavs, batch.wav_lens)
-                train_emb.append(emb.float().cpu())
-                train_snr.append(batch.snrs.cpu())
-        if not train_emb:
-            return float("nan")
+                train.append(_probe_rows(emb, batch.snrs, batch.families, batch.severities))
+        if not train:
+            return dict.fromkeys(keys, float("nan"))
+        train = torch.cat(train)
         valid_emb, valid_snr = self.tracker.tensors()[:2]
-        return linear_probe_spearman(
-            torch.cat(train_emb).numpy(),
-            torch.cat(train_snr).numpy(),
-            valid_emb.numpy(),
-            valid_snr.numpy(),
-        )
+        valid = _probe_rows(valid_emb, valid_snr, *_columns(self.tracker.degradations))
+        stats = {}
+        for key, family in zip(keys, [-1, *range(len(names))]):
+            target = 1 if family == -1 else 2  # the SNR, or the family's severity
+            tr, va = (rows[rows[:, 0] == family] for rows in (train, valid))
+            enough = len(tr) > 0 and len(va) > 1
+            stats[key] = (
+                linear_probe_spearman(tr[:, 3:], tr[:, target], va[:, 3:], va[:, target])
+                if enough
+                else float("nan")
+            )
+        return stats
 
     def finish(self, test_sets=None, hparams_file=None) -> dict:
         """After :meth:`fit`: write ``encoder_ckpt`` and ``summary_file`` (hparams)."""
@@ -239,6 +267,19 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         self.optimizers_dict = {"opt_class": self.optimizer}
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
+    def fit_batch(self, batch):
+        """Train on the batch, its views made and degraded on the device."""
+        return super().fit_batch(self._on_device(batch))
+
+    def evaluate_batch(self, batch, stage):
+        """Evaluate the batch, its views made and degraded on the device."""
+        return super().evaluate_batch(self._on_device(batch), stage)
+
+    def _on_device(self, batch):
+        # Made before the non-finite check, which so also skips degraded views that are
+        # not finite or all zero.
+        return batch.to(self.device).degrade(getattr(self.hparams, "degrader", None))
 
     def compute_forward(self, batch, stage):
         """Predict every dimension of every file, in 1..5."""
@@ -341,3 +382,20 @@ def _mos_stats(frame) -> dict:
     true, pred = frame["true_mos"].to_numpy(), frame["pred_mos"].to_numpy()
     scores = {"pcc": pcc(true, pred), "srcc": srcc(true, pred), "rmse": rmse(true, pred)}
     return {key: round(float(value), 4) for key, value in scores.items()}
+
+
+def _probe_rows(emb, snrs, families=None, severities=None) -> torch.Tensor:
+    """(N, 3 + D) float64 rows: family (-1: none), SNR, severity, embedding."""
+    n = emb.shape[0]
+    families = torch.full((n,), -1.0) if families is None else families
+    severities = torch.zeros(n) if severities is None else severities
+    columns = [families, snrs, severities]
+    columns = [c.detach().to("cpu", torch.float64).reshape(n, 1) for c in columns]
+    return torch.cat([*columns, emb.detach().to("cpu", torch.float64)], dim=1)
+
+
+def _columns(degradations: list):
+    """The tracker's families and severities, or Nones when the views had none."""
+    if not degradations:
+        return None, None
+    return tuple(torch.cat(degradations).T)

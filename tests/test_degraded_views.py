@@ -1,0 +1,123 @@
+"""Views with a degradation beyond noise: drawn by the view maker, made and skipped by the Brain."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from speechbrain.utils.epoch_loop import EpochCounter
+from speechbrain.utils.train_logger import FileTrainLogger
+from torch.utils.data import DataLoader
+
+from jsqa_sb.data.degradations import Degrader
+from jsqa_sb.data.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
+from jsqa_sb.data.minicorpus import build_chime3, build_librispeech
+from jsqa_sb.data.pairs import JNDPairRule, JNDSettingsError
+from jsqa_sb.data.prepare_jnd import prepare_jnd
+from jsqa_sb.networks import JSQAEncoder, ProjectionHead
+from jsqa_sb.networks.losses import JNDContrastiveLoss
+from jsqa_sb.training.brains import JNDContrastiveBrain
+from jsqa_sb.training.checkpoints import Checkpointer
+
+FAMILIES = [{"family": "clipping"}, {"family": "band_limit"}]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deg")
+    build_librispeech(root / "libri")
+    build_chime3(root / "chime")
+    out = prepare_jnd(root / "libri", root / "chime", root / "manifests", segment_seconds=1.0)
+    folders = {"librispeech_folder": str(root / "libri"), "chime3_folder": str(root / "chime")}
+    return out, folders
+
+
+def _maker(out, folders, degrader, **kwargs):
+    rule = JNDPairRule(degradations=degrader)
+    noise = kwargs.pop("noise", out["noise_train"])
+    return JNDViewMaker(noise, folders, segment_seconds=1.0, pair_rule=rule, degrader=degrader,
+                        **kwargs)  # fmt: skip
+
+
+def _batches(out, folders, maker, fixed=False, n=4):
+    manifest = out["valid"] if fixed else out["train"]
+    dataset = make_jnd_dataset(manifest, folders, maker, fixed=fixed)
+    return list(DataLoader(dataset, batch_size=n, collate_fn=jnd_collate))
+
+
+def test_a_degraded_group_shares_one_snr_and_varies_its_severity(prepared):
+    out, folders = prepared
+    maker = _maker(out, folders, Degrader(FAMILIES, p_none=0.3), degraded_snr_range=(12, 20))
+    rows = torch.cat([b.degradations for b in _batches(out, folders, maker)])
+    snrs = torch.cat([b.snrs for b in _batches(out, folders, maker)]).view(-1, 4)
+    groups = rows.view(-1, 4, 2)
+    degraded = groups[:, 0, 0] >= 0
+    assert degraded.any() and (~degraded).any()  # p_none = 0.3: both kinds
+    assert (groups[..., 0] == groups[:, :1, 0]).all()  # one family per group
+    for snr, group in zip(snrs[degraded], groups[degraded]):
+        assert (snr == snr[0]).all() and 12 <= snr[0] <= 20
+        spec = maker.degrader.specs[int(group[0, 0])]
+        diffs = (group[:, 1, None] - group[None, :, 1]).abs().numpy()
+        alike, different = spec.label(diffs[np.triu_indices(4, 1)])
+        assert alike.any() and different.any()
+    assert (groups[~degraded][..., 1] == 0).all()
+    assert snrs[~degraded].std(dim=1).min() > 0  # noise-only groups vary the SNR
+
+
+def test_validation_degradations_are_fixed_and_the_views_degraded(prepared):
+    out, folders = prepared
+    maker = _maker(out, folders, Degrader(FAMILIES, p_none=0.0), noise=None)
+    first, again = (_batches(out, folders, maker, fixed=True)[0] for _ in range(2))
+    assert torch.equal(first.degradations, again.degradations)
+    assert (first.families >= 0).all()
+    plain = first.wavs.clone()
+    degraded = first.degrade(maker.degrader).wavs
+    assert degraded.shape == plain.shape and not torch.equal(degraded, plain)
+
+
+def test_a_rule_that_does_not_know_the_degradations_is_refused(prepared):
+    out, folders = prepared
+    with pytest.raises(JNDSettingsError, match="same degrader"):
+        JNDViewMaker(out["noise_train"], folders, degrader=Degrader(FAMILIES))
+
+
+class _Silencer(Degrader):
+    """Makes the views of family 0 silent: a degradation gone wrong."""
+
+    def apply(self, wavs, family_ids, severities, generator=None):
+        out, bad = super().apply(wavs, family_ids, severities, generator)
+        return out * (family_ids != 0)[:, None], bad
+
+
+def test_a_batch_whose_degraded_views_are_silent_is_skipped_and_counted(prepared, tmp_path, caplog):
+    out, folders = prepared
+    degrader = _Silencer(FAMILIES, p_none=0.0)
+    maker = _maker(out, folders, degrader)
+    encoder = JSQAEncoder(cnn_channels=4, d_model=16, att_layers=1, att_heads=2, emb_dim=16)
+    projector = ProjectionHead(16, 16, 8)
+    counter = EpochCounter(1)
+    hparams = {
+        "loss": JNDContrastiveLoss(pair_rule=maker.pair_rule),
+        "train_view_maker": maker,
+        "degrader": degrader,
+        "epoch_counter": counter,
+        "train_logger": FileTrainLogger(tmp_path / "log.txt"),
+    }
+    brain = JNDContrastiveBrain(
+        modules={"encoder": encoder, "projector": projector},
+        opt_class=lambda p: torch.optim.Adam(p, 1e-3),
+        hparams=hparams,
+        run_opts={"device": "cpu", "noprogressbar": True},
+        checkpointer=Checkpointer(tmp_path / "save", {"encoder": encoder, "counter": counter}),
+    )
+    batches = _batches(out, folders, maker, n=1)
+    silent = [b for b in batches if (b.families == 0).any()]
+    clean = [b for b in batches if (b.families != 0).all()]
+    assert silent and clean
+    with caplog.at_level(logging.WARNING):
+        brain.on_fit_start()
+        losses = [brain.fit_batch(b) for b in silent + clean]
+    assert brain.skipped_batches == len(silent)
+    assert all(torch.isnan(loss) for loss in losses[: len(silent)])
+    assert all(torch.isfinite(loss) for loss in losses[len(silent) :])
+    assert "Skipping a batch" in caplog.text
