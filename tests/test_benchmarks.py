@@ -46,9 +46,11 @@ def test_bench_data_reports_each_worker_setting_against_the_bound():
 
 def test_bench_train_compares_the_step_with_the_loader():
     result = _run(
-        "bench_train.py", "--steps", "2", "--loader_batches", "2", "--workers", "1", "batch_size=2"
-    )
+        "bench_train.py", "--steps", "2", "--loader_batches", "2", "--workers", "1",
+        "--degradations", "batch_size=2",
+    )  # fmt: skip
     assert result["batch_size_groups"] == 2
+    assert result["degradations"] == ["band_limit", "clipping", "packet_loss", "mu_law"]
     assert result["step_views_per_s"] > 0 and result["loader_views_per_s"] > 0
     ratio = result["loader_views_per_s"] / result["step_views_per_s"]
     assert abs(result["loader_to_step_ratio"] - ratio) < 0.01 * ratio + 0.01
