@@ -169,6 +169,16 @@ def test_reverb_decays_60_db_in_rt60_and_keeps_the_level():
     assert ratio_db.abs().max() < 1.5
 
 
+def test_reverb_is_the_convolution_with_its_room_response():
+    severities = torch.tensor([0.5, 2.0])  # RT60 0.14 s and 0.4 s: at most 6400 taps
+    impulse = torch.zeros(2, 8000, dtype=torch.float64)
+    impulse[:, 0] = 1.0
+    rir = degrade(impulse, "reverb", severities, SR, torch.Generator().manual_seed(4))
+    wavs = torch.randn(2, 3000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    out = degrade(wavs, "reverb", severities, SR, torch.Generator().manual_seed(4))
+    assert torch.allclose(out, AF.fftconvolve(wavs, rir)[:, :3000], atol=1e-9)
+
+
 @pytest.mark.parametrize("family", ["packet_loss", "reverb"])
 def test_random_families_are_reproducible_with_a_generator(family):
     wavs = _tone(0.25, rows=2)
