@@ -47,8 +47,8 @@ SR = 16000
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line's options (every number of the procedure is one)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--librispeech_folder", default="/work/shared/data/librispeech_mini")
-    p.add_argument("--chime3_folder", default="/work/shared/data/chime3_mini")
+    p.add_argument("--librispeech_folder", required=True, help="folder holding LibriSpeech/")
+    p.add_argument("--chime3_folder", required=True, help="folder holding CHiME3/")
     p.add_argument("--num_utterances", type=int, default=20)
     p.add_argument("--min_seconds", type=float, default=1.5, help="shorter utterances skipped")
     p.add_argument("--max_seconds", type=float, default=4.0, help="longer ones cut")
