@@ -23,6 +23,8 @@ import pandas as pd
 
 from jsqa_sb.data.prepare_utils import writable_folder
 from jsqa_sb.evaluation.reports import ReportError, scatter_png
+from jsqa_sb.serving.scoring_inputs import listed_path, read_csv_table
+from jsqa_sb.serving.scoring_output import is_number
 
 #: Report formats, chosen by the extension of ``--report``.
 REPORT_FORMATS = (".html", ".md")
@@ -72,31 +74,18 @@ def read_labels(
         )
     labels: dict[str, float] = {}
     for table_path in tables:
-        try:
-            table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
-        except (OSError, ValueError) as err:
-            raise ReportError(f"--label {label}: cannot read {table_path}: {err}") from err
-        if label not in table.columns:
-            raise ReportError(
-                f"--label {label}: {table_path} has no column {label!r}; its columns are: "
-                + (", ".join(map(str, table.columns)) or "(none)")
-            )
+        table = read_csv_table(table_path, label, ReportError, f"--label {label}: ")
         if column not in table.columns:
             continue  # list_inputs names this error
         bad = []
-        folder = os.path.dirname(os.path.abspath(table_path))
         for number, (cell, value) in enumerate(zip(table[column], table[label]), start=2):
-            text = str(value).strip()
-            if not str(cell).strip() or not text:
+            cell, text = cell.strip(), value.strip()
+            if not cell or not text:
                 continue
-            try:
-                number_value = float(text)
-            except ValueError:
-                number_value = math.nan
-            if not math.isfinite(number_value):
+            if is_number(text):
+                labels[listed_path(table_path, cell)] = float(text)
+            else:
                 bad.append(f"line {number}: {text!r}")
-                continue
-            labels[os.path.abspath(os.path.join(folder, str(cell).strip()))] = number_value
         if bad:
             more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
             raise ReportError(
@@ -122,33 +111,22 @@ def load_scores(path: str | os.PathLike) -> pd.DataFrame:
 
 def summarize(frame: pd.DataFrame, output_names: Sequence[str]) -> pd.DataFrame:
     """Per output: number of scored files, mean, median, sd (n - 1), min and max."""
-    scored = frame[frame["error"] == ""]
-    stats = {}
-    for name in output_names:
-        values = pd.to_numeric(scored[name], errors="coerce").dropna()
-        stats[name] = {
-            "files": int(values.size),
-            "mean": values.mean(),
-            "median": values.median(),
-            "sd": values.std(ddof=1) if values.size > 1 else math.nan,
-            "min": values.min(),
-            "max": values.max(),
-        }
-    return pd.DataFrame(stats).T
+    scored = frame.loc[frame["error"] == "", list(output_names)]
+    stats = scored.apply(pd.to_numeric, errors="coerce").agg(
+        ["count", "mean", "median", "std", "min", "max"]
+    )
+    return stats.T.set_axis(["files", "mean", "median", "sd", "min", "max"], axis=1)
 
 
 def label_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
     """PCC, SRCC and RMSE of ``predictions`` against ``labels`` (``evaluation.mos_metrics``)."""
     from jsqa_sb.evaluation.mos_metrics import pcc, rmse, srcc
 
-    if labels.size < MIN_LABELLED:
-        return {"files": int(labels.size), "pcc": math.nan, "srcc": math.nan, "rmse": math.nan}
-    return {
-        "files": int(labels.size),
-        "pcc": pcc(labels, predictions),
-        "srcc": srcc(labels, predictions),
-        "rmse": rmse(labels, predictions),
-    }
+    enough = labels.size >= MIN_LABELLED
+    metrics: dict[str, float] = {"files": int(labels.size)}
+    for name, metric in (("pcc", pcc), ("srcc", srcc), ("rmse", rmse)):
+        metrics[name] = metric(labels, predictions) if enough else math.nan
+    return metrics
 
 
 def write_report(
@@ -186,27 +164,6 @@ def write_report(
     for name in names:
         scored[name] = pd.to_numeric(scored[name], errors="coerce")
     ranked = scored.sort_values(key, kind="stable")
-    figures: list[tuple[str, str, bytes]] = []  # (file name, caption, PNG)
-    for name in names:
-        figures.append((f"hist_{name}.png", f"Histogram of {name}", _histogram(scored[name], name)))
-
-    compared = label_name if label_name in names else key
-    metrics = None
-    if labels is not None:
-        paths = scored["path"].map(os.path.abspath)
-        has = paths.isin(labels.keys())
-        true = np.array([labels[p] for p in paths[has]], dtype=np.float64)
-        pred = scored.loc[has, compared].to_numpy(np.float64)
-        metrics = label_metrics(true, pred)
-        metrics["unlabelled"] = int((~has).sum())
-        title = ", ".join(f"{k.upper()} {_fmt(metrics[k])}" for k in ("pcc", "srcc", "rmse"))
-        figures.append(
-            (
-                f"scatter_{compared}.png",
-                f"Predicted {compared} against the label {label_name}",
-                scatter_png(true, pred, f"label: {label_name}", f"predicted {compared}", title),
-            )
-        )
 
     document = _Document(report)
     document.heading(1, "JSQA scores of a collection")
@@ -228,30 +185,32 @@ def write_report(
             for name, row in stats.iterrows()
         ],
     )
-    for file_name, caption, png in figures[: len(names)]:
-        document.figure(file_name, caption, png)
-    if metrics is not None:
+    for name in names:
+        document.figure(f"hist_{name}.png", f"Histogram of {name}", _histogram(scored[name], name))
+    if labels is not None:
+        compared = label_name if label_name in names else key
+        paths = scored["path"].map(os.path.abspath)
+        has = paths.isin(labels.keys())
+        true = np.array([labels[p] for p in paths[has]], dtype=np.float64)
+        pred = scored.loc[has, compared].to_numpy(np.float64)
+        metrics = label_metrics(true, pred)
+        unlabelled = int((~has).sum())
+        notes = f" ({unlabelled} scored files have none)" if unlabelled else ""
+        if metrics["files"] < MIN_LABELLED:
+            notes += f"; fewer than {MIN_LABELLED}: no correlation"
         document.heading(2, f"Against the label {label_name}")
         document.paragraph(
             f"Predicted {compared} against the {label_name!r} column of the input CSV, "
-            f"on the {metrics['files']} scored files that have a label"
-            + (
-                f" ({metrics['unlabelled']} scored files have none)"
-                if metrics["unlabelled"]
-                else ""
-            )
-            + (
-                f"; fewer than {MIN_LABELLED}: no correlation"
-                if metrics["files"] < MIN_LABELLED
-                else ""
-            )
-            + "."
+            f"on the {metrics['files']} scored files that have a label{notes}."
         )
-        document.table(
-            ["files", "PCC", "SRCC", "RMSE"],
-            [[str(metrics["files"])] + [_fmt(metrics[k]) for k in ("pcc", "srcc", "rmse")]],
+        values = [_fmt(metrics[k]) for k in ("pcc", "srcc", "rmse")]
+        document.table(["files", "PCC", "SRCC", "RMSE"], [[str(metrics["files"]), *values]])
+        title = ", ".join(f"{k} {v}" for k, v in zip(("PCC", "SRCC", "RMSE"), values))
+        document.figure(
+            f"scatter_{compared}.png",
+            f"Predicted {compared} against the label {label_name}",
+            scatter_png(true, pred, f"label: {label_name}", f"predicted {compared}", title),
         )
-        document.figure(*figures[-1])
     columns = ["path", *names]
     for title, part in (
         (f"The {min(top, len(ranked))} worst files (lowest {key})", ranked.head(top)),
@@ -279,15 +238,8 @@ def _fmt(value: Any) -> str:
     return "-" if math.isnan(number) else f"{number:.3f}"
 
 
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    fig.clear()
-    return buffer.getvalue()
-
-
 def _histogram(values: pd.Series, name: str) -> bytes:
-    """A histogram of one output over the files, on the 1-5 scale."""
+    """A PNG histogram of one output over the files, on the 1-5 scale."""
     from matplotlib.figure import Figure  # no pyplot: no global state, Agg for PNG
 
     data = values.dropna().to_numpy(np.float64)
@@ -297,22 +249,17 @@ def _histogram(values: pd.Series, name: str) -> bytes:
     high = max(5.0, float(data.max())) if data.size else 5.0
     ax.hist(data, bins=np.linspace(low, high, 33), color="tab:blue", edgecolor="white")
     if data.size:
-        ax.axvline(
-            float(np.mean(data)), color="tab:red", linestyle="--", label=f"mean {np.mean(data):.2f}"
-        )
-        ax.axvline(
-            float(np.median(data)),
-            color="black",
-            linestyle=":",
-            label=f"median {np.median(data):.2f}",
-        )
+        for stat, color, style in (("mean", "tab:red", "--"), ("median", "black", ":")):
+            value = float(getattr(np, stat)(data))
+            ax.axvline(value, color=color, linestyle=style, label=f"{stat} {value:.2f}")
         ax.legend(loc="best", framealpha=0.9, fontsize=9)
-    ax.set_xlim(low, high)
-    ax.set_xlabel(f"predicted {name}")
-    ax.set_ylabel("number of files")
+    ax.set(xlim=(low, high), xlabel=f"predicted {name}", ylabel="number of files")
     ax.set_title(f"{name}: {data.size} files", fontsize=11)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    fig.clear()
+    return buffer.getvalue()
 
 
 class _Document:

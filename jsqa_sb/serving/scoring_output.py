@@ -112,12 +112,12 @@ def _is_blank(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """True for a finite number, or text that reads as one (a CSV cell).
 
     Example
     -------
-    >>> [_is_number(v) for v in (3.5, "3.5", " 16000", "", None, "nan", "inf", "3.5x", True)]
+    >>> [is_number(v) for v in (3.5, "3.5", " 16000", "", None, "nan", "inf", "3.5x", True)]
     [True, True, True, False, False, False, False, False, False]
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -150,7 +150,7 @@ def resumable_rows(
             continue
         path = os.path.abspath(cell)
         failed = not _is_blank(row.get(ERROR_COLUMN))
-        ok = not failed and all(_is_number(row.get(c)) for c in required)
+        ok = not failed and all(is_number(row.get(c)) for c in required)
         if path in done or (path in inputs and not ok):
             continue
         if not ok and not failed:
