@@ -31,12 +31,8 @@ META_SUFFIX = ".meta.json"
 def model_fingerprint(scorer: Any) -> str | None:
     """What identifies the model behind ``scorer``, recorded in ``<out>.meta.json``.
 
-    The scorer's ``fingerprint`` (an attribute, or a method called without arguments)
-    if it has one; otherwise, for a SpeechBrain model (``scorer.mods``, a torch module),
-    a SHA-256 of every parameter and buffer (names, types, shapes, values) and of the
-    scorer's ``output_names``, ``sample_rate`` and ``window_seconds``: two models give
-    the same fingerprint only if they score alike. None when the scorer gives no way
-    to tell (the output is then not checked on resume).
+    The scorer's ``fingerprint`` (an attribute or a method) if it has one; else, for a
+    SpeechBrain model, a SHA-256 of its state dict and scoring settings; else None.
     """
     value = getattr(scorer, "fingerprint", None)
     if callable(value):
@@ -84,9 +80,7 @@ def check_scores(
 
 def describe_error(err: BaseException, path: str) -> str:
     """One-line message for ``err``, without a leading ``path:`` (the row names it)."""
-    text = " ".join(str(err).split())
-    if text.startswith(f"{path}: "):
-        text = text[len(path) + 2 :]
+    text = " ".join(str(err).split()).removeprefix(f"{path}: ")
     if not isinstance(err, AudioReadError):
         text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text
@@ -133,13 +127,10 @@ def resumable_rows(
 ) -> tuple[list[dict[str, Any]], set[str], int]:
     """Split an existing output into the rows to keep and the paths already scored.
 
-    A row counts as done when it has no error and a number (finite) for its duration,
-    sample rate and every score. Rows of the current inputs that are not done, and
-    repeats of a done path, are dropped (the inputs are scored again); rows of other
-    paths are kept if done or if they have an error. The rest (no path, numbers
-    missing or not numbers without an error) are junk, dropped and counted. Returns
-    the rows to write back (exactly ``columns``), the paths not to score again, and the
-    number of junk rows.
+    A row is done when it has no error and finite numbers for its duration, sample rate
+    and scores. Rows of current inputs that are not done, and repeats, are dropped (to
+    be scored again); other rows are kept if done or failed, else counted as junk.
+    Returns the rows to write back, the paths not to score again, and the junk count.
     """
     required = ("duration", "sample_rate", *names)
     kept, done, junk = [], set(), 0
@@ -174,12 +165,7 @@ def _clean(value: Any) -> Any:
 def check_same_model(
     out: Path, meta_path: Path, meta: dict[str, Any], rows: list[dict[str, Any]]
 ) -> None:
-    """Refuse to resume into an output of another model (as ``<out>.meta.json`` says).
-
-    An output without rows can be taken over. When the scorer cannot identify its
-    model (:func:`model_fingerprint` is None) and the output names none either, there
-    is nothing to compare.
-    """
+    """Refuse to resume into an output (with rows) of another model, as its record says."""
     if not rows:
         return
     try:
