@@ -95,13 +95,8 @@ class ScoringSummary:
         if self.dropped_rows:
             counts += f", {self.dropped_rows} unusable row(s) of the old output dropped"
         lines = [f"{counts}; results in {self.out}"]
-        for title, items in (
-            ("Failed:", self.errors),
-            (
-                "Folders that could not be searched (recordings in them are not scored):",
-                self.unreadable_folders,
-            ),
-        ):
+        folders = "Folders that could not be searched (recordings in them are not scored):"
+        for title, items in (("Failed:", self.errors), (folders, self.unreadable_folders)):
             if items:
                 lines.append(title)
                 lines += [f"  {printable(p)}: {printable(m)}" for p, m in items[:limit]]

@@ -39,8 +39,7 @@ MIN_LABELLED = 3
 def check_report_path(path: str | os.PathLike) -> Path:
     """Check, before scoring, that ``path`` (``.html`` or ``.md``) can be written.
 
-    The folder is created if needed and a file is written in it and removed; a
-    ReportError for another extension, a folder, or a folder that cannot be written.
+    The folder is created if needed; a ReportError if it cannot be written.
     """
     report = Path(path)
     if report.suffix.lower() not in REPORT_FORMATS:
@@ -58,14 +57,9 @@ def read_labels(
 ) -> dict[str, float]:
     """``{absolute path: label}`` of the files listed in the ``.csv`` inputs.
 
-    ``label`` is the column of the labels and ``column`` that of the paths (relative
-    ones are read from the CSV's folder); rows with an empty label are left out.
-
-    Raises
-    ------
-    ReportError
-        If no input is a CSV file, a CSV lacks the ``label`` column (its columns are
-        named), or a label is not a finite number (the rows are named).
+    ``label`` is the column of the labels and ``column`` that of the paths; rows with an
+    empty label are left out. :class:`ReportError` if no input is a CSV file, a CSV
+    lacks the ``label`` column, or a label is not a finite number.
     """
     tables = [os.fspath(p) for p in inputs if os.fspath(p).lower().endswith(".csv")]
     if not tables:
@@ -139,21 +133,12 @@ def write_report(
     model_name: Optional[str] = None,
     top: int = TOP_FILES,
 ) -> Path:
-    """Write the report of a scored collection; return its path.
+    """Write the report of ``scores`` (the output of ``jsqa score``: its file or rows).
 
-    Arguments
-    ---------
-    scores : str, PathLike or pandas.DataFrame
-        The output of ``jsqa score`` (its file, or its rows).
-    output_names : sequence of str
-        The score columns (the model's outputs).
-    report : str or PathLike
-        ``.html`` (self-contained) or ``.md`` (figures in ``<stem>_files/``).
-    labels : mapping, optional
-        ``{absolute path: label}`` (:func:`read_labels`), compared with the output
-        named ``label_name``, or the first output if there is none.
-    top : int
-        How many of the worst and the best files to list.
+    ``report`` is ``.html`` (self-contained) or ``.md`` (figures in ``<stem>_files/``);
+    ``labels`` (:func:`read_labels`) are compared with the output named ``label_name``,
+    or the first output if there is none; ``top`` worst and best files are listed.
+    Returns the report's path.
     """
     report = Path(report)
     frame = scores if isinstance(scores, pd.DataFrame) else load_scores(scores)
@@ -177,14 +162,8 @@ def write_report(
     document.table(["", "value"], facts)
     document.heading(2, "Scores")
     stats = summarize(frame, names)
-    document.table(
-        ["output", "files", "mean", "median", "sd", "min", "max"],
-        [
-            [name, str(int(row["files"]))]
-            + [_fmt(row[c]) for c in ("mean", "median", "sd", "min", "max")]
-            for name, row in stats.iterrows()
-        ],
-    )
+    rows = [[name, str(int(row["files"])), *map(_fmt, row[1:])] for name, row in stats.iterrows()]
+    document.table(["output", *stats.columns], rows)
     for name in names:
         document.figure(f"hist_{name}.png", f"Histogram of {name}", _histogram(scored[name], name))
     if labels is not None:
@@ -245,8 +224,7 @@ def _histogram(values: pd.Series, name: str) -> bytes:
     data = values.dropna().to_numpy(np.float64)
     fig = Figure(figsize=(6.0, 3.6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    low = min(1.0, float(data.min())) if data.size else 1.0
-    high = max(5.0, float(data.max())) if data.size else 5.0
+    low, high = float(np.min(data, initial=1.0)), float(np.max(data, initial=5.0))
     ax.hist(data, bins=np.linspace(low, high, 33), color="tab:blue", edgecolor="white")
     if data.size:
         for stat, color, style in (("mean", "tab:red", "--"), ("median", "black", ":")):
