@@ -9,7 +9,6 @@ SpeechBrain: ``jsqa export`` ships it inside a model folder's ``custom_interface
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -33,8 +32,6 @@ from jsqa_sb.serving.windows import (
     equal_windows,
     sliding_windows,
 )
-
-logger = logging.getLogger(__name__)
 
 
 class RecordingError(JSQAError, RuntimeError):
@@ -103,23 +100,13 @@ class JSQA(Pretrained):
         overrides: Optional[dict] = None,
         **kwargs,
     ) -> JSQA:
-        """Load a model from a local folder or a hub id, like SpeechBrain's interfaces.
+        """Load a model from a local folder or a hub id ``owner/name``, like SpeechBrain's.
 
         ``hyperparams.yaml`` is checked (:mod:`jsqa_sb.serving.yaml_security`) before
-        anything in it is created; checkpoints hold plain tensors only.
-
-        Arguments
-        ---------
-        source : str or os.PathLike
-            A local model folder or a Hugging Face hub id ``owner/name`` (anything else
-            is refused without a hub look-up).
-        savedir : str or os.PathLike, optional
-            Where the model's files are collected (default: used where they are).
-        trust_remote_code : bool
-            Load a YAML that creates other objects or runs code too (trusted sources
-            only).
-        **kwargs
-            Passed to the class (e.g. ``run_opts={"device": "cuda"}``).
+        anything in it is created: only ``trust_remote_code`` (for trusted sources) lets
+        it create other objects than ``jsqa export`` writes. The files are collected in
+        ``savedir`` (default: used where they are); ``kwargs`` go to the class (e.g.
+        ``run_opts={"device": "cuda"}``).
         """
         hparams = load_model_hparams(
             source,
