@@ -111,10 +111,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], column: str = "path") ->
 
 
 def default_scoring_threads() -> int:
-    """The torch threads ``jsqa score`` uses: the CPUs that other processes leave free (>= 1).
-
-    A torch thread sharing its core with a busy process holds all the others back.
-    """
+    """The torch threads ``jsqa score`` uses: the CPUs that other processes leave free (>= 1)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -192,32 +189,18 @@ def score_paths(
 ) -> ScoringSummary:
     r"""Score files already listed (an :class:`InputListing`, or paths) into ``out``.
 
-    CSV rows are appended and flushed after every batch. JSON is written whole
-    (atomically) when the run ends, also by an exception or Ctrl-C, so a run killed
-    outright (SIGKILL) loses its rows: prefer CSV for long runs. ``<out>.meta.json``
-    records the model.
+    ``out`` (``.csv`` or ``.json``, not an input) gets one row per file: ``path``
+    (absolute; a name that is not valid UTF-8 with ``\x`` escapes), ``duration``,
+    ``sample_rate``, one column per ``scorer.output_names`` and ``error`` (empty when
+    scored). CSV rows are flushed after every batch; JSON is written once, when the run
+    ends (also by an error or Ctrl-C). ``<out>.meta.json`` records the model, named
+    ``model_name``. ``resume`` keeps the complete rows of an existing ``out`` of the same
+    model and skips their paths; without it, ``out`` is replaced. A batch holds at most
+    ``batch_size`` files and ``max_batch_seconds`` of audio (a longer file is alone).
 
-    Arguments
-    ---------
-    out : str or PathLike
-        Output file, ``.csv`` or ``.json``, not an input; columns ``path`` (absolute; a
-        name that is not valid UTF-8 is written with ``\x`` escapes), ``duration``
-        (seconds), ``sample_rate``, one per ``scorer.output_names``, and ``error``
-        (empty in CSV, null in JSON, when the file was scored).
-    resume : bool
-        Keep the complete rows of an existing ``out`` (of the same model) and skip their
-        paths; rows with an error or a missing number are retried, malformed rows
-        dropped. Without it an existing ``out`` is replaced.
-    batch_size, max_batch_seconds : int, float
-        Most files, and most audio (seconds, summed), per call to
-        ``scorer.score_files``; a longer file is scored alone.
-    model_name : str, optional
-        How to name the model in ``<out>.meta.json`` and messages (e.g. its folder).
-
-    Returns the :class:`ScoringSummary` (also logged as warnings).
-    :class:`ScoringInputError`, before anything is scored or written, for a bad ``out``,
-    bad batch limits, a scorer without output names or whose names clash with the
-    columns, or an ``out`` that cannot be resumed.
+    Returns the :class:`ScoringSummary` (also logged). :class:`ScoringInputError`, before
+    anything is scored or written, for a bad ``out``, bad batch limits, a scorer without
+    output names or whose names clash with the columns, or an ``out`` not to resume.
     """
     listing = paths if isinstance(paths, InputListing) else InputListing(list(paths))
     paths = listing.paths
