@@ -37,10 +37,7 @@ MIN_LABELLED = 3
 
 
 def check_report_path(path: str | os.PathLike) -> Path:
-    """Check, before scoring, that ``path`` (``.html`` or ``.md``) can be written.
-
-    The folder is created if needed; a ReportError if it cannot be written.
-    """
+    """ReportError unless ``path`` (``.html`` or ``.md``) can be written (its folder is created)."""
     report = Path(path)
     if report.suffix.lower() not in REPORT_FORMATS:
         raise ReportError(
@@ -202,9 +199,7 @@ def write_report(
         )
     if len(failed):
         document.heading(2, f"Failures ({len(failed)})")
-        document.table(
-            ["path", "error"], [[str(r["path"]), str(r["error"])] for _, r in failed.iterrows()]
-        )
+        document.table(["path", "error"], failed[["path", "error"]].astype(str).values.tolist())
     document.write()
     return report
 
@@ -269,12 +264,10 @@ class _Document:
             self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             return
 
-        def cell(text: str) -> str:
-            return text.replace("|", "\\|").replace("\n", " ")
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
-        lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
-        lines.append("|" + "|".join("---" for _ in header) + "|")
-        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+        lines = [line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]
         self.parts.append("\n".join(lines) + "\n")
 
     def figure(self, file_name: str, caption: str, png: bytes) -> None:

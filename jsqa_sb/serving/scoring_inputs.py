@@ -34,12 +34,7 @@ class ScoringInputError(JSQAError, ValueError):
 
 @dataclass
 class InputListing:
-    """The files to score (absolute, each real file once, in input order).
-
-    ``sources``: the inputs as given (absolute), which the output must not be;
-    ``unreadable_folders``: ``(folder, reason)`` of every folder that could not be
-    searched.
-    """
+    """The files to score, the inputs they come from, and the folders not searched (why)."""
 
     paths: list[str]
     sources: list[str] = field(default_factory=list)
@@ -93,11 +88,7 @@ def list_inputs(inputs: Sequence[str | os.PathLike], column: str = "path") -> In
 def check_output(
     out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), paths: Sequence[str] = ()
 ) -> None:
-    """Refuse an ``out`` that is not ``.csv`` or ``.json``, is a folder, or is an input.
-
-    An input is one of ``inputs`` (as given) or ``paths`` (the files to score), or the
-    same file as one: writing it would destroy it (:class:`ScoringInputError`).
-    """
+    """:class:`ScoringInputError` unless ``out`` is a ``.csv`` or ``.json`` file, not an input."""
     out_abs = os.path.abspath(out)
     if Path(out_abs).suffix.lower() not in OUTPUT_FORMATS:
         raise ScoringInputError(
@@ -162,17 +153,13 @@ def _list_audio(folder: str, unreadable: list[tuple[str, str]]) -> list[str]:
                 except OSError as err:  # a link loop, a broken link, no permission
                     if not is_audio:
                         logger.debug("Skipping %s: %s", printable(entry.path), _os_reason(err))
-                        continue
                 if is_audio:
                     found.append(entry.path)
     return sorted(found)
 
 
 def _unique_files(paths: Sequence[str]) -> list[str]:
-    """``paths`` with each real file once, in first-occurrence order.
-
-    Of several paths to one file, its real path (no link in it) is kept, else the first.
-    """
+    """``paths`` with each real file once: its real path if among them, else the first."""
     groups: dict[Any, list[str]] = {}
     for path in paths:  # a missing file or a link loop: one row per path
         groups.setdefault(_file_key_or_none(path) or path, []).append(path)
