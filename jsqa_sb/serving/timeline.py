@@ -95,8 +95,7 @@ def waveform_envelope(
     total = max(1, int(info.frames))
     bins = max(1, min(points, total))
     edges = np.linspace(0, total, bins + 1)
-    low = np.full(bins, np.inf)
-    high = np.full(bins, -np.inf)
+    low, high = np.full(bins, np.inf), np.full(bins, -np.inf)
     block = max(1, int(block_seconds * info.samplerate))
     offset = 0
     for data in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
@@ -185,10 +184,9 @@ def write_timelines(
     for path in tqdm(paths, desc="Timelines", unit="file", disable=not progress):
         csv_path, png_path = folder / f"{names[path]}.csv", folder / f"{names[path]}.png"
         row = {"path": path, "csv": csv_path.name, "png": png_path.name, "windows": 0}
-        if not os.path.isfile(path):  # a named pipe would block: never opened
-            rows.append({**row, "csv": "", "png": "", "error": "not a regular file"})
-            continue
         try:
+            if not os.path.isfile(path):  # a named pipe would block: never opened
+                raise RecordingError("not a regular file")
             windows = model.score_timeline(path, window_seconds, hop_seconds)
             write_timeline_csv(windows, outputs, csv_path)
             plot_timeline(path, windows, outputs, png_path)
