@@ -80,11 +80,10 @@ def write_timeline_csv(
     with open(out, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["start", "end", *output_names])
-        for window in windows:
-            writer.writerow(
-                [f"{window.start:.3f}", f"{window.end:.3f}"]
-                + [f"{window.scores[name]:.4f}" for name in output_names]
-            )
+        writer.writerows(
+            [f"{w.start:.3f}", f"{w.end:.3f}", *(f"{w.scores[name]:.4f}" for name in output_names)]
+            for w in windows
+        )
 
 
 def waveform_envelope(
@@ -134,14 +133,8 @@ def plot_timeline(
         values = [w.scores[name] for w in windows]
         score_ax.plot(centres, values, marker="o", markersize=3, linewidth=1.5, label=name)
     if windows:
-        first = windows[0]
-        score_ax.annotate(
-            f"window {first.end - first.start:.1f} s",
-            xy=(0.01, 0.03),
-            xycoords="axes fraction",
-            fontsize=9,
-            color="dimgray",
-        )
+        span = f"window {windows[0].end - windows[0].start:.1f} s"
+        score_ax.annotate(span, (0.01, 0.03), xycoords="axes fraction", fontsize=9, color="dimgray")
     score_ax.set(xlim=(0, max(duration, 1e-3)), ylim=(0.9, 5.1), xlabel="time (s)")
     score_ax.set_ylabel("predicted score (1-5)")
     score_ax.grid(alpha=0.3)
