@@ -78,11 +78,9 @@ def read_labels(
             else:
                 bad.append(f"line {number}: {text!r}")
         if bad:
-            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise ReportError(
-                f"--label {label}: column {label!r} of {table_path} is not numeric: "
-                + ", ".join(bad[:5])
-                + more
+                f"--label {label}: column {label!r} of {table_path} is not numeric: {listed}"
             )
     return labels
 
@@ -94,19 +92,21 @@ def load_scores(path: str | os.PathLike) -> pd.DataFrame:
         frame = pd.read_json(path, orient="records", dtype=False)
     else:
         frame = pd.read_csv(path, dtype={"path": str, "error": str}, keep_default_na=False)
-    if "error" not in frame.columns:
-        frame["error"] = ""
-    frame["error"] = frame["error"].fillna("").astype(str)
+    frame["error"] = frame["error"].fillna("").astype(str) if "error" in frame.columns else ""
     return frame
+
+
+_STATISTICS = ["count", "mean", "median", "std", "min", "max"]
 
 
 def summarize(frame: pd.DataFrame, output_names: Sequence[str]) -> pd.DataFrame:
     """Per output: number of scored files, mean, median, sd (n - 1), min and max."""
-    scored = frame.loc[frame["error"] == "", list(output_names)]
-    stats = scored.apply(pd.to_numeric, errors="coerce").agg(
-        ["count", "mean", "median", "std", "min", "max"]
-    )
-    return stats.T.set_axis(["files", "mean", "median", "sd", "min", "max"], axis=1)
+    scored = frame[frame["error"] == ""]
+    stats = {
+        name: pd.to_numeric(scored[name], errors="coerce").dropna().agg(_STATISTICS)
+        for name in output_names
+    }
+    return pd.DataFrame(stats).T.set_axis(["files", "mean", "median", "sd", "min", "max"], axis=1)
 
 
 def label_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -143,8 +143,7 @@ def write_report(
     key = names[0]
     failed = frame[frame["error"] != ""]
     scored = frame[frame["error"] == ""].copy()
-    for name in names:
-        scored[name] = pd.to_numeric(scored[name], errors="coerce")
+    scored[names] = scored[names].apply(pd.to_numeric, errors="coerce")
     ranked = scored.sort_values(key, kind="stable")
 
     document = _Document(report)
@@ -187,16 +186,14 @@ def write_report(
             f"Predicted {compared} against the label {label_name}",
             scatter_png(true, pred, f"label: {label_name}", f"predicted {compared}", title),
         )
-    columns = ["path", *names]
+    shown = min(top, len(ranked))
     for title, part in (
-        (f"The {min(top, len(ranked))} worst files (lowest {key})", ranked.head(top)),
-        (f"The {min(top, len(ranked))} best files (highest {key})", ranked.tail(top)[::-1]),
+        (f"The {shown} worst files (lowest {key})", ranked.head(top)),
+        (f"The {shown} best files (highest {key})", ranked.tail(top)[::-1]),
     ):
         document.heading(2, title)
-        document.table(
-            columns,
-            [[str(row["path"])] + [_fmt(row[n]) for n in names] for _, row in part.iterrows()],
-        )
+        rows = [[str(row["path"]), *map(_fmt, row[names])] for _, row in part.iterrows()]
+        document.table(["path", *names], rows)
     if len(failed):
         document.heading(2, f"Failures ({len(failed)})")
         document.table(["path", "error"], failed[["path", "error"]].astype(str).values.tolist())
