@@ -142,10 +142,7 @@ def _busy_cpus(seconds: float = 0.1) -> float:
 
 @contextlib.contextmanager
 def scoring_threads(threads: int | None = None) -> Iterator[int]:
-    """Run a block with torch's intra-op threads set (default: :func:`default_scoring_threads`).
-
-    Yields the number set; :class:`ScoringInputError` unless it is a positive integer.
-    """
+    """Set torch's intra-op threads for a block (default: the free CPUs); yields the number."""
     import torch
 
     if threads is None:

@@ -72,11 +72,10 @@ class JSQA(Pretrained):
         self.window_seconds = model_setting(self.hparams, "window_seconds", 10.0, float, 0.5, 600.0)
         self.window_batch = model_setting(self.hparams, "window_batch", 8, int, 1, 256)
         head = getattr(self.mods, "head", None)
+        head_outputs = getattr(self.hparams, "head_outputs", None)
         self.head_outputs: tuple[str, ...] = ()
         if head is not None:
-            self.head_outputs = tuple(
-                getattr(self.hparams, "head_outputs", None) or head.output_names
-            )
+            self.head_outputs = tuple(head_outputs or head.output_names)
         outputs = getattr(self.hparams, "outputs", None)
         self.output_names: tuple[str, ...] = tuple(outputs or self.head_outputs)
         unknown = [name for name in self.output_names if name not in self.head_outputs]
@@ -204,10 +203,7 @@ class JSQA(Pretrained):
         info: Optional[AudioInfo] = None,
         windows: Optional[Sequence[tuple[int, int]]] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Window embeddings (N, D) of a recording and the windows' durations (N,).
-
-        ``windows`` (default: :meth:`_windows`) are read ``window_batch`` at a time.
-        """
+        """Window embeddings (N, D) of a recording and the windows' durations (N,)."""
         info = info or self._info(path)
         windows = list(windows) if windows is not None else self._windows(info)
         new_len = [max(1, round(f * self.sample_rate / info.sample_rate)) for _, f in windows]
@@ -219,8 +215,7 @@ class JSQA(Pretrained):
             for wav in wavs:
                 self._check_finite(path, wav)
             peak = max([peak] + [float(w.abs().max()) for w in wavs])
-            batch, lens = batch_pad_right(wavs)
-            embs.append(self.encode_batch(batch, lens).cpu())
+            embs.append(self.encode_batch(*batch_pad_right(wavs)).cpu())
         self._warn_if_silent(path, peak)
         durations = torch.tensor([f / info.sample_rate for _, f in windows])
         return torch.cat(embs), durations
@@ -316,9 +311,7 @@ class JSQA(Pretrained):
             except (RecordingError, ValueError) as err:
                 results[i] = err
         if short_wavs:
-            batch, lens = batch_pad_right(short_wavs)
-            scores = self.score_batch(batch, lens)
-            for i, row in zip(short_idx, scores):
+            for i, row in zip(short_idx, self.score_batch(*batch_pad_right(short_wavs))):
                 results[i] = self._named(row)
         return results
 

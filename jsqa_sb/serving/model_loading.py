@@ -84,13 +84,12 @@ def _fetch_errors(source: PathLike, what: str) -> Iterator[None]:
     """Turn the errors of fetching a model's ``what`` (local or hub) into ModelError."""
     try:
         yield
+    except JSQAError:
+        raise
     except (OSError, ValueError) as err:
-        if isinstance(err, JSQAError):
-            raise
-        text = str(source)
-        where = "" if os.path.isdir(text) else " from the Hugging Face hub"
+        where = "" if os.path.isdir(str(source)) else " from the Hugging Face hub"
         raise ModelError(
-            f"cannot fetch the {what} of the model {text}{where}: {one_line(err)}"
+            f"cannot fetch the {what} of the model {source}{where}: {one_line(err)}"
         ) from err
 
 

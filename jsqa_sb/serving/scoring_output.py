@@ -49,11 +49,9 @@ def model_fingerprint(scorer: Any) -> str | None:
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}\0{flat.dtype}\0{tuple(tensor.shape)}\0".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes())
-    settings = {
-        name: getattr(scorer, name, None)
-        for name in ("output_names", "sample_rate", "window_seconds")
-    }
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    settings = ("output_names", "sample_rate", "window_seconds")
+    values = {name: getattr(scorer, name, None) for name in settings}
+    digest.update(json.dumps(values, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
