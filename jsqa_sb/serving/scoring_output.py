@@ -40,7 +40,7 @@ def model_fingerprint(scorer: Any) -> str | None:
     if value is not None:
         return str(value)
     mods = getattr(scorer, "mods", None)
-    if mods is None or not callable(getattr(mods, "state_dict", None)):
+    if not callable(getattr(mods, "state_dict", None)):
         return None
     import torch
 
@@ -250,7 +250,6 @@ class _CsvSink:
     def append(self, rows: list[dict[str, Any]]) -> None:
         with open(self.path, "a", newline="", encoding="utf-8", errors="backslashreplace") as file:
             csv.DictWriter(file, self.columns).writerows(rows)
-            file.flush()
 
     def close(self) -> None:
         """Nothing to do: :meth:`append` wrote every row."""
