@@ -54,7 +54,6 @@ class Scorer(Protocol):
 
     def score_files(self, paths: list[str]) -> list[dict[str, float] | Exception]:
         """Score ``paths``; one dict of scores or one exception per path, in order."""
-        ...
 
 
 @dataclass

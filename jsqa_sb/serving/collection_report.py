@@ -96,14 +96,12 @@ def load_scores(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-_STATISTICS = ["count", "mean", "median", "std", "min", "max"]
-
-
 def summarize(frame: pd.DataFrame, output_names: Sequence[str]) -> pd.DataFrame:
     """Per output: number of scored files, mean, median, sd (n - 1), min and max."""
     scored = frame[frame["error"] == ""]
+    statistics = ["count", "mean", "median", "std", "min", "max"]
     stats = {
-        name: pd.to_numeric(scored[name], errors="coerce").dropna().agg(_STATISTICS)
+        name: pd.to_numeric(scored[name], errors="coerce").dropna().agg(statistics)
         for name in output_names
     }
     return pd.DataFrame(stats).T.set_axis(["files", "mean", "median", "sd", "min", "max"], axis=1)
@@ -113,10 +111,9 @@ def label_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, floa
     """PCC, SRCC and RMSE of ``predictions`` against ``labels`` (``evaluation.mos_metrics``)."""
     from jsqa_sb.evaluation.mos_metrics import pcc, rmse, srcc
 
-    enough = labels.size >= MIN_LABELLED
     metrics: dict[str, float] = {"files": int(labels.size)}
     for name, metric in (("pcc", pcc), ("srcc", srcc), ("rmse", rmse)):
-        metrics[name] = metric(labels, predictions) if enough else math.nan
+        metrics[name] = metric(labels, predictions) if labels.size >= MIN_LABELLED else math.nan
     return metrics
 
 
@@ -130,12 +127,11 @@ def write_report(
     model_name: Optional[str] = None,
     top: int = TOP_FILES,
 ) -> Path:
-    """Write the report of ``scores`` (the output of ``jsqa score``: its file or rows).
+    """Write the report of ``scores`` (``jsqa score``'s output file or rows); return its path.
 
     ``report`` is ``.html`` (self-contained) or ``.md`` (figures in ``<stem>_files/``);
     ``labels`` (:func:`read_labels`) are compared with the output named ``label_name``,
     or the first output if there is none; ``top`` worst and best files are listed.
-    Returns the report's path.
     """
     report = Path(report)
     frame = scores if isinstance(scores, pd.DataFrame) else load_scores(scores)
@@ -243,10 +239,9 @@ class _Document:
         self.folder = path.with_name(f"{path.stem}_files")
 
     def heading(self, level: int, text: str) -> None:
-        if self.html:
-            self.parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
-        else:
-            self.parts.append(f"{'#' * level} {text}\n")
+        self.parts.append(
+            f"<h{level}>{html.escape(text)}</h{level}>" if self.html else f"{'#' * level} {text}\n"
+        )
 
     def paragraph(self, text: str) -> None:
         self.parts.append(f"<p>{html.escape(text)}</p>" if self.html else f"{text}\n")

@@ -47,7 +47,6 @@ def list_inputs(inputs: Sequence[str | os.PathLike], column: str = "path") -> In
     Each input is a file (kept as given), a folder (searched recursively for audio
     files, sorted), or a ``.csv`` file whose ``column`` holds paths (relative ones
     against the CSV's folder). Paths are absolute (not resolved), each real file once.
-
     :class:`ScoringInputError` if an input does not exist, a CSV cannot be read or
     lacks ``column``, or no audio is found at all.
     """
@@ -114,8 +113,7 @@ def _list_audio(folder: str, unreadable: list[tuple[str, str]]) -> list[str]:
     Real subfolders are searched first, then linked ones, each real folder once, so
     links never loop. Folders that cannot be searched are appended to ``unreadable``.
     """
-    found: list[str] = []
-    seen: set[tuple[int, int]] = set()
+    found, seen = [], set()  # audio paths; (device, inode) of the folders searched
     linked = [folder]  # folders to search from, each through its own path
     while linked:
         start = linked.pop(0)

@@ -67,8 +67,7 @@ def timeline_names(paths: Sequence[str]) -> dict[str, str]:
     names = {}
     for path, stem in zip(paths, stems):
         if counts[stem.lower()] > 1 or stem.lower() == Path(INDEX_NAME).stem:
-            digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:8]
-            stem = f"{stem}-{digest}"
+            stem = f"{stem}-{hashlib.sha1(os.fsencode(path)).hexdigest()[:8]}"
         names[path] = stem
     return names
 
