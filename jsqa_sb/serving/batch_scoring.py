@@ -1,14 +1,9 @@
 """Score a collection of recordings with a trained model: the driver behind ``jsqa score``.
 
-The model is anything that follows the :class:`Scorer` protocol. The driver lists the
-inputs (:mod:`jsqa_sb.serving.scoring_inputs`: audio files, folders searched recursively, CSV
-lists of paths), reads every header first so that unreadable files get an error row
-without reaching the model, sorts the rest by duration into batches of similar length
-(at most ``batch_size`` files and ``max_batch_seconds`` of audio), and writes one row
-per input (:mod:`jsqa_sb.serving.scoring_output`): CSV saved after every batch, or JSON
-written when the run ends. ``resume=True`` skips the inputs that already have a
-complete row, after checking that the same model wrote the file. Rows follow batch
-order (unreadable files first, then shortest to longest), not input order.
+The inputs are listed by :mod:`jsqa_sb.serving.scoring_inputs`; unreadable files get an
+error row without reaching the model, the rest are scored in batches of similar
+duration, and one row per input is written by :mod:`jsqa_sb.serving.scoring_output`.
+Rows follow batch order (unreadable files first, then shortest to longest).
 """
 
 from __future__ import annotations
@@ -53,29 +48,17 @@ logger = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
-    """What :func:`score_collection` needs from a model.
-
-    ``output_names`` names the scores (e.g. ``("mos", "noi", "col", "dis", "loud")``).
-    ``score_files`` returns one entry per path, in order: a dict of scores, or the
-    exception raised for that file (it should not raise for a bad file). What identifies
-    the model in ``<out>.meta.json`` is found by :func:`model_fingerprint`.
-    """
+    """What :func:`score_collection` needs from a model: named scores for a list of files."""
 
     output_names: tuple[str, ...]
 
     def score_files(self, paths: list[str]) -> list[dict[str, float] | Exception]:
         """Score ``paths``; one dict of scores or one exception per path, in order."""
-        ...
 
 
 @dataclass
 class ScoringSummary:
-    """What a :func:`score_collection` run did.
-
-    ``errors``: ``(path, message)`` of every failed input; ``unreadable_folders``:
-    ``(folder, reason)`` of every folder that could not be searched (recordings in it
-    may be missing); ``dropped_rows``: unusable rows of a resumed output (cut short, not
-    numbers, malformed), dropped (those of current inputs are scored again).
+    """What a :func:`score_collection` run did: counts, and ``(path, message)`` of failures.
 
     Example
     -------
@@ -111,13 +94,8 @@ class ScoringSummary:
         if self.dropped_rows:
             counts += f", {self.dropped_rows} unusable row(s) of the old output dropped"
         lines = [f"{counts}; results in {self.out}"]
-        for title, items in (
-            ("Failed:", self.errors),
-            (
-                "Folders that could not be searched (recordings in them are not scored):",
-                self.unreadable_folders,
-            ),
-        ):
+        folders = "Folders that could not be searched (recordings in them are not scored):"
+        for title, items in (("Failed:", self.errors), (folders, self.unreadable_folders)):
             if items:
                 lines.append(title)
                 lines += [f"  {printable(p)}: {printable(m)}" for p, m in items[:limit]]
@@ -132,13 +110,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], column: str = "path") ->
 
 
 def default_scoring_threads() -> int:
-    """The torch threads ``jsqa score`` uses: the CPUs that other processes leave free.
-
-    Torch's threads wait for each other after every operation, so one sharing its core
-    with a busy process holds all back (2 threads beside one CPU-bound process: 2.3x
-    slower; ``benchmarks/README.md``). So the CPUs busy with other work (``/proc/stat``
-    over 0.1 s, else the load average) are left to it; at least 1.
-    """
+    """The torch threads ``jsqa score`` uses: the CPUs that other processes leave free (>= 1)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -169,11 +141,7 @@ def _busy_cpus(seconds: float = 0.1) -> float:
 
 @contextlib.contextmanager
 def scoring_threads(threads: int | None = None) -> Iterator[int]:
-    """Run a block with torch's intra-op threads set for scoring, then restore them.
-
-    Yields the number set (default: :func:`default_scoring_threads`);
-    :class:`ScoringInputError`, before anything changes, unless a positive integer.
-    """
+    """Set torch's intra-op threads for a block (default: the free CPUs); yields the number."""
     import torch
 
     if threads is None:
@@ -194,59 +162,14 @@ def score_collection(
     out: str | os.PathLike,
     *,
     column: str = "path",
-    resume: bool = False,
-    batch_size: int = 16,
-    max_batch_seconds: float = 160.0,
-    progress: bool = True,
-    model_name: str | None = None,
+    **options: Any,
 ) -> ScoringSummary:
-    r"""Score every input file with ``scorer`` and write one row per file to ``out``.
+    """Score every input file with ``scorer`` and write one row per file to ``out``.
 
-    CSV rows are appended and flushed after every batch. JSON is written whole
-    (atomically) when the run ends, also by an exception or Ctrl-C; a run killed
-    outright (SIGKILL) leaves it as the run's start wrote it (the rows kept by
-    ``resume``), so prefer CSV for long runs. ``<out>.meta.json`` records the model.
-
-    Arguments
-    ---------
-    inputs : sequence of str or PathLike
-        Audio files, folders and CSV lists (``column`` holds the paths; see
-        :func:`list_inputs`).
-    out : str or PathLike
-        Output file, ``.csv`` or ``.json``, not an input; columns ``path`` (absolute; a
-        name that is not valid UTF-8 is written with ``\x`` escapes), ``duration``
-        (seconds), ``sample_rate``, one per ``scorer.output_names``, and ``error``
-        (empty in CSV, null in JSON, when the file was scored).
-    resume : bool
-        Keep the rows of an existing ``out`` and skip their paths, except rows with an
-        error or with a score, duration or sample rate missing or not a number (a row
-        cut short by a crash), which are dropped and retried; malformed rows are
-        dropped. Refused if ``out`` was written by another model. Without it an
-        existing ``out`` is replaced.
-    batch_size, max_batch_seconds : int, float
-        Most files, and most audio (seconds, summed), per call to
-        ``scorer.score_files``; a longer file is scored alone.
-    model_name : str, optional
-        How to name the model in ``<out>.meta.json`` and messages (e.g. its folder).
-
-    Returns the :class:`ScoringSummary` (also logged as warnings). Raises
-    :class:`ScoringInputError` for an unknown ``out`` extension, an ``out`` that is an
-    input or cannot be written, bad batch limits, bad inputs (see :func:`list_inputs`),
-    a scorer without output names or with names that clash with the columns, or, with
-    ``resume``, an ``out`` that cannot be read, has other columns or was written by
-    another model; all before anything is scored or written.
+    ``inputs`` are audio files, folders and CSV lists whose ``column`` holds the paths
+    (:func:`list_inputs`); ``options`` are those of :func:`score_paths`.
     """
-    listing = list_inputs(inputs, column)
-    return score_paths(
-        scorer,
-        listing,
-        out,
-        resume=resume,
-        batch_size=batch_size,
-        max_batch_seconds=max_batch_seconds,
-        progress=progress,
-        model_name=model_name,
-    )
+    return score_paths(scorer, list_inputs(inputs, column), out, **options)
 
 
 def score_paths(
@@ -260,11 +183,20 @@ def score_paths(
     progress: bool = True,
     model_name: str | None = None,
 ) -> ScoringSummary:
-    """:func:`score_collection` of files already listed (an :class:`InputListing` or paths).
+    r"""Score files already listed (an :class:`InputListing`, or paths) into ``out``.
 
-    For a caller that lists the inputs first (to report input errors before loading a
-    model); a listing's unreadable folders go into the summary, and ``out`` is checked
-    against its sources.
+    ``out`` (``.csv`` or ``.json``, not an input) gets one row per file: ``path``
+    (absolute; a name that is not valid UTF-8 with ``\x`` escapes), ``duration``,
+    ``sample_rate``, one column per ``scorer.output_names`` and ``error`` (empty when
+    scored). CSV rows are flushed after every batch; JSON is written once, when the run
+    ends (also by an error or Ctrl-C). ``<out>.meta.json`` records the model, named
+    ``model_name``. ``resume`` keeps the complete rows of an existing ``out`` of the same
+    model and skips their paths; without it, ``out`` is replaced. A batch holds at most
+    ``batch_size`` files and ``max_batch_seconds`` of audio (a longer file is alone).
+
+    Returns the :class:`ScoringSummary` (also logged). :class:`ScoringInputError`, before
+    anything is scored or written, for a bad ``out``, bad batch limits, a scorer without
+    output names or whose names clash with the columns, or an ``out`` not to resume.
     """
     listing = paths if isinstance(paths, InputListing) else InputListing(list(paths))
     paths = listing.paths
@@ -291,9 +223,7 @@ def score_paths(
     meta_path = out_path.with_name(out_path.name + META_SUFFIX)
     meta = {"model": model_name, "fingerprint": model_fingerprint(scorer), "columns": columns}
 
-    kept: list[dict[str, Any]] = []
-    done: set[str] = set()
-    dropped = 0
+    kept, done, dropped = [], set(), 0
     if resume and out_path.exists():
         rows, dropped = sink.read()
         check_same_model(out_path, meta_path, meta, rows)

@@ -23,6 +23,8 @@ import pandas as pd
 
 from jsqa_sb.data.prepare_utils import writable_folder
 from jsqa_sb.evaluation.reports import ReportError, scatter_png
+from jsqa_sb.serving.scoring_inputs import listed_path, read_csv_table
+from jsqa_sb.serving.scoring_output import is_number
 
 #: Report formats, chosen by the extension of ``--report``.
 REPORT_FORMATS = (".html", ".md")
@@ -35,11 +37,7 @@ MIN_LABELLED = 3
 
 
 def check_report_path(path: str | os.PathLike) -> Path:
-    """Check, before scoring, that ``path`` (``.html`` or ``.md``) can be written.
-
-    The folder is created if needed and a file is written in it and removed; a
-    ReportError for another extension, a folder, or a folder that cannot be written.
-    """
+    """ReportError unless ``path`` (``.html`` or ``.md``) can be written (its folder is created)."""
     report = Path(path)
     if report.suffix.lower() not in REPORT_FORMATS:
         raise ReportError(
@@ -56,14 +54,9 @@ def read_labels(
 ) -> dict[str, float]:
     """``{absolute path: label}`` of the files listed in the ``.csv`` inputs.
 
-    ``label`` is the column of the labels and ``column`` that of the paths (relative
-    ones are read from the CSV's folder); rows with an empty label are left out.
-
-    Raises
-    ------
-    ReportError
-        If no input is a CSV file, a CSV lacks the ``label`` column (its columns are
-        named), or a label is not a finite number (the rows are named).
+    ``label`` is the column of the labels and ``column`` that of the paths; rows with an
+    empty label are left out. :class:`ReportError` if no input is a CSV file, a CSV
+    lacks the ``label`` column, or a label is not a finite number.
     """
     tables = [os.fspath(p) for p in inputs if os.fspath(p).lower().endswith(".csv")]
     if not tables:
@@ -72,37 +65,22 @@ def read_labels(
         )
     labels: dict[str, float] = {}
     for table_path in tables:
-        try:
-            table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
-        except (OSError, ValueError) as err:
-            raise ReportError(f"--label {label}: cannot read {table_path}: {err}") from err
-        if label not in table.columns:
-            raise ReportError(
-                f"--label {label}: {table_path} has no column {label!r}; its columns are: "
-                + (", ".join(map(str, table.columns)) or "(none)")
-            )
+        table = read_csv_table(table_path, label, ReportError, f"--label {label}: ")
         if column not in table.columns:
             continue  # list_inputs names this error
         bad = []
-        folder = os.path.dirname(os.path.abspath(table_path))
         for number, (cell, value) in enumerate(zip(table[column], table[label]), start=2):
-            text = str(value).strip()
-            if not str(cell).strip() or not text:
+            cell, text = cell.strip(), value.strip()
+            if not cell or not text:
                 continue
-            try:
-                number_value = float(text)
-            except ValueError:
-                number_value = math.nan
-            if not math.isfinite(number_value):
+            if is_number(text):
+                labels[listed_path(table_path, cell)] = float(text)
+            else:
                 bad.append(f"line {number}: {text!r}")
-                continue
-            labels[os.path.abspath(os.path.join(folder, str(cell).strip()))] = number_value
         if bad:
-            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise ReportError(
-                f"--label {label}: column {label!r} of {table_path} is not numeric: "
-                + ", ".join(bad[:5])
-                + more
+                f"--label {label}: column {label!r} of {table_path} is not numeric: {listed}"
             )
     return labels
 
@@ -114,41 +92,29 @@ def load_scores(path: str | os.PathLike) -> pd.DataFrame:
         frame = pd.read_json(path, orient="records", dtype=False)
     else:
         frame = pd.read_csv(path, dtype={"path": str, "error": str}, keep_default_na=False)
-    if "error" not in frame.columns:
-        frame["error"] = ""
-    frame["error"] = frame["error"].fillna("").astype(str)
+    frame["error"] = frame["error"].fillna("").astype(str) if "error" in frame.columns else ""
     return frame
 
 
 def summarize(frame: pd.DataFrame, output_names: Sequence[str]) -> pd.DataFrame:
     """Per output: number of scored files, mean, median, sd (n - 1), min and max."""
     scored = frame[frame["error"] == ""]
-    stats = {}
-    for name in output_names:
-        values = pd.to_numeric(scored[name], errors="coerce").dropna()
-        stats[name] = {
-            "files": int(values.size),
-            "mean": values.mean(),
-            "median": values.median(),
-            "sd": values.std(ddof=1) if values.size > 1 else math.nan,
-            "min": values.min(),
-            "max": values.max(),
-        }
-    return pd.DataFrame(stats).T
+    statistics = ["count", "mean", "median", "std", "min", "max"]
+    stats = {
+        name: pd.to_numeric(scored[name], errors="coerce").dropna().agg(statistics)
+        for name in output_names
+    }
+    return pd.DataFrame(stats).T.set_axis(["files", "mean", "median", "sd", "min", "max"], axis=1)
 
 
 def label_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
     """PCC, SRCC and RMSE of ``predictions`` against ``labels`` (``evaluation.mos_metrics``)."""
     from jsqa_sb.evaluation.mos_metrics import pcc, rmse, srcc
 
-    if labels.size < MIN_LABELLED:
-        return {"files": int(labels.size), "pcc": math.nan, "srcc": math.nan, "rmse": math.nan}
-    return {
-        "files": int(labels.size),
-        "pcc": pcc(labels, predictions),
-        "srcc": srcc(labels, predictions),
-        "rmse": rmse(labels, predictions),
-    }
+    metrics: dict[str, float] = {"files": int(labels.size)}
+    for name, metric in (("pcc", pcc), ("srcc", srcc), ("rmse", rmse)):
+        metrics[name] = metric(labels, predictions) if labels.size >= MIN_LABELLED else math.nan
+    return metrics
 
 
 def write_report(
@@ -161,21 +127,11 @@ def write_report(
     model_name: Optional[str] = None,
     top: int = TOP_FILES,
 ) -> Path:
-    """Write the report of a scored collection; return its path.
+    """Write the report of ``scores`` (``jsqa score``'s output file or rows); return its path.
 
-    Arguments
-    ---------
-    scores : str, PathLike or pandas.DataFrame
-        The output of ``jsqa score`` (its file, or its rows).
-    output_names : sequence of str
-        The score columns (the model's outputs).
-    report : str or PathLike
-        ``.html`` (self-contained) or ``.md`` (figures in ``<stem>_files/``).
-    labels : mapping, optional
-        ``{absolute path: label}`` (:func:`read_labels`), compared with the output
-        named ``label_name``, or the first output if there is none.
-    top : int
-        How many of the worst and the best files to list.
+    ``report`` is ``.html`` (self-contained) or ``.md`` (figures in ``<stem>_files/``);
+    ``labels`` (:func:`read_labels`) are compared with the output named ``label_name``,
+    or the first output if there is none; ``top`` worst and best files are listed.
     """
     report = Path(report)
     frame = scores if isinstance(scores, pd.DataFrame) else load_scores(scores)
@@ -183,30 +139,8 @@ def write_report(
     key = names[0]
     failed = frame[frame["error"] != ""]
     scored = frame[frame["error"] == ""].copy()
-    for name in names:
-        scored[name] = pd.to_numeric(scored[name], errors="coerce")
+    scored[names] = scored[names].apply(pd.to_numeric, errors="coerce")
     ranked = scored.sort_values(key, kind="stable")
-    figures: list[tuple[str, str, bytes]] = []  # (file name, caption, PNG)
-    for name in names:
-        figures.append((f"hist_{name}.png", f"Histogram of {name}", _histogram(scored[name], name)))
-
-    compared = label_name if label_name in names else key
-    metrics = None
-    if labels is not None:
-        paths = scored["path"].map(os.path.abspath)
-        has = paths.isin(labels.keys())
-        true = np.array([labels[p] for p in paths[has]], dtype=np.float64)
-        pred = scored.loc[has, compared].to_numpy(np.float64)
-        metrics = label_metrics(true, pred)
-        metrics["unlabelled"] = int((~has).sum())
-        title = ", ".join(f"{k.upper()} {_fmt(metrics[k])}" for k in ("pcc", "srcc", "rmse"))
-        figures.append(
-            (
-                f"scatter_{compared}.png",
-                f"Predicted {compared} against the label {label_name}",
-                scatter_png(true, pred, f"label: {label_name}", f"predicted {compared}", title),
-            )
-        )
 
     document = _Document(report)
     document.heading(1, "JSQA scores of a collection")
@@ -220,53 +154,45 @@ def write_report(
     document.table(["", "value"], facts)
     document.heading(2, "Scores")
     stats = summarize(frame, names)
-    document.table(
-        ["output", "files", "mean", "median", "sd", "min", "max"],
-        [
-            [name, str(int(row["files"]))]
-            + [_fmt(row[c]) for c in ("mean", "median", "sd", "min", "max")]
-            for name, row in stats.iterrows()
-        ],
-    )
-    for file_name, caption, png in figures[: len(names)]:
-        document.figure(file_name, caption, png)
-    if metrics is not None:
+    rows = [[name, str(int(row["files"])), *map(_fmt, row[1:])] for name, row in stats.iterrows()]
+    document.table(["output", *stats.columns], rows)
+    for name in names:
+        document.figure(f"hist_{name}.png", f"Histogram of {name}", _histogram(scored[name], name))
+    if labels is not None:
+        compared = label_name if label_name in names else key
+        paths = scored["path"].map(os.path.abspath)
+        has = paths.isin(labels.keys())
+        true = np.array([labels[p] for p in paths[has]], dtype=np.float64)
+        pred = scored.loc[has, compared].to_numpy(np.float64)
+        metrics = label_metrics(true, pred)
+        unlabelled = int((~has).sum())
+        notes = f" ({unlabelled} scored files have none)" if unlabelled else ""
+        if metrics["files"] < MIN_LABELLED:
+            notes += f"; fewer than {MIN_LABELLED}: no correlation"
         document.heading(2, f"Against the label {label_name}")
         document.paragraph(
             f"Predicted {compared} against the {label_name!r} column of the input CSV, "
-            f"on the {metrics['files']} scored files that have a label"
-            + (
-                f" ({metrics['unlabelled']} scored files have none)"
-                if metrics["unlabelled"]
-                else ""
-            )
-            + (
-                f"; fewer than {MIN_LABELLED}: no correlation"
-                if metrics["files"] < MIN_LABELLED
-                else ""
-            )
-            + "."
+            f"on the {metrics['files']} scored files that have a label{notes}."
         )
-        document.table(
-            ["files", "PCC", "SRCC", "RMSE"],
-            [[str(metrics["files"])] + [_fmt(metrics[k]) for k in ("pcc", "srcc", "rmse")]],
+        values = [_fmt(metrics[k]) for k in ("pcc", "srcc", "rmse")]
+        document.table(["files", "PCC", "SRCC", "RMSE"], [[str(metrics["files"]), *values]])
+        title = ", ".join(f"{k} {v}" for k, v in zip(("PCC", "SRCC", "RMSE"), values))
+        document.figure(
+            f"scatter_{compared}.png",
+            f"Predicted {compared} against the label {label_name}",
+            scatter_png(true, pred, f"label: {label_name}", f"predicted {compared}", title),
         )
-        document.figure(*figures[-1])
-    columns = ["path", *names]
+    shown = min(top, len(ranked))
     for title, part in (
-        (f"The {min(top, len(ranked))} worst files (lowest {key})", ranked.head(top)),
-        (f"The {min(top, len(ranked))} best files (highest {key})", ranked.tail(top)[::-1]),
+        (f"The {shown} worst files (lowest {key})", ranked.head(top)),
+        (f"The {shown} best files (highest {key})", ranked.tail(top)[::-1]),
     ):
         document.heading(2, title)
-        document.table(
-            columns,
-            [[str(row["path"])] + [_fmt(row[n]) for n in names] for _, row in part.iterrows()],
-        )
+        rows = [[str(row["path"]), *map(_fmt, row[names])] for _, row in part.iterrows()]
+        document.table(["path", *names], rows)
     if len(failed):
         document.heading(2, f"Failures ({len(failed)})")
-        document.table(
-            ["path", "error"], [[str(r["path"]), str(r["error"])] for _, r in failed.iterrows()]
-        )
+        document.table(["path", "error"], failed[["path", "error"]].astype(str).values.tolist())
     document.write()
     return report
 
@@ -279,40 +205,27 @@ def _fmt(value: Any) -> str:
     return "-" if math.isnan(number) else f"{number:.3f}"
 
 
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    fig.clear()
-    return buffer.getvalue()
-
-
 def _histogram(values: pd.Series, name: str) -> bytes:
-    """A histogram of one output over the files, on the 1-5 scale."""
+    """A PNG histogram of one output over the files, on the 1-5 scale."""
     from matplotlib.figure import Figure  # no pyplot: no global state, Agg for PNG
 
     data = values.dropna().to_numpy(np.float64)
     fig = Figure(figsize=(6.0, 3.6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    low = min(1.0, float(data.min())) if data.size else 1.0
-    high = max(5.0, float(data.max())) if data.size else 5.0
+    low, high = float(np.min(data, initial=1.0)), float(np.max(data, initial=5.0))
     ax.hist(data, bins=np.linspace(low, high, 33), color="tab:blue", edgecolor="white")
     if data.size:
-        ax.axvline(
-            float(np.mean(data)), color="tab:red", linestyle="--", label=f"mean {np.mean(data):.2f}"
-        )
-        ax.axvline(
-            float(np.median(data)),
-            color="black",
-            linestyle=":",
-            label=f"median {np.median(data):.2f}",
-        )
+        for stat, color, style in (("mean", "tab:red", "--"), ("median", "black", ":")):
+            value = float(getattr(np, stat)(data))
+            ax.axvline(value, color=color, linestyle=style, label=f"{stat} {value:.2f}")
         ax.legend(loc="best", framealpha=0.9, fontsize=9)
-    ax.set_xlim(low, high)
-    ax.set_xlabel(f"predicted {name}")
-    ax.set_ylabel("number of files")
+    ax.set(xlim=(low, high), xlabel=f"predicted {name}", ylabel="number of files")
     ax.set_title(f"{name}: {data.size} files", fontsize=11)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    fig.clear()
+    return buffer.getvalue()
 
 
 class _Document:
@@ -326,10 +239,9 @@ class _Document:
         self.folder = path.with_name(f"{path.stem}_files")
 
     def heading(self, level: int, text: str) -> None:
-        if self.html:
-            self.parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
-        else:
-            self.parts.append(f"{'#' * level} {text}\n")
+        self.parts.append(
+            f"<h{level}>{html.escape(text)}</h{level}>" if self.html else f"{'#' * level} {text}\n"
+        )
 
     def paragraph(self, text: str) -> None:
         self.parts.append(f"<p>{html.escape(text)}</p>" if self.html else f"{text}\n")
@@ -344,12 +256,10 @@ class _Document:
             self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             return
 
-        def cell(text: str) -> str:
-            return text.replace("|", "\\|").replace("\n", " ")
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
-        lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
-        lines.append("|" + "|".join("---" for _ in header) + "|")
-        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+        lines = [line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]
         self.parts.append("\n".join(lines) + "\n")
 
     def figure(self, file_name: str, caption: str, png: bytes) -> None:

@@ -1,21 +1,14 @@
 """Scoring real recordings: the ``JSQA`` inference interface (SpeechBrain's ``Pretrained``).
 
-Load a model folder or hub id with :meth:`JSQA.from_hparams`, then score a file
-(:meth:`~JSQA.score_file`), its quality over time (:meth:`~JSQA.score_timeline`), a
-batch of waveforms (:meth:`~JSQA.score_batch`), embed (:meth:`~JSQA.encode_batch`) or
-compare two recordings (:meth:`~JSQA.distance`). Recordings come as they are: any
-sample rate (resampled), any channels (averaged), WAV of any sample format, FLAC, OGG.
-One longer than ``window_seconds`` (10 s, NISQA's clip length) is cut into
-``ceil(duration / window_seconds)`` equal windows read a small batch at a time (memory
-stays bounded), and scored by the duration-weighted mean of the windows'. A recording
-shorter than the encoder's minimum raises :class:`RecordingTooShortError`; digital
-silence is scored, with a warning. This module needs only SpeechBrain and what it
-installs: ``jsqa export`` ships it inside a model folder's ``custom_interface.py``.
+Load a model folder or hub id with :meth:`JSQA.from_hparams`, then score a file, its
+quality over time or a batch of waveforms, embed, or compare two recordings. Any sample
+rate is resampled and channels are averaged; a recording longer than ``window_seconds``
+is scored by the duration-weighted mean of equal windows. This module needs only
+SpeechBrain: ``jsqa export`` ships it inside a model folder's ``custom_interface.py``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -40,8 +33,6 @@ from jsqa_sb.serving.windows import (
     sliding_windows,
 )
 
-logger = logging.getLogger(__name__)
-
 
 class RecordingError(JSQAError, RuntimeError):
     """A recording could not be scored; the message names the file and why."""
@@ -58,12 +49,10 @@ class NonFiniteAudioError(RecordingError):
 class JSQA(Pretrained):
     """Non-intrusive speech quality (MOS) prediction with a JSQA model.
 
-    The model folder's ``hyperparams.yaml`` defines ``encoder`` (waveforms ->
-    embeddings), optionally ``head`` (embeddings -> scores in [1, 5], one per name in
-    ``head_outputs``), ``outputs`` (the names this model reports: the dimensions it was
-    trained on), ``sample_rate``, and the windowing of long files (``window_seconds``,
-    ``window_batch``). An encoder-only model (exported from a pretraining run) has no
-    head: it can :meth:`encode_batch` and compute :meth:`distance`, not score.
+    The model folder's ``hyperparams.yaml`` defines ``encoder``, optionally ``head``
+    (scores in [1, 5], one per name in ``head_outputs``), ``outputs`` (the names this
+    model reports), ``sample_rate``, ``window_seconds`` and ``window_batch``. An
+    encoder-only model has no head: it can :meth:`encode_batch` and :meth:`distance`.
 
     Example
     -------
@@ -78,17 +67,15 @@ class JSQA(Pretrained):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # A model's YAML is untrusted: its plain numbers must be sane too (a 1e-9 s window
-        # would cut a file into billions of windows).
+        # A model's YAML is untrusted: its plain numbers must be sane too.
         self.sample_rate = model_setting(self.hparams, "sample_rate", 16000, int, 4000, 192000)
         self.window_seconds = model_setting(self.hparams, "window_seconds", 10.0, float, 0.5, 600.0)
         self.window_batch = model_setting(self.hparams, "window_batch", 8, int, 1, 256)
         head = getattr(self.mods, "head", None)
+        head_outputs = getattr(self.hparams, "head_outputs", None)
         self.head_outputs: tuple[str, ...] = ()
         if head is not None:
-            self.head_outputs = tuple(
-                getattr(self.hparams, "head_outputs", None) or head.output_names
-            )
+            self.head_outputs = tuple(head_outputs or head.output_names)
         outputs = getattr(self.hparams, "outputs", None)
         self.output_names: tuple[str, ...] = tuple(outputs or self.head_outputs)
         unknown = [name for name in self.output_names if name not in self.head_outputs]
@@ -112,29 +99,13 @@ class JSQA(Pretrained):
         overrides: Optional[dict] = None,
         **kwargs,
     ) -> JSQA:
-        """Load a model from a local folder or a hub id, like SpeechBrain's interfaces.
+        """Load a model from a local folder or a hub id ``owner/name``, like SpeechBrain's.
 
-        Before anything in ``hyperparams.yaml`` is instantiated, the file is checked
-        (:mod:`jsqa_sb.serving.yaml_security`): without ``trust_remote_code`` it may only create
-        the objects ``jsqa export`` writes (encoder, head, Pretrainer) and plain data,
-        and must be small enough to check in bounded time. Checkpoints are loaded with
-        ``torch.load(weights_only=True)``. A save folder holds one model: it records its
-        source, and is refilled when another source is loaded into it.
-
-        Arguments
-        ---------
-        source : str or os.PathLike
-            A local model folder (no network needed) or a Hugging Face hub id
-            ``owner/name``; anything else that is not an existing folder is refused at
-            once (:class:`~jsqa_sb.serving.yaml_security.ModelSourceError`), without a hub look-up.
-        savedir : str or os.PathLike, optional
-            Where the model's files are collected (default: used where they are).
-        trust_remote_code : bool
-            Load a YAML that creates other objects or runs code too (trusted sources
-            only). A YAML too large to check, or saving a loadable outside ``savedir``,
-            is refused whatever the trust.
-        **kwargs
-            Passed to the class (e.g. ``run_opts={"device": "cuda"}``).
+        ``hyperparams.yaml`` is checked (:mod:`jsqa_sb.serving.yaml_security`) before
+        anything in it is created: only ``trust_remote_code`` (for trusted sources) lets
+        it create other objects than ``jsqa export`` writes. The files are collected in
+        ``savedir`` (default: used where they are); ``kwargs`` go to the class (e.g.
+        ``run_opts={"device": "cuda"}``).
         """
         hparams = load_model_hparams(
             source,
@@ -149,11 +120,9 @@ class JSQA(Pretrained):
 
     # ------------------------------------------------------------------ audio
     def load_audio(self, path: PathLike, start: int = 0, frames: int = -1) -> torch.Tensor:
-        """Read (part of) a recording as a mono waveform at the model's sample rate.
+        """Read (part of) a recording as a 1-D float32 waveform at the model's sample rate.
 
-        :func:`jsqa_sb.audio.read_audio`, as the data pipelines read: ``start`` and
-        ``frames`` at the file's own rate (-1: to the end); a 1-D float32 waveform, or
-        :class:`RecordingError` if the file cannot be read.
+        ``start`` and ``frames`` are at the file's own rate (-1: to the end).
         """
         try:
             audio, _ = read_audio(path, start, frames, target_sr=self.sample_rate)
@@ -198,10 +167,8 @@ class JSQA(Pretrained):
     ) -> torch.Tensor:
         """(B, D) quality embeddings of (B, T) or (T,) zero-padded waveforms.
 
-        ``wav_lens``: relative lengths (B,), SpeechBrain style: each in (0, 1], the
-        fraction of the padded length a waveform fills (``None``: all full length).
-        :class:`BatchInputError` if ``wavs`` is not (B, T) or (T,), holds NaN or
-        infinite samples, or ``wav_lens`` is not B relative lengths in (0, 1].
+        ``wav_lens``: relative lengths (B,) in (0, 1], SpeechBrain style (``None``: all
+        full length). :class:`BatchInputError` if the batch is not valid.
         """
         wavs, wav_lens = check_batch(wavs, wav_lens)
         with torch.no_grad():
@@ -210,11 +177,7 @@ class JSQA(Pretrained):
     def score_batch(
         self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        """(B, len(output_names)) scores in [1, 5] of waveforms as :meth:`encode_batch`'s.
-
-        The waveforms are scored whole (no windowing; :meth:`score_file` windows long
-        recordings).
-        """
+        """(B, len(output_names)) scores in [1, 5] of whole waveforms, as :meth:`encode_batch`'s."""
         head = self._head()
         emb = self.encode_batch(wavs, wav_lens)
         with torch.no_grad():
@@ -240,11 +203,7 @@ class JSQA(Pretrained):
         info: Optional[AudioInfo] = None,
         windows: Optional[Sequence[tuple[int, int]]] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Window embeddings (N, D) of a recording and the windows' durations (N,).
-
-        ``windows`` are ``(start, frames)`` at the file's rate (default: the scoring
-        windows, :meth:`_windows`); they are read from disk ``window_batch`` at a time.
-        """
+        """Window embeddings (N, D) of a recording and the windows' durations (N,)."""
         info = info or self._info(path)
         windows = list(windows) if windows is not None else self._windows(info)
         new_len = [max(1, round(f * self.sample_rate / info.sample_rate)) for _, f in windows]
@@ -256,8 +215,7 @@ class JSQA(Pretrained):
             for wav in wavs:
                 self._check_finite(path, wav)
             peak = max([peak] + [float(w.abs().max()) for w in wavs])
-            batch, lens = batch_pad_right(wavs)
-            embs.append(self.encode_batch(batch, lens).cpu())
+            embs.append(self.encode_batch(*batch_pad_right(wavs)).cpu())
         self._warn_if_silent(path, peak)
         durations = torch.tensor([f / info.sample_rate for _, f in windows])
         return torch.cat(embs), durations
@@ -272,15 +230,12 @@ class JSQA(Pretrained):
     ) -> Union[dict[str, float], FileScores]:
         """Score one recording of any length: ``{name: score}`` for every output name.
 
-        With ``windows``, a :class:`~jsqa_sb.serving.windows.FileScores` holding that dict and
-        the :class:`~jsqa_sb.serving.windows.WindowScores` of every window it is the
-        duration-weighted mean of (equal windows of at most ``window_seconds``).
-        :class:`RecordingError` if the file cannot be read
-        (:class:`RecordingTooShortError`: too short; :class:`NonFiniteAudioError`: NaN
-        or infinite samples).
+        With ``windows``, a :class:`~jsqa_sb.serving.windows.FileScores` that also holds
+        the scores of the windows that dict is the duration-weighted mean of.
+        :class:`RecordingError` (or a subclass) if the file cannot be read or scored.
         """
         if not windows:
-            return self._score_file(path, None)
+            return self._mean(*self._window_scores(path, None))
         info = self._info(path)
         spans = self._windows(info)
         scores, durations = self._window_scores(path, info, spans)
@@ -289,13 +244,10 @@ class JSQA(Pretrained):
     def score_timeline(
         self, path: PathLike, window_seconds: float = 3.0, hop_seconds: float = 1.0
     ) -> list[WindowScores]:
-        """Scores over time: windows of ``window_seconds`` every ``hop_seconds``.
+        """Scores over time, in windows of ``window_seconds`` every ``hop_seconds``.
 
-        Read ``window_batch`` windows at a time, so memory does not grow with the
-        recording's length. The last window ends where the recording ends; a recording
-        shorter than ``window_seconds`` is one window. Windows in time order;
-        :class:`BatchInputError` (a ``ValueError``) unless both are positive numbers,
-        :class:`RecordingError` as :meth:`score_file`.
+        The last window ends where the recording ends. :class:`BatchInputError` unless both
+        are positive numbers, :class:`RecordingError` as :meth:`score_file`.
         """
         for name, value in (("window_seconds", window_seconds), ("hop_seconds", hop_seconds)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -320,24 +272,19 @@ class JSQA(Pretrained):
 
     def _mean(self, scores: torch.Tensor, durations: torch.Tensor) -> dict[str, float]:
         """The duration-weighted mean of window scores, as ``{name: score}``."""
-        mean = (scores * durations.unsqueeze(1)).sum(0) / durations.sum()
-        return {name: float(v) for name, v in zip(self.output_names, mean)}
+        return self._named((scores * durations.unsqueeze(1)).sum(0) / durations.sum())
+
+    def _named(self, scores: torch.Tensor) -> dict[str, float]:
+        return {name: float(v) for name, v in zip(self.output_names, scores)}
 
     def _rows(
         self, spans: Sequence[tuple[int, int]], info: AudioInfo, scores: torch.Tensor
     ) -> list[WindowScores]:
         rate = info.sample_rate
         return [
-            WindowScores(
-                start / rate,
-                (start + frames) / rate,
-                {name: float(v) for name, v in zip(self.output_names, row)},
-            )
+            WindowScores(start / rate, (start + frames) / rate, self._named(row))
             for (start, frames), row in zip(spans, scores)
         ]
-
-    def _score_file(self, path: PathLike, info: Optional[AudioInfo]) -> dict[str, float]:
-        return self._mean(*self._window_scores(path, info))
 
     def score_files(self, paths: Sequence[PathLike]) -> list[Union[dict[str, float], Exception]]:
         """Score several recordings; a bad file gives its exception, not a failure of all.
@@ -353,7 +300,7 @@ class JSQA(Pretrained):
             try:
                 info = self._info(path)
                 if info.frames > self.window_seconds * info.sample_rate:
-                    results[i] = self._score_file(path, info)
+                    results[i] = self._mean(*self._window_scores(path, info))
                     continue
                 wav = self.load_audio(path)
                 self._check_length(path, wav.numel())
@@ -364,19 +311,15 @@ class JSQA(Pretrained):
             except (RecordingError, ValueError) as err:
                 results[i] = err
         if short_wavs:
-            batch, lens = batch_pad_right(short_wavs)
-            scores = self.score_batch(batch, lens)
-            for i, row in zip(short_idx, scores):
-                results[i] = {name: float(v) for name, v in zip(self.output_names, row)}
+            for i, row in zip(short_idx, self.score_batch(*batch_pad_right(short_wavs))):
+                results[i] = self._named(row)
         return results
 
     def distance(self, a: Union[PathLike, torch.Tensor], b: Union[PathLike, torch.Tensor]) -> float:
         """Quality distance between two recordings: the cosine distance of their embeddings.
 
-        ``1 - cos(e_a, e_b)``, in [0, 2]; 0 for recordings of the same quality. The
-        contrastive pretraining makes this distance grow with the perceptual difference
-        (pairs closer than a JND are pulled together). ``a``, ``b``: paths, or 1-D
-        waveforms at the model's sample rate.
+        ``1 - cos(e_a, e_b)``, in [0, 2]; 0 for recordings of the same quality. ``a``, ``b``:
+        paths, or 1-D waveforms at the model's sample rate.
         """
         emb = [self._embed(x) for x in (a, b)]
         return float(1.0 - F.cosine_similarity(emb[0], emb[1], dim=0))

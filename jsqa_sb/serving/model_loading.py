@@ -18,13 +18,7 @@ from jsqa_sb.errors import JSQAError, one_line
 
 
 class ModelError(JSQAError, RuntimeError):
-    """A model that cannot be loaded, or cannot do what is asked; the message says why.
-
-    Raised for a model folder or hub id that cannot be fetched, a ``hyperparams.yaml``
-    that is empty, not YAML or not a JSQA model's, a checkpoint that is missing,
-    truncated, not plain tensors or does not fit the network, and for scoring with an
-    encoder-only model.
-    """
+    """A model that cannot be loaded, or cannot do what is asked; the message says why."""
 
 
 def load_model_hparams(
@@ -90,13 +84,12 @@ def _fetch_errors(source: PathLike, what: str) -> Iterator[None]:
     """Turn the errors of fetching a model's ``what`` (local or hub) into ModelError."""
     try:
         yield
+    except JSQAError:
+        raise
     except (OSError, ValueError) as err:
-        if isinstance(err, JSQAError):
-            raise
-        text = str(source)
-        where = "" if os.path.isdir(text) else " from the Hugging Face hub"
+        where = "" if os.path.isdir(str(source)) else " from the Hugging Face hub"
         raise ModelError(
-            f"cannot fetch the {what} of the model {text}{where}: {one_line(err)}"
+            f"cannot fetch the {what} of the model {source}{where}: {one_line(err)}"
         ) from err
 
 
@@ -130,8 +123,7 @@ def model_setting(hparams, name: str, default, kind: type, low, high):
     """A plain number of a model's YAML, checked against its sane range (ModelError)."""
     value = getattr(hparams, name, default)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and kind is int:
-        ok = float(value).is_integer()
+    ok = ok and (kind is not int or float(value).is_integer())
     if not ok or not math.isfinite(value) or not low <= value <= high:
         raise ModelError(
             f"the model's {name} must be a{'n integer' if kind is int else ' number'} "

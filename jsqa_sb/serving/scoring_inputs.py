@@ -8,7 +8,6 @@ that cannot be searched is reported, not fatal.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import stat
@@ -35,12 +34,7 @@ class ScoringInputError(JSQAError, ValueError):
 
 @dataclass
 class InputListing:
-    """The files to score (absolute, each real file once, in input order).
-
-    ``sources``: the inputs as given (absolute), which the output must not be;
-    ``unreadable_folders``: ``(folder, reason)`` of every folder that could not be
-    searched.
-    """
+    """The files to score, the inputs they come from, and the folders not searched (why)."""
 
     paths: list[str]
     sources: list[str] = field(default_factory=list)
@@ -48,19 +42,11 @@ class InputListing:
 
 
 def list_inputs(inputs: Sequence[str | os.PathLike], column: str = "path") -> InputListing:
-    """List the files to score, and the folders that could not be searched.
+    """List the files to score, and the folders that could not be searched (logged).
 
-    Each input is an audio file (extension in ``AUDIO_EXTENSIONS``, any case), a folder
-    (searched recursively for audio files, sorted), or a ``.csv`` file whose ``column``
-    holds paths (relative ones against the CSV's folder, not checked here: a missing
-    one gets an error row). Any other existing file is kept as given: the scorer
-    reports it if unreadable. Paths are absolute (``os.path.abspath``, not resolved),
-    each real file once: the first path that reaches it is kept, so a link to a file
-    already listed, or a folder linked into itself, adds nothing. Folders are searched
-    through their real subfolders first, then through linked ones not yet searched,
-    so a link never loops. A folder that cannot be searched is in
-    ``unreadable_folders`` and logged as a warning.
-
+    Each input is a file (kept as given), a folder (searched recursively for audio
+    files, sorted), or a ``.csv`` file whose ``column`` holds paths (relative ones
+    against the CSV's folder). Paths are absolute (not resolved), each real file once.
     :class:`ScoringInputError` if an input does not exist, a CSV cannot be read or
     lacks ``column``, or no audio is found at all.
     """
@@ -78,7 +64,8 @@ def list_inputs(inputs: Sequence[str | os.PathLike], column: str = "path") -> In
                 )
             found += listed
         elif path.lower().endswith(".csv"):
-            found += _read_path_list(path, column)
+            cells = (cell.strip() for cell in read_csv_table(path, column)[column])
+            found += [listed_path(path, cell) for cell in cells if cell]
         else:
             found.append(path)
     for folder, reason in listing.unreadable_folders:
@@ -100,12 +87,7 @@ def list_inputs(inputs: Sequence[str | os.PathLike], column: str = "path") -> In
 def check_output(
     out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), paths: Sequence[str] = ()
 ) -> None:
-    """Refuse an output that cannot be written, or that is one of the inputs.
-
-    :class:`ScoringInputError` if ``out`` does not end with ``.csv`` or ``.json``, is a
-    folder, or is (the same file as) one of ``inputs`` (as given) or ``paths`` (the
-    files to score): writing it would destroy that input.
-    """
+    """:class:`ScoringInputError` unless ``out`` is a ``.csv`` or ``.json`` file, not an input."""
     out_abs = os.path.abspath(out)
     if Path(out_abs).suffix.lower() not in OUTPUT_FORMATS:
         raise ScoringInputError(
@@ -114,17 +96,10 @@ def check_output(
         )
     if os.path.isdir(out_abs):
         raise ScoringInputError(f"cannot write {printable(out_abs)}: it is a folder")
-    try:
-        out_key: tuple[int, int] | None = _file_key(out_abs)
-    except OSError:
-        out_key = None
+    out_key = _file_key_or_none(out_abs)
     for candidate in (*inputs, *paths):
         path = os.path.abspath(candidate)
-        same = path == out_abs
-        if not same and out_key is not None:
-            with contextlib.suppress(OSError):
-                same = _file_key(path) == out_key
-        if same:
+        if path == out_abs or (out_key is not None and _file_key_or_none(path) == out_key):
             raise ScoringInputError(
                 f"the output {printable(os.fspath(out))} is also an input "
                 f"({printable(path)}); writing the scores there would destroy it: "
@@ -135,15 +110,10 @@ def check_output(
 def _list_audio(folder: str, unreadable: list[tuple[str, str]]) -> list[str]:
     """Audio files under ``folder`` (recursively, any extension case), sorted.
 
-    Real subfolders are searched first; folders reached through symbolic links come
-    after, each real folder once (by device and inode), so links never loop and a
-    folder linked into the tree is named by its real path when it has one. Any entry
-    with an audio extension that is not a folder is listed (a named pipe, a broken
-    link: they get their error row later). Folders that cannot be searched are
-    appended to ``unreadable`` as ``(folder, reason)``.
+    Real subfolders are searched first, then linked ones, each real folder once, so
+    links never loop. Folders that cannot be searched are appended to ``unreadable``.
     """
-    found: list[str] = []
-    seen: set[tuple[int, int]] = set()
+    found, seen = [], set()  # audio paths; (device, inode) of the folders searched
     linked = [folder]  # folders to search from, each through its own path
     while linked:
         start = linked.pop(0)
@@ -181,25 +151,16 @@ def _list_audio(folder: str, unreadable: list[tuple[str, str]]) -> list[str]:
                 except OSError as err:  # a link loop, a broken link, no permission
                     if not is_audio:
                         logger.debug("Skipping %s: %s", printable(entry.path), _os_reason(err))
-                        continue
                 if is_audio:
                     found.append(entry.path)
     return sorted(found)
 
 
 def _unique_files(paths: Sequence[str]) -> list[str]:
-    """``paths`` with each real file once (by device and inode), in first-occurrence order.
-
-    Of several paths to one file, the one that is its real path (no link in it) is
-    kept if there is one, else the first.
-    """
+    """``paths`` with each real file once: its real path if among them, else the first."""
     groups: dict[Any, list[str]] = {}
-    for path in paths:
-        try:
-            key: Any = _file_key(path)
-        except OSError:  # missing, a link loop: one row per path
-            key = path
-        groups.setdefault(key, []).append(path)
+    for path in paths:  # a missing file or a link loop: one row per path
+        groups.setdefault(_file_key_or_none(path) or path, []).append(path)
     return [
         next((p for p in group if os.path.realpath(p) == p), group[0])
         if len(group) > 1
@@ -212,6 +173,14 @@ def _file_key(path: str, follow: bool = True) -> tuple[int, int]:
     """``(st_dev, st_ino)``: the identity of the file ``path`` names."""
     info = os.stat(path, follow_symlinks=follow)
     return info.st_dev, info.st_ino
+
+
+def _file_key_or_none(path: str) -> tuple[int, int] | None:
+    """:func:`_file_key`, or None when the file cannot be reached."""
+    try:
+        return _file_key(path)
+    except OSError:
+        return None
 
 
 _FILE_KINDS = (
@@ -269,19 +238,24 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _read_path_list(csv_path: str, column: str) -> list[str]:
-    """Absolute paths from ``column`` of a CSV (relative ones against its folder)."""
+def read_csv_table(
+    csv_path: str, column: str, error: type[Exception] = ScoringInputError, prefix: str = ""
+) -> pd.DataFrame:
+    """The cells of a CSV file, as text; ``error`` if it cannot be read or lacks ``column``."""
     if not os.path.isfile(csv_path):  # a named pipe would block, a device never end
-        raise ScoringInputError(f"cannot read {printable(csv_path)}: not a regular file")
+        raise error(f"{prefix}cannot read {printable(csv_path)}: not a regular file")
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as err:  # EmptyDataError is a ValueError
-        raise ScoringInputError(f"cannot read {printable(csv_path)}: {err}") from err
+    except (OSError, ValueError) as err:  # pandas' EmptyDataError, ParserError are ValueErrors
+        raise error(f"{prefix}cannot read {printable(csv_path)}: {err}") from err
     if column not in table.columns:
-        raise ScoringInputError(
-            f"{printable(csv_path)} has no column {column!r}; its columns are: "
+        raise error(
+            f"{prefix}{printable(csv_path)} has no column {column!r}; its columns are: "
             + (", ".join(map(str, table.columns)) or "(none)")
         )
-    folder = os.path.dirname(csv_path)
-    cells = (str(cell).strip() for cell in table[column])
-    return [os.path.abspath(os.path.join(folder, cell)) for cell in cells if cell]
+    return table
+
+
+def listed_path(csv_path: str, cell: str) -> str:
+    """The absolute path a CSV cell names (a relative one is read from the CSV's folder)."""
+    return os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(csv_path)), cell))

@@ -31,12 +31,8 @@ META_SUFFIX = ".meta.json"
 def model_fingerprint(scorer: Any) -> str | None:
     """What identifies the model behind ``scorer``, recorded in ``<out>.meta.json``.
 
-    The scorer's ``fingerprint`` (an attribute, or a method called without arguments)
-    if it has one; otherwise, for a SpeechBrain model (``scorer.mods``, a torch module),
-    a SHA-256 of every parameter and buffer (names, types, shapes, values) and of the
-    scorer's ``output_names``, ``sample_rate`` and ``window_seconds``: two models give
-    the same fingerprint only if they score alike. None when the scorer gives no way
-    to tell (the output is then not checked on resume).
+    The scorer's ``fingerprint`` (an attribute or a method) if it has one; else, for a
+    SpeechBrain model, a SHA-256 of its state dict and scoring settings; else None.
     """
     value = getattr(scorer, "fingerprint", None)
     if callable(value):
@@ -44,7 +40,7 @@ def model_fingerprint(scorer: Any) -> str | None:
     if value is not None:
         return str(value)
     mods = getattr(scorer, "mods", None)
-    if mods is None or not callable(getattr(mods, "state_dict", None)):
+    if not callable(getattr(mods, "state_dict", None)):
         return None
     import torch
 
@@ -53,11 +49,9 @@ def model_fingerprint(scorer: Any) -> str | None:
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}\0{flat.dtype}\0{tuple(tensor.shape)}\0".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes())
-    settings = {
-        name: getattr(scorer, name, None)
-        for name in ("output_names", "sample_rate", "window_seconds")
-    }
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    settings = ("output_names", "sample_rate", "window_seconds")
+    values = {name: getattr(scorer, name, None) for name in settings}
+    digest.update(json.dumps(values, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
@@ -84,9 +78,7 @@ def check_scores(
 
 def describe_error(err: BaseException, path: str) -> str:
     """One-line message for ``err``, without a leading ``path:`` (the row names it)."""
-    text = " ".join(str(err).split())
-    if text.startswith(f"{path}: "):
-        text = text[len(path) + 2 :]
+    text = " ".join(str(err).split()).removeprefix(f"{path}: ")
     if not isinstance(err, AudioReadError):
         text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text
@@ -112,12 +104,12 @@ def _is_blank(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """True for a finite number, or text that reads as one (a CSV cell).
 
     Example
     -------
-    >>> [_is_number(v) for v in (3.5, "3.5", " 16000", "", None, "nan", "inf", "3.5x", True)]
+    >>> [is_number(v) for v in (3.5, "3.5", " 16000", "", None, "nan", "inf", "3.5x", True)]
     [True, True, True, False, False, False, False, False, False]
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -133,13 +125,10 @@ def resumable_rows(
 ) -> tuple[list[dict[str, Any]], set[str], int]:
     """Split an existing output into the rows to keep and the paths already scored.
 
-    A row counts as done when it has no error and a number (finite) for its duration,
-    sample rate and every score. Rows of the current inputs that are not done, and
-    repeats of a done path, are dropped (the inputs are scored again); rows of other
-    paths are kept if done or if they have an error. The rest (no path, numbers
-    missing or not numbers without an error) are junk, dropped and counted. Returns
-    the rows to write back (exactly ``columns``), the paths not to score again, and the
-    number of junk rows.
+    A row is done when it has no error and finite numbers for its duration, sample rate
+    and scores. Rows of current inputs that are not done, and repeats, are dropped (to
+    be scored again); other rows are kept if done or failed, else counted as junk.
+    Returns the rows to write back, the paths not to score again, and the junk count.
     """
     required = ("duration", "sample_rate", *names)
     kept, done, junk = [], set(), 0
@@ -150,7 +139,7 @@ def resumable_rows(
             continue
         path = os.path.abspath(cell)
         failed = not _is_blank(row.get(ERROR_COLUMN))
-        ok = not failed and all(_is_number(row.get(c)) for c in required)
+        ok = not failed and all(is_number(row.get(c)) for c in required)
         if path in done or (path in inputs and not ok):
             continue
         if not ok and not failed:
@@ -174,12 +163,7 @@ def _clean(value: Any) -> Any:
 def check_same_model(
     out: Path, meta_path: Path, meta: dict[str, Any], rows: list[dict[str, Any]]
 ) -> None:
-    """Refuse to resume into an output of another model (as ``<out>.meta.json`` says).
-
-    An output without rows can be taken over. When the scorer cannot identify its
-    model (:func:`model_fingerprint` is None) and the output names none either, there
-    is nothing to compare.
-    """
+    """Refuse to resume into an output (with rows) of another model, as its record says."""
     if not rows:
         return
     try:
@@ -266,7 +250,6 @@ class _CsvSink:
     def append(self, rows: list[dict[str, Any]]) -> None:
         with open(self.path, "a", newline="", encoding="utf-8", errors="backslashreplace") as file:
             csv.DictWriter(file, self.columns).writerows(rows)
-            file.flush()
 
     def close(self) -> None:
         """Nothing to do: :meth:`append` wrote every row."""

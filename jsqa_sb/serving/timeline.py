@@ -4,11 +4,6 @@ For every input, ``out/<name>.csv`` (``start, end`` in seconds, one column per o
 ``out/<name>.png`` (the waveform's envelope above the score curves, on one time axis),
 and ``out/index.csv`` (``path, csv, png, windows, error``). Recordings are read a few
 windows or blocks at a time, so an hour needs no more memory than a second.
-
-Default windows: 3 s every 1 s. Three seconds is the excerpt length of JND pretraining,
-long enough for a few words and short enough that a burst of noise dominates the
-windows holding it; a one-second hop covers every instant three times, smoothing the
-curve without blurring events longer than a second.
 """
 
 from __future__ import annotations
@@ -17,6 +12,7 @@ import csv
 import hashlib
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +23,7 @@ import soundfile as sf
 from jsqa_sb.data.prepare_utils import writable_folder
 from jsqa_sb.errors import JSQAError
 
-#: Default window length and hop of ``jsqa score --timeline``, in seconds.
+#: Default window length (JND pretraining's excerpts) and hop of ``--timeline``, in seconds.
 DEFAULT_WINDOW_SECONDS = 3.0
 DEFAULT_HOP_SECONDS = 1.0
 
@@ -43,10 +39,7 @@ class TimelineError(JSQAError, ValueError):
 
 
 def check_timeline_folder(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` if needed; :class:`TimelineError` if files cannot be written in it.
-
-    Called before scoring, so that such a folder stops the command before any work.
-    """
+    """Create ``folder`` if needed; :class:`TimelineError` if files cannot be written in it."""
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise TimelineError(f"--timeline {folder}: it is a file, not a folder")
@@ -61,10 +54,7 @@ def check_window(window_seconds: float, hop_seconds: float) -> None:
 
 
 def timeline_names(paths: Sequence[str]) -> dict[str, str]:
-    """A file name stem for each path, unique within the folder.
-
-    The recording's own stem, or, when several inputs share it, the stem and the first
-    8 hex digits of the SHA-1 of the path.
+    """A file name stem for each path: its own, or with a hash of the path if not unique.
 
     Example
     -------
@@ -73,14 +63,11 @@ def timeline_names(paths: Sequence[str]) -> dict[str, str]:
     ('y', True)
     """
     stems = [Path(p).stem or "recording" for p in paths]
-    counts: dict[str, int] = {}
-    for stem in stems:
-        counts[stem.lower()] = counts.get(stem.lower(), 0) + 1
+    counts = Counter(stem.lower() for stem in stems)
     names = {}
     for path, stem in zip(paths, stems):
         if counts[stem.lower()] > 1 or stem.lower() == Path(INDEX_NAME).stem:
-            digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:8]
-            stem = f"{stem}-{digest}"
+            stem = f"{stem}-{hashlib.sha1(os.fsencode(path)).hexdigest()[:8]}"
         names[path] = stem
     return names
 
@@ -92,26 +79,21 @@ def write_timeline_csv(
     with open(out, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["start", "end", *output_names])
-        for window in windows:
-            writer.writerow(
-                [f"{window.start:.3f}", f"{window.end:.3f}"]
-                + [f"{window.scores[name]:.4f}" for name in output_names]
-            )
+        writer.writerows(
+            [f"{w.start:.3f}", f"{w.end:.3f}", *(f"{w.scores[name]:.4f}" for name in output_names)]
+            for w in windows
+        )
 
 
 def waveform_envelope(
     path: str | os.PathLike, points: int = ENVELOPE_POINTS, block_seconds: float = 10.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre (seconds), minimum and maximum of the mono waveform in ``points`` time bins.
-
-    Read block by block: memory does not grow with the recording's length.
-    """
+    """Centre (seconds), minimum and maximum of the mono waveform in ``points`` time bins."""
     info = sf.info(str(path))
     total = max(1, int(info.frames))
     bins = max(1, min(points, total))
     edges = np.linspace(0, total, bins + 1)
-    low = np.full(bins, np.inf)
-    high = np.full(bins, -np.inf)
+    low, high = np.full(bins, np.inf), np.full(bins, -np.inf)
     block = max(1, int(block_seconds * info.samplerate))
     offset = 0
     for data in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
@@ -142,8 +124,7 @@ def plot_timeline(
     wave_ax, score_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1.6]})
     wave_ax.fill_between(times, low, high, color="tab:gray", linewidth=0.5)
     peak = max(float(np.max(np.abs([low, high]))), 1e-6)
-    wave_ax.set_ylim(-1.05 * peak, 1.05 * peak)
-    wave_ax.set_ylabel("amplitude")
+    wave_ax.set(ylim=(-1.05 * peak, 1.05 * peak), ylabel="amplitude")
     wave_ax.set_title(f"{Path(path).name}: waveform and scores over time", fontsize=11)
     wave_ax.grid(alpha=0.3)
     centres = [(w.start + w.end) / 2 for w in windows]
@@ -151,18 +132,10 @@ def plot_timeline(
         values = [w.scores[name] for w in windows]
         score_ax.plot(centres, values, marker="o", markersize=3, linewidth=1.5, label=name)
     if windows:
-        first = windows[0]
-        score_ax.annotate(
-            f"window {first.end - first.start:.1f} s",
-            xy=(0.01, 0.03),
-            xycoords="axes fraction",
-            fontsize=9,
-            color="dimgray",
-        )
-    score_ax.set_ylim(0.9, 5.1)
+        span = f"window {windows[0].end - windows[0].start:.1f} s"
+        score_ax.annotate(span, (0.01, 0.03), xycoords="axes fraction", fontsize=9, color="dimgray")
+    score_ax.set(xlim=(0, max(duration, 1e-3)), ylim=(0.9, 5.1), xlabel="time (s)")
     score_ax.set_ylabel("predicted score (1-5)")
-    score_ax.set_xlabel("time (s)")
-    score_ax.set_xlim(0, max(duration, 1e-3))
     score_ax.grid(alpha=0.3)
     score_ax.legend(loc="upper right", fontsize=9, ncol=min(len(output_names), 5))
     fig.savefig(out)
@@ -188,9 +161,8 @@ def write_timelines(
 ) -> list[dict[str, Any]]:
     """Write the timeline CSV and PNG of every recording in ``paths`` into ``folder``.
 
-    ``model``: anything with ``score_timeline(path, window_seconds, hop_seconds)`` and
-    ``output_names``. Returns the rows of ``index.csv``: a recording that cannot be
-    scored has its error there and no files.
+    ``model`` has ``score_timeline`` and ``output_names``, like :class:`JSQA`. Returns the
+    rows of ``index.csv``, where a recording that cannot be scored has its error.
     """
     from tqdm import tqdm
 
@@ -204,10 +176,9 @@ def write_timelines(
     for path in tqdm(paths, desc="Timelines", unit="file", disable=not progress):
         csv_path, png_path = folder / f"{names[path]}.csv", folder / f"{names[path]}.png"
         row = {"path": path, "csv": csv_path.name, "png": png_path.name, "windows": 0}
-        if not os.path.isfile(path):  # a named pipe would block: never opened
-            rows.append({**row, "csv": "", "png": "", "error": "not a regular file"})
-            continue
         try:
+            if not os.path.isfile(path):  # a named pipe would block: never opened
+                raise RecordingError("not a regular file")
             windows = model.score_timeline(path, window_seconds, hop_seconds)
             write_timeline_csv(windows, outputs, csv_path)
             plot_timeline(path, windows, outputs, png_path)

@@ -28,11 +28,7 @@ class WindowScores(NamedTuple):
 
 
 class FileScores(NamedTuple):
-    """A recording's scores and the windows (in time order) they are the mean of.
-
-    ``scores`` is what :meth:`JSQA.score_file` returns without ``windows``: the
-    duration-weighted mean of the windows' scores.
-    """
+    """A recording's scores: the duration-weighted mean of its windows' (in time order)."""
 
     scores: dict[str, float]
     windows: list[WindowScores]
@@ -56,9 +52,6 @@ def sliding_windows(
     frames: int, rate: int, window_seconds: float, hop_seconds: float
 ) -> list[tuple[int, int]]:
     """Windows of ``window_seconds`` every ``hop_seconds``, the last ending at the end.
-
-    The end is covered even when the hop does not divide the remainder; a recording
-    shorter than one window is one window.
 
     Example
     -------
