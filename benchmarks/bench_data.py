@@ -12,8 +12,10 @@ Measures, in one run on the same manifests:
 - ``bare``: the bound: the same view maker called in a plain loop in this process
   (read + mix only, no dataset, collate or loader).
 
-With ``--degradations F ...``, half the view groups also carry one of those degradation
-families (their default severity ranges), applied where the views are made (here).
+With ``--degradations F ...``, every repeat also runs the pipeline with half the view
+groups carrying one of those degradation families (their default severity ranges),
+applied where the views are made (here): ``workers_N_degraded``, and the median of its
+paired per-worker ratios to the plain run, ``degraded_to_plain``.
 
 Each is run ``--repeats`` times, interleaved; the JSON line gives medians, ranges and
 the median of the ratios to the bare run of the same repeat. Usage::
@@ -129,16 +131,18 @@ def main():
         views_per_group=args.views_per_group,
     )
     replacements = {"librispeech_folder": str(libri), "chime3_folder": str(chime)}
-    degrader = Degrader([{"family": f} for f in args.degradations], p_none=0.5)
-    maker = JNDViewMaker(
-        out["noise_train"],
-        replacements,
-        segment_seconds=args.segment_seconds,
-        views_per_group=args.views_per_group,
-        pair_rule=JNDPairRule(degradations=degrader),
-        degrader=degrader if args.degradations else None,
-    )
+    settings = dict(segment_seconds=args.segment_seconds, views_per_group=args.views_per_group)
+    maker = JNDViewMaker(out["noise_train"], replacements, **settings)
     dataset = make_jnd_dataset(out["train"], replacements, maker, fixed=False)
+    variants = {"": (dataset, maker)}
+    if args.degradations:
+        degrader = Degrader([{"family": f} for f in args.degradations], p_none=0.5)
+        rule = JNDPairRule(degradations=degrader)
+        degraded = JNDViewMaker(
+            out["noise_train"], replacements, pair_rule=rule, degrader=degrader, **settings
+        )
+        degraded_set = make_jnd_dataset(out["train"], replacements, degraded, fixed=False)
+        variants["_degraded"] = (degraded_set, degraded)
     manifest = {
         k: dict(v, wav=v["wav"].format(**replacements))
         for k, v in json.loads(Path(out["train"]).read_text()).items()
@@ -147,14 +151,15 @@ def main():
     torch.set_num_threads(1)
     # Interleaved repeats, medians and paired ratios: this machine's speed drifts by tens
     # of percent from one minute to the next.
-    bares, runs = [], {w: [] for w in args.workers}
+    bares, runs = [], {(w, v): [] for w in args.workers for v in variants}
     for _ in range(args.repeats):
         bares.append(bench_bare(manifest, maker, args.seconds))
         for workers in args.workers:
-            run = bench_pipeline(dataset, maker, workers, args.batch_size, args.items)
-            run["per_worker"] = run["audio_s"] / run["wall_s"] / max(1, workers)
-            run["ratio_to_bare"] = run["per_worker"] / bares[-1]
-            runs[workers].append(run)
+            for variant, (data, views) in variants.items():
+                run = bench_pipeline(data, views, workers, args.batch_size, args.items)
+                run["per_worker"] = run["audio_s"] / run["wall_s"] / max(1, workers)
+                run["ratio_to_bare"] = run["per_worker"] / bares[-1]
+                runs[workers, variant].append(run)
     result = {
         "benchmark": "jnd_data_pipeline",
         "unit": "audio seconds produced per wall second",
@@ -172,12 +177,12 @@ def main():
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
     }
-    for workers, repeats in runs.items():
+    for (workers, variant), repeats in runs.items():
         per_worker = [r["per_worker"] for r in repeats]
         # What one worker gives per second of its own CPU time (what it would give with a
         # core to itself); in process, per second of this process's CPU time.
         cpu = [r["workers_cpu_s"] if workers else r["main_cpu_s"] for r in repeats]
-        result["pipeline"][f"workers_{workers}"] = {
+        result["pipeline"][f"workers_{workers}{variant}"] = {
             "x_realtime": round(median(r["audio_s"] / r["wall_s"] for r in repeats), 1),
             "x_realtime_per_worker": round(median(per_worker), 1),
             "per_worker_range": [round(min(per_worker), 1), round(max(per_worker), 1)],
@@ -191,6 +196,12 @@ def main():
             "items": args.items,
             "meets_target": median(per_worker) >= 2000,
         }
+        if variant:
+            plain = runs[workers, ""]
+            ratios = [r["per_worker"] / p["per_worker"] for r, p in zip(repeats, plain)]
+            result["pipeline"][f"workers_{workers}{variant}"]["degraded_to_plain"] = round(
+                median(ratios), 3
+            )
     print(json.dumps(result))
 
 

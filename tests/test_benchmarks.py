@@ -34,9 +34,13 @@ def test_bench_data_reports_each_worker_setting_against_the_bound():
         "--workers",
         "0",
         "1",
+        "--degradations",
+        "clipping",
     )
     assert result["bare_read_mix_x_realtime"] > 0 and result["repeats"] == 2
-    assert set(result["pipeline"]) == {"workers_0", "workers_1"}
+    runs = {"workers_0", "workers_1", "workers_0_degraded", "workers_1_degraded"}
+    assert set(result["pipeline"]) == runs
+    assert result["pipeline"]["workers_1_degraded"]["degraded_to_plain"] > 0
     for run in result["pipeline"].values():
         low, high = run["per_worker_range"]
         assert 0 < low <= run["x_realtime_per_worker"] <= high
