@@ -2,19 +2,16 @@
 """Where pretraining helps: a label-budget experiment's test PCC per condition family.
 
 Splits the test files of a finished ``label_budget.py`` output folder by the
-degradations their NISQA condition describes (``con_description`` of the corpus CSV),
-and gives each budget and arm's file PCC of MOS per family, over the seeds of the
-chosen learning rates, with the paired difference to scratch:
+degradations of their NISQA condition (``con_description`` of the corpus CSV, a
+``;``-separated list such as ``noise=...@5dB; codec=...``) and writes label_budget's
+table per family into the folder (``families.md``, ``families.csv``):
 
     python condition_families.py results/label_budget --nisqa_folder=/d
 
-A description is a ``;``-separated list of degradations (``noise=...@5dB; codec=...``).
 Families: ``noise`` (additive noise only; a gain change or the storage rate allowed),
 ``other`` (any of clipping, a codec, a band limit or packet loss, with or without noise),
-``clean`` (too few files and too little spread for a PCC: counted, not scored) and
-``unknown`` (a degradation this script does not know: scored apart, never guessed).
-Writes ``families.md`` (with the number of files of each family) and ``families.csv``
-into the folder.
+``clean`` (counted, not scored) and ``unknown`` (a degradation this script does not
+know: scored apart, never guessed).
 """
 
 from __future__ import annotations

@@ -60,15 +60,15 @@ def valid_pcc(folder: Path) -> float:
     return max(values) if values else float("nan")
 
 
-def run_row(folder: Path, budget: int, arm: str, seed: int, lr: float, lr_enc, out=None) -> dict:
-    """One row of runs.csv (``folder`` relative to the output folder ``out``, if given)."""
+def run_row(folder: Path, budget: int, arm: str, seed: int, lr: float, lr_enc, out: Path) -> dict:
+    """One row of runs.csv (``folder`` relative to the output folder ``out``)."""
     results = json.loads((folder / RESULTS_FILE).read_text())
     row = {"budget": budget, "arm": arm, "seed": seed, "lr": lr, "lr_encoder": lr_enc}
     row["valid_pcc"] = valid_pcc(folder)
     for db, dims in results["databases"].items():
         for key in ("pcc", "srcc", "rmse", "pcc_con"):
             row[f"{db}_{key}"] = dims["mos"].get(key)
-    row["folder"] = str(folder.relative_to(out)) if out else str(folder)
+    row["folder"] = str(folder.relative_to(out))
     return row
 
 
@@ -109,7 +109,7 @@ def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.Data
             "lr_encoder": group["lr_encoder"].iloc[0],
             "seeds": int(values.notna().sum()),
             "pcc_mean": values.mean(),
-            "pcc_sd": values.std(ddof=1) if len(values) > 1 else float("nan"),
+            "pcc_sd": values.std(ddof=1),  # NaN for a single seed
             "values": values.round(3).tolist(),
             "valid_pcc_mean": group["valid_pcc"].mean(),  # what defaults may be chosen on
         }
@@ -118,9 +118,9 @@ def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.Data
             paired = pd.concat([values, scratch.set_index("seed")[key]], axis=1).dropna()
             diff = paired.iloc[:, 0] - paired.iloc[:, 1]
             line["diff_mean"] = diff.mean()
-            line["diff_sd"] = diff.std(ddof=1) if len(diff) > 1 else float("nan")
+            line["diff_sd"] = diff.std(ddof=1)
             line["wins"] = f"{int((diff > 0).sum())}/{len(diff)}"
-            if len(diff) > 1 and diff.std(ddof=1) > 0:
+            if line["diff_sd"] > 0:  # False for NaN: a single seed
                 line["t_test_p"] = stats.ttest_rel(paired.iloc[:, 0], paired.iloc[:, 1]).pvalue
                 line["wilcoxon_p"] = stats.wilcoxon(diff).pvalue
         lines.append(line)
