@@ -58,11 +58,8 @@ def _fmt(value: Any, decimals: int = 3, sign: bool = False) -> str:
 def load_results(run_folder: PathLike) -> dict[str, Any]:
     """Read a run's ``results.json`` (``run_folder`` is its folder or the file itself).
 
-    Raises
-    ------
-    ReportError
-        Naming the path, when there is no ``results.json`` (the test stage has not
-        run), or it is not valid JSON or has no ``databases``.
+    :class:`ReportError`, naming the path, when there is none (the test stage has not
+    run), or it is not valid JSON or not a mapping of numbers under ``databases``.
     """
     path = Path(run_folder)
     if not path.is_file():
@@ -91,12 +88,19 @@ def load_results(run_folder: PathLike) -> dict[str, Any]:
     return results
 
 
-def _better(a: Any, b: Any, higher_is_better: bool) -> str:
+def _nisqa_first(dims: Iterable[str]) -> list[str]:
+    """``dims`` without repeats, NISQA's dimensions first, in their order."""
+    dims = list(dict.fromkeys(dims))
+    return [d for d in DIMENSIONS if d in dims] + [d for d in dims if d not in DIMENSIONS]
+
+
+def _metric_row(label: str, a: Any, b: Any, higher_is_better: bool) -> list[str]:
+    """Label, A, B, B - A and which run is better (``=`` for a tie), as table cells."""
+    a, b = (v if v is None or math.isfinite(v) else None for v in (a, b))
     if a is None or b is None:
-        return ""
-    if a == b:
-        return "="
-    return "B" if (b > a) == higher_is_better else "A"
+        return [label, _fmt(a, 4), _fmt(b, 4), "n/a", ""]
+    better = "=" if a == b else "B" if (b > a) == higher_is_better else "A"
+    return [label, _fmt(a, 4), _fmt(b, 4), _fmt(b - a, 4, sign=True), better]
 
 
 def _table(rows: list[list[str]], right: Iterable[int]) -> list[str]:
@@ -121,13 +125,9 @@ def compare_runs(
     One table per test database and dimension (``dims``; None: every dimension either
     run evaluated) with the columns metric, A, B, diff (4 decimals) and better (higher
     is better for correlations, lower for RMSEs; ``=`` for a tie). Undefined metrics
-    show as ``n/a``; a dimension evaluated by one run only is noted.
-
-    Raises
-    ------
-    ReportError
-        When a ``results.json`` is missing or unreadable, or the two runs were
-        evaluated on different test sets (the message lists both).
+    show as ``n/a``; a dimension evaluated by one run only is noted. :class:`ReportError`
+    when a ``results.json`` is missing or unreadable, or the two runs were evaluated on
+    different test sets (the message lists both).
     """
     results_a, results_b = load_results(run_a), load_results(run_b)
     sets_a, sets_b = sorted(results_a["test_sets"]), sorted(results_b["test_sets"])
@@ -150,8 +150,7 @@ def compare_runs(
         dims_a = results_a["databases"].get(db) or {}
         dims_b = results_b["databases"].get(db) or {}
         if dims is None:
-            wanted = [d for d in DIMENSIONS if d in dims_a or d in dims_b]
-            wanted += [d for d in {**dims_a, **dims_b} if d not in DIMENSIONS]
+            wanted = _nisqa_first([*dims_a, *dims_b])
         else:
             wanted = [dims] if isinstance(dims, str) else list(dims)
         for dim in wanted:
@@ -162,12 +161,6 @@ def compare_runs(
                 continue
             rows = [["metric", "A", "B", "diff", "better"]]
             for key, label, higher in COMPARE_METRICS:
-                a, b = dims_a[dim].get(key), dims_b[dim].get(key)
-                a = a if a is None or math.isfinite(a) else None
-                b = b if b is None or math.isfinite(b) else None
-                diff = None if a is None or b is None else b - a
-                rows.append(
-                    [label, _fmt(a, 4), _fmt(b, 4), _fmt(diff, 4, sign=True), _better(a, b, higher)]
-                )
+                rows.append(_metric_row(label, dims_a[dim].get(key), dims_b[dim].get(key), higher))
             lines += ["  " + line for line in _table(rows, right=(1, 2, 3))]
     return "\n".join(lines) + "\n"
