@@ -123,5 +123,5 @@ def _reason(err: Exception) -> str:
     """Shortest useful description of an I/O error (drops audio_io's path prefix)."""
     text = str(err).strip() or type(err).__name__
     if ": " in text and text.startswith(("Failed to", "Error opening")):
-        text = text.split(": ", 1)[1] if text.count(": ") == 1 else text.rsplit(": ", 1)[1]
+        text = text.rsplit(": ", 1)[1]
     return text

@@ -44,10 +44,9 @@ _VERSION = 1
 
 
 def _prepare(out: Path, args: dict) -> bool:
-    """Return True if ``out`` already holds a complete build with ``args``.
+    """True if ``out`` holds a complete build with ``args``; else make way for one.
 
-    Otherwise clear a previous (possibly partial) minicorpus build there and record the
-    new arguments as "in progress"; refuse to overwrite a folder this module did not make.
+    A previous (possibly partial) build is cleared, a folder this module did not make refused.
     """
     marker = out / _MARKER
     wanted = json.loads(json.dumps(dict(args, version=_VERSION)))  # tuples -> lists
@@ -83,10 +82,8 @@ def build_librispeech(
     :data:`DEFAULT_SUBSETS` by default. The same seed gives byte-identical files, and a
     complete build with the same arguments is not rewritten (as for every builder here).
     """
-    subsets = {
-        k: tuple(int(n) for n in v)
-        for k, v in (DEFAULT_SUBSETS if subsets is None else subsets).items()
-    }
+    subsets = DEFAULT_SUBSETS if subsets is None else subsets
+    subsets = {k: tuple(int(n) for n in v) for k, v in subsets.items()}
     out = Path(root) / "LibriSpeech"
     args = {"seed": int(seed), "subsets": subsets}
     if _prepare(out, args):
@@ -301,9 +298,8 @@ def build_nisqa(
     ``*_std`` empty; ``write_corpus_csv`` also writes ``NISQA_corpus_file.csv``;
     ``high_rate_fraction`` of the files are at 48 kHz.
     """
-    databases = {
-        k: int(v) for k, v in (DEFAULT_DATABASES if databases is None else databases).items()
-    }
+    databases = DEFAULT_DATABASES if databases is None else databases
+    databases = {k: int(v) for k, v in databases.items()}
     out = Path(root) / "NISQA_Corpus"
     args = {
         "seed": int(seed),
@@ -330,13 +326,7 @@ def build_all(root: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
 
     Returns those folders as ``librispeech_folder``, ``chime3_folder``, ``nisqa_folder``.
     """
-    root = Path(root)
-    folders = {
-        "librispeech_folder": root / "librispeech",
-        "chime3_folder": root / "chime3",
-        "nisqa_folder": root / "nisqa",
-    }
-    build_librispeech(folders["librispeech_folder"], seed=seed)
-    build_chime3(folders["chime3_folder"], seed=seed)
-    build_nisqa(folders["nisqa_folder"], seed=seed)
-    return folders
+    builders = {"librispeech": build_librispeech, "chime3": build_chime3, "nisqa": build_nisqa}
+    for name, build in builders.items():
+        build(Path(root) / name, seed=seed)
+    return {f"{name}_folder": Path(root) / name for name in builders}
