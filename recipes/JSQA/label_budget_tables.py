@@ -95,10 +95,8 @@ def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.Data
     if key not in rows.columns:
         raise BudgetError(f"no test results for {test_db} (have: {sorted(rows.columns)})")
     picked = rows.merge(chosen, on=["budget", "arm", "lr"], suffixes=("", "_chosen"))
-    same_enc = (picked["lr_encoder"] == picked["lr_encoder_chosen"]) | (
-        picked["lr_encoder"].isna() & picked["lr_encoder_chosen"].isna()
-    )
-    picked = picked[same_enc]
+    rates = picked[["lr_encoder", "lr_encoder_chosen"]].fillna(-1.0)  # frozen arms: none
+    picked = picked[rates["lr_encoder"] == rates["lr_encoder_chosen"]]
     lines = []
     for (budget, arm), group in picked.groupby(["budget", "arm"]):
         values = group.set_index("seed")[key]
@@ -133,18 +131,9 @@ def markdown(summary: pd.DataFrame, test_db: str) -> str:
     columns.update({"validation PCC": ":", "PCC mean ± sd": ""})
     columns.update({"vs scratch (paired mean ± sd, wins)": "", "t-test p": ":", "Wilcoxon p": ":"})
     rows = [
-        [
-            row["budget"],
-            row["arm"],
-            f"{row['lr']:g}",
-            "-" if pd.isna(row["lr_encoder"]) else f"{row['lr_encoder']:g}",
-            row["seeds"],
-            f"{row['valid_pcc_mean']:.3f}",
-            mean_sd(row["pcc_mean"], row["pcc_sd"]),
-            _diff(row),
-            _p(row.get("t_test_p")),
-            _p(row.get("wilcoxon_p")),
-        ]
+        [row["budget"], row["arm"], f"{row['lr']:g}", _rate(row["lr_encoder"]), row["seeds"]]
+        + [f"{row['valid_pcc_mean']:.3f}", mean_sd(row["pcc_mean"], row["pcc_sd"]), _diff(row)]
+        + [_p(row.get("t_test_p")), _p(row.get("wilcoxon_p"))]
         for row in summary.to_dict("records")
     ]
     return table_text(f"Label budget: test PCC on {test_db} (MOS, files)", columns, rows)
@@ -190,6 +179,10 @@ def mean_sd(mean: float, sd: float, spec: str = ".3f") -> str:
 
 def _p(value) -> str:
     return "" if value is None or pd.isna(value) else f"{value:.3g}"
+
+
+def _rate(value) -> str:
+    return "-" if pd.isna(value) else f"{value:g}"
 
 
 def plot(summary: pd.DataFrame, path: Path, test_db: str) -> None:
