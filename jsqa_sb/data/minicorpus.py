@@ -6,7 +6,6 @@ so the corpora serve the test suite and ``jsqa demo``.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import os
@@ -15,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import signal
 
 from jsqa_sb.data.minicorpus_signals import (  # noqa: F401  (NOISE_DBFS: re-exported)
@@ -273,10 +273,7 @@ def _nisqa_db(
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=NISQA_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows, columns=NISQA_COLUMNS).to_csv(path, index=False, lineterminator="\n")
 
 
 def build_nisqa(

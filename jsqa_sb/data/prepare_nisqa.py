@@ -70,14 +70,10 @@ def prepare_nisqa(
     csv_files = _csv_files(Path(nisqa_folder))
     con_csv = corpus / "NISQA_corpus_con.csv"
     save_folder = make_save_folder(save_folder)
-    deg_files = list_files(corpus, (".wav",))
     splits_cfg = {"train": list(train_dbs), "valid": list(valid_dbs), "test": list(test_dbs)}
-    record = PrepareRecord(
-        save_folder,
-        "prepare_nisqa",
-        {"splits": splits_cfg, "strict": strict},
-        fingerprint(csv_files + [con_csv] * con_csv.is_file() + deg_files, corpus),
-    )
+    inputs = csv_files + [con_csv] * con_csv.is_file() + list_files(corpus, (".wav",))
+    options = {"splits": splits_cfg, "strict": strict}
+    record = PrepareRecord(save_folder, "prepare_nisqa", options, fingerprint(inputs, corpus))
     splits_path = save_folder / "nisqa_splits.json"
     report_path = save_folder / "prepare_nisqa_report.json"
     if record.is_done():

@@ -205,9 +205,7 @@ def _fit_monotonic_cubic_z(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     if slope[1] < 0.0:
         start = np.array([float(np.mean(y)), 0.0, 0.0, 0.0])
 
-    n = y.size
-    gram = design.T @ design / n
-    rhs = design.T @ y / n
+    gram, rhs = design.T @ design / y.size, design.T @ y / y.size
     coefs = start
     grid = np.linspace(-1.0, 1.0, _MONOTONIC_GRID_POINTS)
     for _ in range(_MAX_REFINEMENTS + 1):
@@ -232,10 +230,7 @@ def _fit_monotonic_cubic_z(z: np.ndarray, y: np.ndarray) -> np.ndarray:
             break
         grid = np.append(grid, where)
     # Lift the slope by what is left of a deficit within the solver's tolerance.
-    deficit = _lowest_derivative(coefs)[1]
-    if deficit < 0.0:
-        coefs = coefs.copy()
-        coefs[1] -= deficit
+    coefs = coefs - np.array([0.0, min(0.0, _lowest_derivative(coefs)[1]), 0.0, 0.0])
     if not np.all(np.isfinite(coefs)) or sse(coefs) > sse(start):
         coefs = start  # never worse than the (feasible) start
     return coefs

@@ -73,18 +73,11 @@ def file_families(nisqa_folder: str, test_db: str) -> dict[str, str]:
 def family_rows(
     runs: pd.DataFrame, families: dict[str, str], test_db: str, folder: Path
 ) -> pd.DataFrame:
-    """One row per run and family, with that family's test PCC as ``<test_db>_pcc``.
-
-    A run's folder in ``runs.csv`` is relative to the experiment ``folder`` (or, as
-    label_budget.py wrote it before 2026-11-28, to where it was run).
-    """
+    """One row per run and family, with that family's test PCC as ``<test_db>_pcc``."""
     out = []
     present = set(families.values())
     for run in runs.to_dict("records"):
-        run_folder = folder / run["folder"]
-        if not run_folder.is_dir():
-            run_folder = Path(run["folder"])
-        predictions = pd.read_csv(run_folder / f"predictions_{test_db}.csv")
+        predictions = pd.read_csv(folder / run["folder"] / f"predictions_{test_db}.csv")
         predictions["family"] = predictions["file"].astype(str).map(families)
         for name in (name for name in FAMILIES if name in present):
             part = predictions[predictions["family"] == name]
