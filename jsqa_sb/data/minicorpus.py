@@ -7,6 +7,7 @@ so the corpora serve the test suite and ``jsqa demo``.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import shutil
@@ -88,14 +89,13 @@ def build_librispeech(
     args = {"seed": int(seed), "subsets": subsets}
     if _prepare(out, args):
         return out
-    n_spk = sum(v[0] for v in subsets.values())
-    spk_ids = list(_SPEAKER_IDS[:n_spk]) + [10000 + i for i in range(n_spk - len(_SPEAKER_IDS))]
+    spk_ids = itertools.chain(_SPEAKER_IDS, itertools.count(10000))
     n_chapters = sum(v[0] * v[1] for v in subsets.values())
     chapter_ids = iter(_rng(seed, "chapters").choice(np.arange(100, 200000), n_chapters, False))
     speakers, chapters = [], []
     for subset, (n_speakers, n_chaps, n_utts) in subsets.items():
         for _ in range(n_speakers):
-            spk = spk_ids.pop(0)
+            spk = next(spk_ids)
             rng = _rng(seed, "librispeech", spk)
             sex, level, tilt = rng.choice(["F", "M"]), rng.uniform(-30, -22), rng.uniform(-0.4, 0.6)
             spk_seconds = 0.0

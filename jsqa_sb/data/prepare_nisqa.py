@@ -82,7 +82,7 @@ def prepare_nisqa(
     record.invalidate()
     logger.info("Preparing NISQA manifests in %s from %s", save_folder, corpus)
 
-    table = _read_tables(csv_files)
+    table = pd.concat([_read_csv(f) for f in csv_files], ignore_index=True)
     if table.empty:
         raise DataPreparationError(
             f"no NISQA rows: {', '.join(map(str, csv_files))} hold(s) a header but no rows"
@@ -131,16 +131,12 @@ def prepare_nisqa(
 
 def corpus_table(nisqa_folder: PathLike) -> pd.DataFrame:
     """Every row of the NISQA CSVs that :func:`prepare_nisqa` reads, as text."""
-    return _read_tables(_csv_files(Path(nisqa_folder)))
+    return pd.concat([_read_csv(f) for f in _csv_files(Path(nisqa_folder))], ignore_index=True)
 
 
 def file_key(row: dict) -> str:
     """The id of a NISQA row within its database: ``file``, else the file name's stem."""
     return (row.get("file") or "").strip() or Path(row["filepath_deg"].strip()).stem
-
-
-def _read_tables(csv_files: Sequence[Path]) -> pd.DataFrame:
-    return pd.concat([_read_csv(f) for f in csv_files], ignore_index=True)
 
 
 def _csv_files(folder: Path) -> list[Path]:

@@ -19,8 +19,7 @@ from jsqa_sb.errors import JSQAError
 
 #: Quality dimensions of the NISQA corpus, in the order in which reports list them.
 DIMENSIONS = NISQA_DIMENSIONS
-#: Name of the file of all metrics that
-#: :func:`jsqa_sb.evaluation.reports.write_test_reports` writes.
+#: The file of all metrics that :func:`jsqa_sb.evaluation.reports.write_test_reports` writes.
 RESULTS_FILE = "results.json"
 #: Metrics that :func:`compare_runs` shows: (key, label, whether higher is better).
 COMPARE_METRICS = (
@@ -69,8 +68,7 @@ def load_results(run_folder: PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ReportError(f"no {RESULTS_FILE} in {run_folder}: run the test stage first")
     try:
-        with open(path, encoding="utf-8") as f:
-            results = json.load(f)
+        results = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReportError(f"cannot read {path}: {exc}") from exc
     if not isinstance(results, dict) or not isinstance(results.get("databases"), dict):

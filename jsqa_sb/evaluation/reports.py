@@ -32,7 +32,7 @@ from jsqa_sb.evaluation.mos_metrics import evaluate_predictions
 
 logger = logging.getLogger(__name__)
 
-#: Columns of the Markdown report: (metric key or None for the dimension, header).
+#: Columns of the Markdown report after the dimension: (metric key, header).
 REPORT_COLUMNS = (
     ("pcc", "PCC"), ("srcc", "SRCC"), ("rmse", "RMSE"), ("rmse_map1", "RMSE map1"),
     ("rmse_map3", "RMSE map3"), ("pcc_con", "PCC con"), ("rmse_con", "RMSE con"),
@@ -67,8 +67,8 @@ def _to_json(obj: Any) -> Any:
     return str(obj)
 
 
-def _check_db_name(name: Any) -> str:
-    """Return a test database name that is safe as part of a file name."""
+def _check_db_name(name: Any) -> None:
+    """Refuse a test database name that is not safe as part of a file name."""
     if (
         not isinstance(name, str)
         or not name
@@ -79,7 +79,6 @@ def _check_db_name(name: Any) -> str:
             f"test database name {name!r} cannot be part of a file name "
             "(expected a non-empty name without path separators, e.g. 'NISQA_TEST_SIM')"
         )
-    return name
 
 
 def _dimensions(frame: pd.DataFrame) -> list[str]:
