@@ -147,14 +147,12 @@ def build_chime3(
     if _prepare(top, args):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    k = 0
-    for session in range(int(n_sessions_per_env)):
-        for env in ENVIRONMENTS:
-            day = datetime.date(2015, 2, 3) + datetime.timedelta(days=k // 2)
-            name = f"BGD_{day:%y%m%d}_{10 * (k % 2 + 1):03d}_{env}.CH1.wav"
-            rng = _rng(seed, "chime3", env, session)
-            _write(out / name, synth_noise(env, int(round(seconds * SR)), rng))
-            k += 1
+    sessions = itertools.product(range(int(n_sessions_per_env)), ENVIRONMENTS)
+    for k, (session, env) in enumerate(sessions):
+        day = datetime.date(2015, 2, 3) + datetime.timedelta(days=k // 2)
+        name = f"BGD_{day:%y%m%d}_{10 * (k % 2 + 1):03d}_{env}.CH1.wav"
+        rng = _rng(seed, "chime3", env, session)
+        _write(out / name, synth_noise(env, int(round(seconds * SR)), rng))
     _finish(top, args)
     return out
 

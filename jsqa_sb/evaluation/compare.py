@@ -103,16 +103,10 @@ def _metric_row(label: str, a: Any, b: Any, higher_is_better: bool) -> list[str]
 
 def _table(rows: list[list[str]], right: Iterable[int]) -> list[str]:
     """Align ``rows`` (the first is the header) in columns, ``right`` ones right-aligned."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
+    widths = [max(map(len, column)) for column in zip(*rows)]
+    align = [str.rjust if i in right else str.ljust for i in range(len(widths))]
+    lines = ["  ".join(a(c, w) for a, c, w in zip(align, row, widths)).rstrip() for row in rows]
+    return lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:]
 
 
 def compare_runs(
