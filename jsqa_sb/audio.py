@@ -69,9 +69,8 @@ def read_audio(
         raise AudioReadError(f"{path}: cannot decode audio ({_reason(err)})") from err
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
-    if target_sr is not None and sr != target_sr:
-        audio = resample(audio, sr, target_sr)
-        sr = target_sr
+    if target_sr is not None:
+        audio, sr = resample(audio, sr, target_sr), target_sr
     return np.ascontiguousarray(audio, dtype=np.float32), sr
 
 
@@ -123,5 +122,5 @@ def _reason(err: Exception) -> str:
     """Shortest useful description of an I/O error (drops audio_io's path prefix)."""
     text = str(err).strip() or type(err).__name__
     if ": " in text and text.startswith(("Failed to", "Error opening")):
-        text = text.split(": ", 1)[1] if text.count(": ") == 1 else text.rsplit(": ", 1)[1]
+        text = text.rsplit(": ", 1)[1]
     return text

@@ -6,8 +6,8 @@ so the corpora serve the test suite and ``jsqa demo``.
 
 from __future__ import annotations
 
-import csv
 import datetime
+import itertools
 import json
 import os
 import shutil
@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import signal
 
 from jsqa_sb.data.minicorpus_signals import (  # noqa: F401  (NOISE_DBFS: re-exported)
@@ -44,10 +45,9 @@ _VERSION = 1
 
 
 def _prepare(out: Path, args: dict) -> bool:
-    """Return True if ``out`` already holds a complete build with ``args``.
+    """True if ``out`` holds a complete build with ``args``; else make way for one.
 
-    Otherwise clear a previous (possibly partial) minicorpus build there and record the
-    new arguments as "in progress"; refuse to overwrite a folder this module did not make.
+    A previous (possibly partial) build is cleared, a folder this module did not make refused.
     """
     marker = out / _MARKER
     wanted = json.loads(json.dumps(dict(args, version=_VERSION)))  # tuples -> lists
@@ -83,22 +83,19 @@ def build_librispeech(
     :data:`DEFAULT_SUBSETS` by default. The same seed gives byte-identical files, and a
     complete build with the same arguments is not rewritten (as for every builder here).
     """
-    subsets = {
-        k: tuple(int(n) for n in v)
-        for k, v in (DEFAULT_SUBSETS if subsets is None else subsets).items()
-    }
+    subsets = DEFAULT_SUBSETS if subsets is None else subsets
+    subsets = {k: tuple(int(n) for n in v) for k, v in subsets.items()}
     out = Path(root) / "LibriSpeech"
     args = {"seed": int(seed), "subsets": subsets}
     if _prepare(out, args):
         return out
-    n_spk = sum(v[0] for v in subsets.values())
-    spk_ids = list(_SPEAKER_IDS[:n_spk]) + [10000 + i for i in range(n_spk - len(_SPEAKER_IDS))]
+    spk_ids = itertools.chain(_SPEAKER_IDS, itertools.count(10000))
     n_chapters = sum(v[0] * v[1] for v in subsets.values())
     chapter_ids = iter(_rng(seed, "chapters").choice(np.arange(100, 200000), n_chapters, False))
     speakers, chapters = [], []
     for subset, (n_speakers, n_chaps, n_utts) in subsets.items():
         for _ in range(n_speakers):
-            spk = spk_ids.pop(0)
+            spk = next(spk_ids)
             rng = _rng(seed, "librispeech", spk)
             sex, level, tilt = rng.choice(["F", "M"]), rng.uniform(-30, -22), rng.uniform(-0.4, 0.6)
             spk_seconds = 0.0
@@ -150,14 +147,12 @@ def build_chime3(
     if _prepare(top, args):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    k = 0
-    for session in range(int(n_sessions_per_env)):
-        for env in ENVIRONMENTS:
-            day = datetime.date(2015, 2, 3) + datetime.timedelta(days=k // 2)
-            name = f"BGD_{day:%y%m%d}_{10 * (k % 2 + 1):03d}_{env}.CH1.wav"
-            rng = _rng(seed, "chime3", env, session)
-            _write(out / name, synth_noise(env, int(round(seconds * SR)), rng))
-            k += 1
+    sessions = itertools.product(range(int(n_sessions_per_env)), ENVIRONMENTS)
+    for k, (session, env) in enumerate(sessions):
+        day = datetime.date(2015, 2, 3) + datetime.timedelta(days=k // 2)
+        name = f"BGD_{day:%y%m%d}_{10 * (k % 2 + 1):03d}_{env}.CH1.wav"
+        rng = _rng(seed, "chime3", env, session)
+        _write(out / name, synth_noise(env, int(round(seconds * SR)), rng))
     _finish(top, args)
     return out
 
@@ -276,10 +271,7 @@ def _nisqa_db(
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=NISQA_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows, columns=NISQA_COLUMNS).to_csv(path, index=False, lineterminator="\n")
 
 
 def build_nisqa(
@@ -301,9 +293,8 @@ def build_nisqa(
     ``*_std`` empty; ``write_corpus_csv`` also writes ``NISQA_corpus_file.csv``;
     ``high_rate_fraction`` of the files are at 48 kHz.
     """
-    databases = {
-        k: int(v) for k, v in (DEFAULT_DATABASES if databases is None else databases).items()
-    }
+    databases = DEFAULT_DATABASES if databases is None else databases
+    databases = {k: int(v) for k, v in databases.items()}
     out = Path(root) / "NISQA_Corpus"
     args = {
         "seed": int(seed),
@@ -330,13 +321,7 @@ def build_all(root: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
 
     Returns those folders as ``librispeech_folder``, ``chime3_folder``, ``nisqa_folder``.
     """
-    root = Path(root)
-    folders = {
-        "librispeech_folder": root / "librispeech",
-        "chime3_folder": root / "chime3",
-        "nisqa_folder": root / "nisqa",
-    }
-    build_librispeech(folders["librispeech_folder"], seed=seed)
-    build_chime3(folders["chime3_folder"], seed=seed)
-    build_nisqa(folders["nisqa_folder"], seed=seed)
-    return folders
+    builders = {"librispeech": build_librispeech, "chime3": build_chime3, "nisqa": build_nisqa}
+    for name, build in builders.items():
+        build(Path(root) / name, seed=seed)
+    return {f"{name}_folder": Path(root) / name for name in builders}

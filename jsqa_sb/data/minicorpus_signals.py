@@ -133,10 +133,7 @@ _NOISES: dict[str, Callable[..., np.ndarray]] = dict(zip(ENVIRONMENTS, (_bus, _c
 
 
 def synth_noise(env: str, n: int, rng: np.random.Generator, dbfs: float = NOISE_DBFS) -> np.ndarray:
-    """``n`` samples of 16 kHz noise at ``dbfs`` RMS, in the style of a CHiME-3 environment.
-
-    ``env``: one of ``"BUS"``, ``"CAF"``, ``"PED"``, ``"STR"``.
-    """
+    """``n`` samples of 16 kHz noise at ``dbfs`` RMS, in the style of a CHiME-3 ``env``."""
     if env not in _NOISES:
         raise ValueError(f"unknown environment {env!r}; expected one of {ENVIRONMENTS}")
     return _set_level(_NOISES[env](rng, n, np.arange(n) / SR), dbfs)

@@ -92,9 +92,7 @@ def mos_datasets(
     """
     folder = Path(manifest_folder)
     splits = json.loads((folder / "nisqa_splits.json").read_text(encoding="utf-8"))
-    keep = None
-    if train_files:
-        keep = json.loads(Path(train_files).read_text(encoding="utf-8"))
+    keep = json.loads(Path(train_files).read_text(encoding="utf-8")) if train_files else None
 
     def dataset(dbs, split, keep=None):
         if not dbs:

@@ -67,17 +67,13 @@ def prepare_nisqa(
     corpus or a CSV lacks required columns.
     """
     corpus = Path(nisqa_folder) / "NISQA_Corpus"
-    csv_files = _csv_files(Path(nisqa_folder), corpus)
+    csv_files = _csv_files(Path(nisqa_folder))
     con_csv = corpus / "NISQA_corpus_con.csv"
     save_folder = make_save_folder(save_folder)
-    deg_files = list_files(corpus, (".wav",))
     splits_cfg = {"train": list(train_dbs), "valid": list(valid_dbs), "test": list(test_dbs)}
-    record = PrepareRecord(
-        save_folder,
-        "prepare_nisqa",
-        {"splits": splits_cfg, "strict": strict},
-        fingerprint(csv_files + [con_csv] * con_csv.is_file() + deg_files, corpus),
-    )
+    inputs = csv_files + [con_csv] * con_csv.is_file() + list_files(corpus, (".wav",))
+    options = {"splits": splits_cfg, "strict": strict}
+    record = PrepareRecord(save_folder, "prepare_nisqa", options, fingerprint(inputs, corpus))
     splits_path = save_folder / "nisqa_splits.json"
     report_path = save_folder / "prepare_nisqa_report.json"
     if record.is_done():
@@ -86,22 +82,21 @@ def prepare_nisqa(
     record.invalidate()
     logger.info("Preparing NISQA manifests in %s from %s", save_folder, corpus)
 
-    table = _read_tables(csv_files)
+    table = pd.concat([_read_csv(f) for f in csv_files], ignore_index=True)
     if table.empty:
         raise DataPreparationError(
             f"no NISQA rows: {', '.join(map(str, csv_files))} hold(s) a header but no rows"
         )
     report = SkipReport()
     rows = _usable_rows(table, corpus, report)
-    infos = scan_headers([corpus / r["filepath_deg"] for r in rows], num_workers, "Reading NISQA")
+    infos = scan_headers([row["path"] for row in rows], num_workers, "Reading NISQA")
     manifests: dict[str, dict] = {db: {} for db in table["db"].str.strip().unique() if db}
     for row, info in zip(rows, infos):
-        path = corpus / row["filepath_deg"]
         if isinstance(info, AudioReadError):
-            report.add(path, str(info).split(": ", 1)[1], db=row["db"])
+            report.add(row["path"], str(info).split(": ", 1)[1], db=row["db"])
             continue
         if info.frames == 0:
-            report.add(path, "empty (no audio frames)", db=row["db"])
+            report.add(row["path"], "empty (no audio frames)", db=row["db"])
             continue
         manifests[row["db"]][row["key"]] = {
             "wav": f"{{nisqa_folder}}/NISQA_Corpus/{Path(row['filepath_deg']).as_posix()}",
@@ -136,8 +131,7 @@ def prepare_nisqa(
 
 def corpus_table(nisqa_folder: PathLike) -> pd.DataFrame:
     """Every row of the NISQA CSVs that :func:`prepare_nisqa` reads, as text."""
-    corpus = Path(nisqa_folder) / "NISQA_Corpus"
-    return _read_tables(_csv_files(Path(nisqa_folder), corpus))
+    return pd.concat([_read_csv(f) for f in _csv_files(Path(nisqa_folder))], ignore_index=True)
 
 
 def file_key(row: dict) -> str:
@@ -145,12 +139,9 @@ def file_key(row: dict) -> str:
     return (row.get("file") or "").strip() or Path(row["filepath_deg"].strip()).stem
 
 
-def _read_tables(csv_files: Sequence[Path]) -> pd.DataFrame:
-    return pd.concat([_read_csv(f) for f in csv_files], ignore_index=True)
-
-
-def _csv_files(folder: Path, corpus: Path) -> list[Path]:
+def _csv_files(folder: Path) -> list[Path]:
     """The CSV files to read: the corpus file if present, else the per-database ones."""
+    corpus = folder / "NISQA_Corpus"
     if not corpus.is_dir():
         raise DataPreparationError(
             f"{folder} is not a NISQA folder: expected {NISQA_LAYOUT}; " + describe_folder(folder)
@@ -191,12 +182,12 @@ _EMPTY = {"", "nan", "na", "n/a", "none", "null"}
 
 
 def _usable_rows(table: pd.DataFrame, corpus: Path, report: SkipReport) -> list:
-    """Per usable row ``db, con, key, filepath_deg, mos`` and the dimensions; report the rest."""
+    """Per usable row ``db, con, key, filepath_deg, path`` and the labels; report the rest."""
     rows, seen = [], {}
     for record in table.to_dict("records"):
         where = f"{record['_csv']} line {record['_line']}"
         row = {"db": record["db"].strip(), "filepath_deg": record["filepath_deg"].strip()}
-        path = corpus / row["filepath_deg"]
+        path = row["path"] = corpus / row["filepath_deg"]
         row["con"] = record["con"].strip() or None
         row["key"] = file_key(record)
         reason = _row_problem(record, row)

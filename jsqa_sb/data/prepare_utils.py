@@ -91,8 +91,6 @@ class PrepareRecord:
 
     def is_done(self) -> bool:
         """Whether the same preparation finished before and its outputs are intact."""
-        if not self.path.is_file():
-            return False
         try:
             record = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -175,12 +173,9 @@ def scan_headers(
         except AudioReadError as err:
             return err
 
-    workers = max(1, min(num_workers, len(paths)))
-    with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(one, paths)
-        return list(
-            tqdm(results, total=len(paths), desc=desc, disable=not progress or len(paths) < 500)
-        )
+    quiet = not progress or len(paths) < 500
+    with ThreadPoolExecutor(max(1, min(num_workers, len(paths)))) as pool:
+        return list(tqdm(pool.map(one, paths), total=len(paths), desc=desc, disable=quiet))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -200,7 +195,5 @@ def describe_folder(folder: Path, limit: int = 10) -> str:
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
     if not names:
         return f"{folder} is empty"
-    shown = ", ".join(names[:limit]) + (
-        f", ... ({len(names)} entries)" if len(names) > limit else ""
-    )
-    return f"{folder} holds: {shown}"
+    more = f", ... ({len(names)} entries)" if len(names) > limit else ""
+    return f"{folder} holds: {', '.join(names[:limit])}{more}"

@@ -19,8 +19,7 @@ from jsqa_sb.errors import JSQAError
 
 #: Quality dimensions of the NISQA corpus, in the order in which reports list them.
 DIMENSIONS = NISQA_DIMENSIONS
-#: Name of the file of all metrics that
-#: :func:`jsqa_sb.evaluation.reports.write_test_reports` writes.
+#: The file of all metrics that :func:`jsqa_sb.evaluation.reports.write_test_reports` writes.
 RESULTS_FILE = "results.json"
 #: Metrics that :func:`compare_runs` shows: (key, label, whether higher is better).
 COMPARE_METRICS = (
@@ -58,11 +57,8 @@ def _fmt(value: Any, decimals: int = 3, sign: bool = False) -> str:
 def load_results(run_folder: PathLike) -> dict[str, Any]:
     """Read a run's ``results.json`` (``run_folder`` is its folder or the file itself).
 
-    Raises
-    ------
-    ReportError
-        Naming the path, when there is no ``results.json`` (the test stage has not
-        run), or it is not valid JSON or has no ``databases``.
+    :class:`ReportError`, naming the path, when there is none (the test stage has not
+    run), or it is not valid JSON or not a mapping of numbers under ``databases``.
     """
     path = Path(run_folder)
     if not path.is_file():
@@ -72,8 +68,7 @@ def load_results(run_folder: PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ReportError(f"no {RESULTS_FILE} in {run_folder}: run the test stage first")
     try:
-        with open(path, encoding="utf-8") as f:
-            results = json.load(f)
+        results = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReportError(f"cannot read {path}: {exc}") from exc
     if not isinstance(results, dict) or not isinstance(results.get("databases"), dict):
@@ -91,26 +86,27 @@ def load_results(run_folder: PathLike) -> dict[str, Any]:
     return results
 
 
-def _better(a: Any, b: Any, higher_is_better: bool) -> str:
+def _nisqa_first(dims: Iterable[str]) -> list[str]:
+    """``dims`` without repeats, NISQA's dimensions first, in their order."""
+    dims = list(dict.fromkeys(dims))
+    return [d for d in DIMENSIONS if d in dims] + [d for d in dims if d not in DIMENSIONS]
+
+
+def _metric_row(label: str, a: Any, b: Any, higher_is_better: bool) -> list[str]:
+    """Label, A, B, B - A and which run is better (``=`` for a tie), as table cells."""
+    a, b = (v if v is None or math.isfinite(v) else None for v in (a, b))
     if a is None or b is None:
-        return ""
-    if a == b:
-        return "="
-    return "B" if (b > a) == higher_is_better else "A"
+        return [label, _fmt(a, 4), _fmt(b, 4), "n/a", ""]
+    better = "=" if a == b else "B" if (b > a) == higher_is_better else "A"
+    return [label, _fmt(a, 4), _fmt(b, 4), _fmt(b - a, 4, sign=True), better]
 
 
 def _table(rows: list[list[str]], right: Iterable[int]) -> list[str]:
     """Align ``rows`` (the first is the header) in columns, ``right`` ones right-aligned."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
+    widths = [max(map(len, column)) for column in zip(*rows)]
+    align = [str.rjust if i in right else str.ljust for i in range(len(widths))]
+    lines = ["  ".join(a(c, w) for a, c, w in zip(align, row, widths)).rstrip() for row in rows]
+    return lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:]
 
 
 def compare_runs(
@@ -121,13 +117,9 @@ def compare_runs(
     One table per test database and dimension (``dims``; None: every dimension either
     run evaluated) with the columns metric, A, B, diff (4 decimals) and better (higher
     is better for correlations, lower for RMSEs; ``=`` for a tie). Undefined metrics
-    show as ``n/a``; a dimension evaluated by one run only is noted.
-
-    Raises
-    ------
-    ReportError
-        When a ``results.json`` is missing or unreadable, or the two runs were
-        evaluated on different test sets (the message lists both).
+    show as ``n/a``; a dimension evaluated by one run only is noted. :class:`ReportError`
+    when a ``results.json`` is missing or unreadable, or the two runs were evaluated on
+    different test sets (the message lists both).
     """
     results_a, results_b = load_results(run_a), load_results(run_b)
     sets_a, sets_b = sorted(results_a["test_sets"]), sorted(results_b["test_sets"])
@@ -150,8 +142,7 @@ def compare_runs(
         dims_a = results_a["databases"].get(db) or {}
         dims_b = results_b["databases"].get(db) or {}
         if dims is None:
-            wanted = [d for d in DIMENSIONS if d in dims_a or d in dims_b]
-            wanted += [d for d in {**dims_a, **dims_b} if d not in DIMENSIONS]
+            wanted = _nisqa_first([*dims_a, *dims_b])
         else:
             wanted = [dims] if isinstance(dims, str) else list(dims)
         for dim in wanted:
@@ -162,12 +153,6 @@ def compare_runs(
                 continue
             rows = [["metric", "A", "B", "diff", "better"]]
             for key, label, higher in COMPARE_METRICS:
-                a, b = dims_a[dim].get(key), dims_b[dim].get(key)
-                a = a if a is None or math.isfinite(a) else None
-                b = b if b is None or math.isfinite(b) else None
-                diff = None if a is None or b is None else b - a
-                rows.append(
-                    [label, _fmt(a, 4), _fmt(b, 4), _fmt(diff, 4, sign=True), _better(a, b, higher)]
-                )
+                rows.append(_metric_row(label, dims_a[dim].get(key), dims_b[dim].get(key), higher))
             lines += ["  " + line for line in _table(rows, right=(1, 2, 3))]
     return "\n".join(lines) + "\n"

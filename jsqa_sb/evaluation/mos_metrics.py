@@ -9,7 +9,7 @@ third-order mapping fitted per test set (:func:`rmse_mapped`, ITU-T P.1401 style
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -31,29 +31,20 @@ _MAX_REFINEMENTS = 10
 _REFINE_TOL = 1e-10
 
 
-def _flat(arr: np.ndarray, name: str) -> np.ndarray:
-    """``arr`` as 1-D ((N, 1) and (1, N) are flattened)."""
+def _to_array(x: ArrayLike, name: str, numeric: bool = True) -> np.ndarray:
+    """``x`` (array, list, Series or torch tensor) as 1-D, float64 if ``numeric``.
+
+    (N, 1) and (1, N) are flattened.
+    """
+    if hasattr(x, "detach"):  # torch.Tensor, without importing torch
+        x = x.detach().cpu()
+        x = (x.double() if numeric else x).numpy()
+    arr = np.asarray(x, dtype=np.float64 if numeric else None)
     if arr.ndim > 1 and arr.size == max(arr.shape):
         arr = arr.reshape(-1)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
     return arr
-
-
-def _to_array(x: ArrayLike, name: str) -> np.ndarray:
-    """``x`` (array, list, Series or torch tensor) as a 1-D float64 array."""
-    if hasattr(x, "detach"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu().double().numpy()
-    return _flat(np.asarray(x, dtype=np.float64), name)
-
-
-def _to_labels(x: ArrayLike) -> pd.Series:
-    """Condition labels (array, list, Series or torch tensor) as a Series."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    if isinstance(x, pd.Series):
-        x = x.to_numpy()
-    return pd.Series(_flat(np.asarray(x), "conditions"))
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:
@@ -79,8 +70,11 @@ def _check_pair(
     return t, p
 
 
-def _is_constant(x: np.ndarray) -> bool:
-    return bool(np.ptp(x) == 0.0)
+def _correlation(correlation: Callable, y_true: ArrayLike, y_pred: ArrayLike, what: str) -> float:
+    t, p = _check_pair(y_true, y_pred, 3, what)
+    if np.ptp(t) == 0.0 or np.ptp(p) == 0.0:
+        return float("nan")
+    return float(correlation(t, p)[0])
 
 
 def pcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
@@ -94,10 +88,7 @@ def pcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     >>> round(pcc([1.0, 2.0, 3.0, 4.0], [1.1, 1.9, 3.2, 3.9]), 4)
     0.9934
     """
-    t, p = _check_pair(y_true, y_pred, 3, "pcc")
-    if _is_constant(t) or _is_constant(p):
-        return float("nan")
-    return float(pearsonr(t, p)[0])
+    return _correlation(pearsonr, y_true, y_pred, "pcc")
 
 
 def srcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
@@ -108,10 +99,7 @@ def srcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     >>> round(srcc([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0]), 6)
     0.8
     """
-    t, p = _check_pair(y_true, y_pred, 3, "srcc")
-    if _is_constant(t) or _is_constant(p):
-        return float("nan")
-    return float(spearmanr(t, p)[0])
+    return _correlation(spearmanr, y_true, y_pred, "srcc")
 
 
 def rmse(y_true: ArrayLike, y_pred: ArrayLike) -> float:
@@ -140,7 +128,7 @@ def per_condition(
     ([1.5, 4.5], [1.5, 4.0])
     """
     t, p = _check_pair(y_true, y_pred, 1, "per_condition")
-    con = _to_labels(conditions)
+    con = pd.Series(_to_array(conditions, "conditions", numeric=False))
     if con.size != t.size:
         raise ValueError(
             f"conditions must have one label per file, got {con.size} labels for {t.size} files"
@@ -217,9 +205,7 @@ def _fit_monotonic_cubic_z(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     if slope[1] < 0.0:
         start = np.array([float(np.mean(y)), 0.0, 0.0, 0.0])
 
-    n = y.size
-    gram = design.T @ design / n
-    rhs = design.T @ y / n
+    gram, rhs = design.T @ design / y.size, design.T @ y / y.size
     coefs = start
     grid = np.linspace(-1.0, 1.0, _MONOTONIC_GRID_POINTS)
     for _ in range(_MAX_REFINEMENTS + 1):
@@ -244,10 +230,7 @@ def _fit_monotonic_cubic_z(z: np.ndarray, y: np.ndarray) -> np.ndarray:
             break
         grid = np.append(grid, where)
     # Lift the slope by what is left of a deficit within the solver's tolerance.
-    deficit = _lowest_derivative(coefs)[1]
-    if deficit < 0.0:
-        coefs = coefs.copy()
-        coefs[1] -= deficit
+    coefs = coefs - np.array([0.0, min(0.0, _lowest_derivative(coefs)[1]), 0.0, 0.0])
     if not np.all(np.isfinite(coefs)) or sse(coefs) > sse(start):
         coefs = start  # never worse than the (feasible) start
     return coefs
@@ -339,7 +322,8 @@ def evaluate_predictions(
         t_con, p_con = per_condition(t, p, conditions)
         if condition_true is not None:
             table = {str(k): float(v) for k, v in condition_true.items()}
-            labels = [str(c) for c in pd.unique(_to_labels(conditions))]  # per_condition's order
+            con = _to_array(conditions, "conditions", numeric=False)
+            labels = [str(c) for c in pd.unique(con)]  # per_condition's order
             missing = [c for c in labels if c not in table]
             if missing:
                 raise ValueError(

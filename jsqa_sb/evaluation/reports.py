@@ -24,7 +24,7 @@ from jsqa_sb.evaluation.compare import (  # noqa: F401 (re-exported)
     PathLike,
     ReportError,
     _fmt,
-    _is_number,
+    _nisqa_first,
     compare_runs,
     load_results,
 )
@@ -32,7 +32,7 @@ from jsqa_sb.evaluation.mos_metrics import evaluate_predictions
 
 logger = logging.getLogger(__name__)
 
-#: Columns of the Markdown report: (metric key or None for the dimension, header).
+#: Columns of the Markdown report after the dimension: (metric key, header).
 REPORT_COLUMNS = (
     ("pcc", "PCC"), ("srcc", "SRCC"), ("rmse", "RMSE"), ("rmse_map1", "RMSE map1"),
     ("rmse_map3", "RMSE map3"), ("pcc_con", "PCC con"), ("rmse_con", "RMSE con"),
@@ -51,27 +51,24 @@ def _to_json(obj: Any) -> Any:
     >>> _to_json({"a": float("nan"), "b": [np.float32(0.5), np.int64(3)], 1: Path("x")})
     {'a': None, 'b': [0.5, 3], '1': 'x'}
     """
+    if isinstance(obj, (np.generic, np.ndarray)):
+        obj = obj.tolist()  # Python scalars and lists
     if obj is None or isinstance(obj, (bool, str)):
         return obj
-    if isinstance(obj, (int, np.integer)):
+    if isinstance(obj, int):
         return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
         return {str(key): _to_json(value) for key, value in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return _to_json(obj.tolist())
     if isinstance(obj, (list, tuple, set, frozenset)):
         items = sorted(obj, key=str) if isinstance(obj, (set, frozenset)) else obj
         return [_to_json(value) for value in items]
-    if isinstance(obj, np.bool_):
-        return bool(obj)
     return str(obj)
 
 
-def _check_db_name(name: Any) -> str:
-    """Return a test database name that is safe as part of a file name."""
+def _check_db_name(name: Any) -> None:
+    """Refuse a test database name that is not safe as part of a file name."""
     if (
         not isinstance(name, str)
         or not name
@@ -82,14 +79,11 @@ def _check_db_name(name: Any) -> str:
             f"test database name {name!r} cannot be part of a file name "
             "(expected a non-empty name without path separators, e.g. 'NISQA_TEST_SIM')"
         )
-    return name
 
 
 def _dimensions(frame: pd.DataFrame) -> list[str]:
     """Predicted dimensions of ``frame`` (``pred_<d>`` columns), NISQA ones first."""
-    predicted = [str(c)[len("pred_") :] for c in frame.columns if str(c).startswith("pred_")]
-    known = [d for d in DIMENSIONS if d in predicted]
-    return known + [d for d in predicted if d not in DIMENSIONS]
+    return _nisqa_first(str(c)[len("pred_") :] for c in frame.columns if str(c).startswith("pred_"))
 
 
 def _evaluate_database(
@@ -104,9 +98,7 @@ def _evaluate_database(
     if "mos" not in dims:
         raise ReportError(f"{db}: predictions have no 'pred_mos' column (columns: {list(frame)})")
 
-    metrics: dict[str, dict[str, Any]] = {}
-    skipped: list[str] = []
-    notes: list[str] = []
+    metrics, skipped, notes = {}, [], []
     con = frame["con"] if "con" in frame.columns else None
     if con is not None:
         unlabelled = con.isna() | (con.astype(str).str.strip() == "")
@@ -135,10 +127,9 @@ def _evaluate_database(
             skipped.append(dim)  # the corpus has no label for this dimension
             continue
         if not labelled.all():
-            n_unlabelled = int((~labelled).sum())
             logger.warning(
                 "%s, dimension %r: %d of %d files have no label; evaluating the rest",
-                *(db, dim, n_unlabelled, true.size),
+                *(db, dim, int((~labelled).sum()), true.size),
             )
         conditions = con.to_numpy()[labelled] if con is not None else None
         truth = None
@@ -150,10 +141,9 @@ def _evaluate_database(
                     f"{dim}: the condition table lacks conditions; means of the files used"
                 )
         try:
-            result = evaluate_predictions(true[labelled], pred[labelled], conditions, truth)
+            metrics[dim] = evaluate_predictions(true[labelled], pred[labelled], conditions, truth)
         except ValueError as exc:
             raise ReportError(f"{db}, dimension {dim!r}: {exc}") from exc
-        metrics[dim] = result
     return metrics, skipped, notes
 
 
@@ -196,10 +186,8 @@ def _scatter(path: Path, db: str, frame: pd.DataFrame, metrics: Mapping[str, Any
     true = pd.to_numeric(frame["true_mos"], errors="coerce").to_numpy(np.float64)
     pred = pd.to_numeric(frame["pred_mos"], errors="coerce").to_numpy(np.float64)
     keep = ~np.isnan(true)
-    title = (
-        f"{db}\nPCC {_fmt(metrics.get('pcc'))}, SRCC {_fmt(metrics.get('srcc'))}, "
-        f"RMSE {_fmt(metrics.get('rmse'))}"
-    )
+    scores = ", ".join(f"{key.upper()} {_fmt(metrics.get(key))}" for key in ("pcc", "srcc", "rmse"))
+    title = f"{db}\n{scores}"
     path.write_bytes(scatter_png(true[keep], pred[keep], "true MOS", "predicted MOS", title))
 
 
@@ -241,32 +229,22 @@ def write_test_reports(
 ) -> dict[str, Any]:
     """Evaluate the predictions on every test database and write the reports.
 
+    ``predictions`` maps each test database to a DataFrame of ``file``, optional ``con``
+    (the condition, for the per-condition metrics), and ``pred_<d>`` and ``true_<d>``
+    for each predicted dimension ``d`` (``mos`` required). A dimension without labels
+    is skipped; files whose label alone is NaN are left out (a warning).
+    ``condition_truth``: ``{DB: {con: {dim: score}}}`` from ``NISQA_corpus_con.csv``,
+    used as NISQA's evaluation does instead of the mean of the files. ``config`` and
+    ``checkpoint`` are recorded in ``results.json`` (numpy values as numbers, other
+    objects as str).
+
     Everything is computed before anything is written, so that an error leaves no
-    half-written reports. Writes ``predictions_<DB>.csv``, ``scatter_<DB>.png``
-    (predicted against true MOS; not when the database has no MOS labels),
-    ``report.md`` and, last, ``results.json`` (what this returns; NaN as null).
-
-    Arguments
-    ---------
-    output_folder : str or os.PathLike
-        Created if needed; existing reports are overwritten.
-    predictions : Mapping[str, pandas.DataFrame]
-        Test database name to its predictions: ``file``, optional ``con``
-        (condition, for the per-condition metrics), and ``pred_<d>`` and ``true_<d>``
-        for each predicted dimension ``d`` (``mos`` required). A dimension without
-        labels is skipped; files whose label alone is NaN are left out (a warning).
-    config, checkpoint : object, optional
-        Recorded in ``results.json`` (numpy values as numbers, other objects as str).
-    condition_truth : mapping, optional
-        ``{DB: {con: {dim: score}}}`` from ``NISQA_corpus_con.csv``, used as NISQA's
-        evaluation does instead of the mean of the files.
-
-    Raises
-    ------
-    ReportError
-        Naming the database and dimension: a NaN or infinite prediction, an error of
-        :func:`jsqa_sb.evaluation.mos_metrics.evaluate_predictions`, a missing ``file`` or
-        ``pred_mos`` column, no database, or a name unfit for a file name.
+    half-written reports. ``output_folder`` (created if needed) gets
+    ``predictions_<DB>.csv``, ``scatter_<DB>.png`` (predicted against true MOS, when the
+    database has MOS labels), ``report.md`` and, last, ``results.json`` (what this
+    returns; NaN as null). :class:`ReportError`, naming the database and dimension, for
+    a NaN or infinite prediction, an error of :func:`evaluate_predictions`, a missing
+    ``file`` or ``pred_mos`` column, no database, or a name unfit for a file name.
 
     Example
     -------
@@ -284,9 +262,7 @@ def write_test_reports(
     """
     if not predictions:
         raise ReportError("no test database to report on (predictions is empty)")
-    databases: dict[str, dict[str, Any]] = {}
-    skipped: dict[str, list[str]] = {}
-    notes: dict[str, list[str]] = {}
+    databases, skipped, notes = {}, {}, {}
     for db, frame in predictions.items():
         _check_db_name(db)
         truth = (condition_truth or {}).get(db)

@@ -2,19 +2,16 @@
 """Where pretraining helps: a label-budget experiment's test PCC per condition family.
 
 Splits the test files of a finished ``label_budget.py`` output folder by the
-degradations their NISQA condition describes (``con_description`` of the corpus CSV),
-and gives each budget and arm's file PCC of MOS per family, over the seeds of the
-chosen learning rates, with the paired difference to scratch:
+degradations of their NISQA condition (``con_description`` of the corpus CSV, a
+``;``-separated list such as ``noise=...@5dB; codec=...``) and writes label_budget's
+table per family into the folder (``families.md``, ``families.csv``):
 
     python condition_families.py results/label_budget --nisqa_folder=/d
 
-A description is a ``;``-separated list of degradations (``noise=...@5dB; codec=...``).
 Families: ``noise`` (additive noise only; a gain change or the storage rate allowed),
 ``other`` (any of clipping, a codec, a band limit or packet loss, with or without noise),
-``clean`` (too few files and too little spread for a PCC: counted, not scored) and
-``unknown`` (a degradation this script does not know: scored apart, never guessed).
-Writes ``families.md`` (with the number of files of each family) and ``families.csv``
-into the folder.
+``clean`` (counted, not scored) and ``unknown`` (a degradation this script does not
+know: scored apart, never guessed).
 """
 
 from __future__ import annotations
@@ -76,18 +73,11 @@ def file_families(nisqa_folder: str, test_db: str) -> dict[str, str]:
 def family_rows(
     runs: pd.DataFrame, families: dict[str, str], test_db: str, folder: Path
 ) -> pd.DataFrame:
-    """One row per run and family, with that family's test PCC as ``<test_db>_pcc``.
-
-    A run's folder in ``runs.csv`` is relative to the experiment ``folder`` (or, as
-    label_budget.py wrote it before 2026-11-28, to where it was run).
-    """
+    """One row per run and family, with that family's test PCC as ``<test_db>_pcc``."""
     out = []
     present = set(families.values())
     for run in runs.to_dict("records"):
-        run_folder = folder / run["folder"]
-        if not run_folder.is_dir():
-            run_folder = Path(run["folder"])
-        predictions = pd.read_csv(run_folder / f"predictions_{test_db}.csv")
+        predictions = pd.read_csv(folder / run["folder"] / f"predictions_{test_db}.csv")
         predictions["family"] = predictions["file"].astype(str).map(families)
         for name in (name for name in FAMILIES if name in present):
             part = predictions[predictions["family"] == name]

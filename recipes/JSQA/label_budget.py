@@ -2,29 +2,17 @@
 """The label-budget experiment: when does JND pretraining pay off, and by how much.
 
 Fine-tunes the MOS model from each pretrained encoder, probes each frozen encoder
-(linear probe: the head alone is trained), and trains the same network from scratch,
-on nested subsets of the labelled training files, over several seeds:
+(the head alone is trained), and trains the same network from scratch, on nested
+subsets of the labelled training files, over several seeds:
 
     python label_budget.py --nisqa_folder=/d \
         --encoder same_noise=results/pretrain_a/encoder.ckpt \
         --encoder within_group=results/pretrain_b/encoder.ckpt \
         --budgets 24 48 96 all --seeds 1 2 3 4 5 --output_folder=results/label_budget
 
-Protocol: the training files are grouped by clean reference (``filename_ref``) and
-the references shuffled with the seed; a budget takes whole references in that order
-until it has its number of files, so one seed's subsets are nested and every arm of a
-seed sees the same files. Every arm searches the same grid (``--lr`` x ``--lr_encoder``;
-``--lr`` alone when frozen) with the first ``--search_seeds`` seeds; the setting with
-the best mean validation PCC runs with the other seeds (test data play no part). Each
-run is a ``train.py`` run in its own folder under ``runs/``: a finished one is skipped
-on a rerun, an interrupted one resumes, and one started with other settings
-(``run_settings.json``: YAML, overrides, files, encoder SHA-256) is refused.
-
-Writes ``runs.csv`` (one row per run), ``summary.md`` and ``summary.csv`` (mean ± sd
-per budget and arm, each pretrained arm's paired difference to scratch with a paired
-t-test and a Wilcoxon test), ``label_budget.png`` and ``config.json``. ``--smoke`` runs
-a tiny version (tests); ``--summary_only`` trains nothing and writes the tables of the
-runs already finished.
+The protocol (subsets, learning-rate search, reuse of finished runs) and the outputs
+(``runs.csv``, ``summary.md``, ``summary.csv``, ``label_budget.png``, ``config.json``)
+are described in the recipe's README.md.
 """
 
 from __future__ import annotations
@@ -46,19 +34,13 @@ import yaml
 from label_budget_tables import (  # noqa: F401 (re-exported)
     SETTINGS_FILE,
     BudgetError,
-    _diff,
-    _p,
     _plain,
-    _short,
     check_reuse,
     choose,
     markdown,
-    mean_sd,
     plot,
     run_row,
     summarise,
-    table_text,
-    valid_pcc,
 )
 
 from jsqa_sb.data.prepare_nisqa import corpus_table, file_key, prepare_nisqa
@@ -155,14 +137,8 @@ def arms(args) -> dict[str, dict]:
 
 def training_files(args, hparams: dict, manifest_folder: Path) -> dict[str, str]:
     """The training files (``<db>/<file>``, as ``train_files`` takes) -> clean reference."""
-    prepare_nisqa(
-        args.nisqa_folder,
-        manifest_folder,
-        train_dbs=hparams["train_dbs"],
-        valid_dbs=hparams["valid_dbs"],
-        test_dbs=hparams["test_dbs"],
-    )
-    splits = json.loads((manifest_folder / "nisqa_splits.json").read_text())
+    dbs = {f"{split}_dbs": hparams[f"{split}_dbs"] for split in ("train", "valid", "test")}
+    manifests = prepare_nisqa(args.nisqa_folder, manifest_folder, **dbs)
     table = corpus_table(args.nisqa_folder)
     column = "filename_ref" if "filename_ref" in table.columns else "source"
     references = {
@@ -170,8 +146,9 @@ def training_files(args, hparams: dict, manifest_folder: Path) -> dict[str, str]
         for row in table.to_dict("records")
     }
     files = {}
-    for db in splits["train"]:
-        for file in json.loads((manifest_folder / f"{db}.json").read_text()):
+    for manifest in map(Path, manifests["train"]):
+        db = manifest.stem
+        for file in json.loads(manifest.read_text()):
             files[f"{db}/{file}"] = references.get((db, file)) or f"{db}/{file}"
     if not files:
         raise BudgetError(f"no training file in {args.nisqa_folder} ({hparams['train_dbs']})")
@@ -294,10 +271,8 @@ def train(args, job: tuple, folder: Path, settings: dict) -> Path:
     if (folder / RESULTS_FILE).is_file():
         return folder
     seed, lr, lr_enc, spec, subset = job[2:]
-    options = {
-        **overrides(args, spec, subset, seed, lr, lr_enc),
-        "output_folder": folder.resolve(),
-    }
+    options = overrides(args, spec, subset, seed, lr, lr_enc)
+    options["output_folder"] = folder.resolve()
     cmd = [sys.executable, "train.py", f"hparams/{spec['yaml']}", f"--device={args.device}"]
     cmd += [f"--{key}={value}" for key, value in options.items()]
     folder.mkdir(parents=True, exist_ok=True)
@@ -317,7 +292,6 @@ def train(args, job: tuple, folder: Path, settings: dict) -> Path:
 def run_all(args, jobs: list) -> list[dict]:
     """Run (or skip) ``(budget, arm, seed, lr, lr_enc, spec, subset)`` jobs; their rows."""
     out = Path(args.output_folder)
-
     planned = []
     for job in jobs:  # every reuse checked before any training
         folder = run_folder(out, *job[:5])
@@ -329,7 +303,7 @@ def run_all(args, jobs: list) -> list[dict]:
     else:
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             list(pool.map(lambda plan: train(args, *plan), planned))
-    return [run_row(folder, *job[:5], out=out) for job, folder, _ in planned]
+    return [run_row(folder, *job[:5], out) for job, folder, _ in planned]
 
 
 def main(argv=None) -> int:
@@ -372,11 +346,8 @@ def main(argv=None) -> int:
         # 3. the other seeds with the chosen learning rates
         jobs, later = [], args.seeds[len(search_seeds) :]
         for c in chosen.to_dict("records"):
-            b, arm, enc = (
-                c["budget"],
-                c["arm"],
-                None if pd.isna(c["lr_encoder"]) else c["lr_encoder"],
-            )
+            b, arm = c["budget"], c["arm"]
+            enc = None if pd.isna(c["lr_encoder"]) else c["lr_encoder"]
             jobs += [(b, arm, s, c["lr"], enc, arm_specs[arm], subsets[b, s]) for s in later]
         rows += run_all(args, jobs)
 

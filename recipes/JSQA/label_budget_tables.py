@@ -60,15 +60,15 @@ def valid_pcc(folder: Path) -> float:
     return max(values) if values else float("nan")
 
 
-def run_row(folder: Path, budget: int, arm: str, seed: int, lr: float, lr_enc, out=None) -> dict:
-    """One row of runs.csv (``folder`` relative to the output folder ``out``, if given)."""
+def run_row(folder: Path, budget: int, arm: str, seed: int, lr: float, lr_enc, out: Path) -> dict:
+    """One row of runs.csv (``folder`` relative to the output folder ``out``)."""
     results = json.loads((folder / RESULTS_FILE).read_text())
     row = {"budget": budget, "arm": arm, "seed": seed, "lr": lr, "lr_encoder": lr_enc}
     row["valid_pcc"] = valid_pcc(folder)
     for db, dims in results["databases"].items():
         for key in ("pcc", "srcc", "rmse", "pcc_con"):
             row[f"{db}_{key}"] = dims["mos"].get(key)
-    row["folder"] = str(folder.relative_to(out)) if out else str(folder)
+    row["folder"] = str(folder.relative_to(out))
     return row
 
 
@@ -95,10 +95,8 @@ def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.Data
     if key not in rows.columns:
         raise BudgetError(f"no test results for {test_db} (have: {sorted(rows.columns)})")
     picked = rows.merge(chosen, on=["budget", "arm", "lr"], suffixes=("", "_chosen"))
-    same_enc = (picked["lr_encoder"] == picked["lr_encoder_chosen"]) | (
-        picked["lr_encoder"].isna() & picked["lr_encoder_chosen"].isna()
-    )
-    picked = picked[same_enc]
+    rates = picked[["lr_encoder", "lr_encoder_chosen"]].fillna(-1.0)  # frozen arms: none
+    picked = picked[rates["lr_encoder"] == rates["lr_encoder_chosen"]]
     lines = []
     for (budget, arm), group in picked.groupby(["budget", "arm"]):
         values = group.set_index("seed")[key]
@@ -109,7 +107,7 @@ def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.Data
             "lr_encoder": group["lr_encoder"].iloc[0],
             "seeds": int(values.notna().sum()),
             "pcc_mean": values.mean(),
-            "pcc_sd": values.std(ddof=1) if len(values) > 1 else float("nan"),
+            "pcc_sd": values.std(ddof=1),  # NaN for a single seed
             "values": values.round(3).tolist(),
             "valid_pcc_mean": group["valid_pcc"].mean(),  # what defaults may be chosen on
         }
@@ -118,9 +116,9 @@ def summarise(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.Data
             paired = pd.concat([values, scratch.set_index("seed")[key]], axis=1).dropna()
             diff = paired.iloc[:, 0] - paired.iloc[:, 1]
             line["diff_mean"] = diff.mean()
-            line["diff_sd"] = diff.std(ddof=1) if len(diff) > 1 else float("nan")
+            line["diff_sd"] = diff.std(ddof=1)
             line["wins"] = f"{int((diff > 0).sum())}/{len(diff)}"
-            if len(diff) > 1 and diff.std(ddof=1) > 0:
+            if line["diff_sd"] > 0:  # False for NaN: a single seed
                 line["t_test_p"] = stats.ttest_rel(paired.iloc[:, 0], paired.iloc[:, 1]).pvalue
                 line["wilcoxon_p"] = stats.wilcoxon(diff).pvalue
         lines.append(line)
@@ -133,18 +131,9 @@ def markdown(summary: pd.DataFrame, test_db: str) -> str:
     columns.update({"validation PCC": ":", "PCC mean ± sd": ""})
     columns.update({"vs scratch (paired mean ± sd, wins)": "", "t-test p": ":", "Wilcoxon p": ":"})
     rows = [
-        [
-            row["budget"],
-            row["arm"],
-            f"{row['lr']:g}",
-            "-" if pd.isna(row["lr_encoder"]) else f"{row['lr_encoder']:g}",
-            row["seeds"],
-            f"{row['valid_pcc_mean']:.3f}",
-            mean_sd(row["pcc_mean"], row["pcc_sd"]),
-            _diff(row),
-            _p(row.get("t_test_p")),
-            _p(row.get("wilcoxon_p")),
-        ]
+        [row["budget"], row["arm"], f"{row['lr']:g}", _rate(row["lr_encoder"]), row["seeds"]]
+        + [f"{row['valid_pcc_mean']:.3f}", mean_sd(row["pcc_mean"], row["pcc_sd"]), _diff(row)]
+        + [_p(row.get("t_test_p")), _p(row.get("wilcoxon_p"))]
         for row in summary.to_dict("records")
     ]
     return table_text(f"Label budget: test PCC on {test_db} (MOS, files)", columns, rows)
@@ -190,6 +179,10 @@ def mean_sd(mean: float, sd: float, spec: str = ".3f") -> str:
 
 def _p(value) -> str:
     return "" if value is None or pd.isna(value) else f"{value:.3g}"
+
+
+def _rate(value) -> str:
+    return "-" if pd.isna(value) else f"{value:g}"
 
 
 def plot(summary: pd.DataFrame, path: Path, test_db: str) -> None:

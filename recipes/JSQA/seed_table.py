@@ -28,9 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     values = {}
     for arm in ("finetune", "scratch"):
-        for model in ("best", "last"):
-            runs = [args.root / arm / seed for seed in args.seeds]
-            runs = [run / "last_epoch" if model == "last" else run for run in runs]
+        for model, folder in (("best", ""), ("last", "last_epoch")):
+            runs = [args.root / arm / seed / folder for seed in args.seeds]
             rows = [load_results(run)["databases"][args.db]["mos"] for run in runs]
             cells = []
             for key in METRICS:
