@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from jsqa_sb.cli_parser import _positive_int, build_parser  # noqa: F401 (re-exported)
+from jsqa_sb.cli_parser import build_parser
 from jsqa_sb.errors import JSQAError, one_line, signal_name
 
 logger = logging.getLogger("jsqa_sb")
@@ -33,27 +33,23 @@ class DeviceError(JSQAError, ValueError):
     """A ``--device`` that does not name a device this machine has."""
 
 
-def _keywords(func, args: argparse.Namespace) -> dict:
-    """The options of ``args`` that ``func`` takes as keyword arguments (same names)."""
+def _prepare(args: argparse.Namespace) -> int:
+    """``prepare-jnd`` or ``prepare-nisqa``: run the preparer with the options it takes."""
     import inspect
 
-    names = inspect.signature(func).parameters
-    return {k: v for k, v in vars(args).items() if k in names}
-
-
-def _prepare_jnd(args: argparse.Namespace) -> int:
-    from jsqa_sb.data.prepare_jnd import prepare_jnd
-
-    out = prepare_jnd(**_keywords(prepare_jnd, args))
-    _print_summary(out["report"], out)
-    return 0
-
-
-def _prepare_nisqa(args: argparse.Namespace) -> int:
-    from jsqa_sb.data.prepare_nisqa import prepare_nisqa
-
-    out = prepare_nisqa(**_keywords(prepare_nisqa, args))
-    _print_summary(out["report"], out)
+    if args.command == "prepare-jnd":
+        from jsqa_sb.data.prepare_jnd import prepare_jnd as prepare
+    else:
+        from jsqa_sb.data.prepare_nisqa import prepare_nisqa as prepare
+    names = inspect.signature(prepare).parameters
+    out = prepare(**{k: v for k, v in vars(args).items() if k in names})
+    with open(out["report"]) as f:
+        report = json.load(f)
+    print(json.dumps({"counts": report["counts"], "outputs": out}, indent=2))
+    if report["skipped"]:
+        print(
+            f"{len(report['skipped'])} file(s) left out, listed in {out['report']}", file=sys.stderr
+        )
     return 0
 
 
@@ -253,24 +249,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(report_path: str, outputs: dict) -> None:
-    with open(report_path) as f:
-        report = json.load(f)
-    print(json.dumps({"counts": report["counts"], "outputs": outputs}, indent=2))
-    if report["skipped"]:
-        print(
-            f"{len(report['skipped'])} file(s) left out, listed in {report_path}", file=sys.stderr
-        )
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``jsqa`` command line; return the exit status.
 
-    An error about the user's inputs, settings or environment (a :class:`JSQAError`, or
-    an OSError about their files: see :func:`is_user_error`) is printed as one line,
-    ``jsqa: error: ...``, with exit status 2; Ctrl-C prints ``jsqa: interrupted`` and
-    exits 130 (128 + the signal's number when a command stops on another signal, e.g.
-    143 for ``jsqa demo`` on SIGTERM). Any other exception is a bug and keeps its
+    A user error (:func:`is_user_error`) is printed as one line, ``jsqa: error: ...``,
+    exit status 2; Ctrl-C prints ``jsqa: interrupted``, exit status 130 (128 + the
+    signal's number for another signal). Any other exception is a bug and keeps its
     traceback; with ``-v`` every error does.
     """
     args = build_parser().parse_args(argv)
@@ -301,18 +285,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def is_user_error(err: BaseException) -> bool:
     """Whether ``err`` is about the user's inputs or environment (not a bug).
 
-    :class:`JSQAError` (the project's errors), and OSErrors about the user's files or
-    disks: :data:`USER_OS_ERRORS`, a full or read-only disk, or any OSError that names
-    a file. Anything else (a ``ValueError`` or ``TypeError`` from inside the code) is
-    a bug and must keep its traceback.
+    :class:`JSQAError`, and OSErrors about the user's files or disks:
+    :data:`USER_OS_ERRORS`, a full or read-only disk, or any OSError that names a file.
     """
-    if isinstance(err, JSQAError):
+    if isinstance(err, OSError) and (err.errno in _USER_ERRNOS or err.filename is not None):
         return True
-    if isinstance(err, OSError):
-        return (
-            isinstance(err, USER_OS_ERRORS) or err.errno in _USER_ERRNOS or err.filename is not None
-        )
-    return False
+    return isinstance(err, (JSQAError, *USER_OS_ERRORS))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a positive integer (``--threads``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
 #: ``prepare-jnd`` options after the required folders (those of ``prepare_jnd``):
 #: name, type (``+``: a list of str, ``flag``: a switch), default, help.
 _JND_OPTIONS = (
@@ -28,15 +40,48 @@ _JND_OPTIONS = (
 )  # fmt: skip
 
 
+#: ``prepare-nisqa`` options after the required folders (those of ``prepare_nisqa``).
+_NISQA_OPTIONS = (
+    ("train_dbs", "+", ["NISQA_TRAIN_SIM", "NISQA_TRAIN_LIVE"], None),
+    ("valid_dbs", "+", ["NISQA_VAL_SIM", "NISQA_VAL_LIVE"], None),
+    ("test_dbs", "+", ["NISQA_TEST_*"], "names or shell patterns"),
+    ("strict", "flag", False, "fail on any unusable row"),
+    ("num_workers", int, 8, None),
+)  # fmt: skip
+
+#: ``score`` options after the model and the inputs.
+_SCORE_OPTIONS = (
+    ("out", str, None, "scores.csv or scores.json (default: stdout, CSV)"),
+    ("column", str, "path", "the path column of CSV inputs"),
+    ("resume", "flag", False,
+     "skip inputs already scored in --out (refused if another model wrote it)"),
+    ("batch_size", int, 16, "recordings per batch"),
+    ("max_batch_seconds", float, 160.0, "audio seconds per batch"),
+    ("no_progress", "flag", False, "no progress bar"),
+    ("timeline", str, None,
+     "also write each recording's scores over time (CSV and PNG) into FOLDER", "FOLDER"),
+    ("timeline_window", float, 3.0, "timeline window, seconds (3.0)"),
+    ("timeline_hop", float, 1.0, "timeline hop between windows, s (1.0)"),
+    ("report", str, None, "also write a report of the collection: report.html or report.md",
+     "FILE"),
+    ("label", str, None,
+     "with --report: compare the scores with this column of the input CSV (e.g. mos)", "COLUMN"),
+    ("threads", _positive_int, None,
+     "torch CPU threads (default: the CPUs other processes leave free, at least 1)"),
+)  # fmt: skip
+
+
 def _add_options(p: argparse.ArgumentParser, options) -> None:
-    """Add ``--name`` options from (name, type, default, help) rows."""
-    for name, kind, default, text in options:
+    """Add ``--name`` options from (name, type, default, help[, metavar]) rows."""
+    for name, kind, default, text, *metavar in options:
         if kind == "flag":
             p.add_argument(f"--{name}", action="store_true", help=text)
         elif kind == "+":
             p.add_argument(f"--{name}", nargs="+", default=default, help=text)
         else:
-            p.add_argument(f"--{name}", type=kind, default=default, help=text)
+            p.add_argument(
+                f"--{name}", type=kind, default=default, help=text, metavar=(metavar or [None])[0]
+            )
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,17 +99,6 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: a positive integer (``--threads``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``jsqa`` argument parser (``func``: the name of the handler in jsqa_sb.cli)."""
     parser = argparse.ArgumentParser(
@@ -78,22 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chime3_folder", required=True, help="folder containing CHiME3/")
     p.add_argument("--save_folder", required=True, help="where the manifests go")
     _add_options(p, _JND_OPTIONS)
-    p.set_defaults(func="_prepare_jnd")
+    p.set_defaults(func="_prepare")
 
     p = sub.add_parser("prepare-nisqa", help="MOS manifests from the NISQA corpus")
     p.add_argument("--nisqa_folder", required=True, help="folder containing NISQA_Corpus/")
     p.add_argument("--save_folder", required=True, help="where the manifests go")
-    _add_options(
-        p,
-        (
-            ("train_dbs", "+", ["NISQA_TRAIN_SIM", "NISQA_TRAIN_LIVE"], None),
-            ("valid_dbs", "+", ["NISQA_VAL_SIM", "NISQA_VAL_LIVE"], None),
-            ("test_dbs", "+", ["NISQA_TEST_*"], "names or shell patterns"),
-            ("strict", "flag", False, "fail on any unusable row"),
-            ("num_workers", int, 8, None),
-        ),
-    )
-    p.set_defaults(func="_prepare_nisqa")
+    _add_options(p, _NISQA_OPTIONS)
+    p.set_defaults(func="_prepare")
 
     p = sub.add_parser(
         "build-minicorpus", help="write miniature LibriSpeech, CHiME-3 and NISQA corpora"
@@ -110,42 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score recordings with a trained model")
     p.add_argument("model", help="a model folder (from jsqa export) or a hub id")
     p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or CSV files")
-    p.add_argument("--out", help="scores.csv or scores.json (default: stdout, CSV)")
-    p.add_argument("--column", default="path", help="the path column of CSV inputs")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip inputs already scored in --out (refused if another model wrote it)",
-    )
-    p.add_argument("--batch_size", type=int, default=16, help="recordings per batch")
-    p.add_argument("--max_batch_seconds", type=float, default=160.0, help="audio seconds per batch")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--timeline",
-        metavar="FOLDER",
-        help="also write each recording's scores over time (CSV and PNG) into FOLDER",
-    )
-    p.add_argument(
-        "--timeline_window", type=float, default=3.0, help="timeline window, seconds (3.0)"
-    )
-    p.add_argument(
-        "--timeline_hop", type=float, default=1.0, help="timeline hop between windows, s (1.0)"
-    )
-    p.add_argument(
-        "--report",
-        metavar="FILE",
-        help="also write a report of the collection: report.html or report.md",
-    )
-    p.add_argument(
-        "--label",
-        metavar="COLUMN",
-        help="with --report: compare the scores with this column of the input CSV (e.g. mos)",
-    )
-    p.add_argument(
-        "--threads",
-        type=_positive_int,
-        help="torch CPU threads (default: the CPUs other processes leave free, at least 1)",
-    )
+    _add_options(p, _SCORE_OPTIONS)
     _add_model_arguments(p)
     p.set_defaults(func="_score")
 
