@@ -116,7 +116,7 @@ def plan_upload(hub_folder: str | os.PathLike, include: Iterable[str] = ()) -> U
             plan.left_out.append((name, "dot-file"))
         elif entry.name in CACHE_FOLDERS and entry.is_dir():
             plan.left_out.append((name, "Python cache"))
-        elif _model_file(entry) or entry.name in included:
+        elif entry.name in (*EXPORTED_FILES, *included) or entry.name.endswith(".ckpt"):
             plan.files.append(_published(entry, entry.name, root))
         elif not any(path.startswith(entry.name + "/") for path in included):
             others.append(name)
@@ -130,11 +130,6 @@ def plan_upload(hub_folder: str | os.PathLike, include: Iterable[str] = ()) -> U
             plan.files.append(_published(folder / path, path, root))
     plan.files.sort(key=lambda file: file.path)
     return plan
-
-
-def _model_file(entry: Path) -> bool:
-    """A top-level file ``jsqa export`` writes, or a checkpoint."""
-    return entry.name in EXPORTED_FILES or entry.name.endswith(".ckpt")
 
 
 def _included_path(name: str, folder: Path) -> str:

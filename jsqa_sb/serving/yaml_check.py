@@ -142,10 +142,7 @@ def _check_size(size: int, label: str) -> None:
 
 
 def check_hparams_yaml(
-    source: PathLike,
-    *,
-    trust_remote_code: bool = False,
-    name: Optional[str] = None,
+    source: PathLike, *, trust_remote_code: bool = False, name: Optional[str] = None
 ) -> list[str]:
     r"""Check that a HyperPyYAML text creates only what ``jsqa export`` writes.
 
@@ -370,22 +367,17 @@ class _Checker:
         """The node at ``a[b][c]`` as HyperPyYAML's ``deref`` finds it, or None."""
         node = self.root
         for part in path.split("["):
-            node = _mapping_get(node, part.strip("]"))
-            if node is None:
-                return None
+            node = _mapping_get(node, part.strip("]"))  # None stays None
         return node
 
     def follow(self, node: Any) -> Any:
         """The node a ``!ref`` chain ends on (None: missing, or a cycle)."""
         for _ in range(MAX_DEPTH):
-            if _tag_of(node) != "!ref" or not isinstance(node, _SCALAR):
+            if node is None or _tag_of(node) != "!ref" or not isinstance(node, _SCALAR):
                 return node
-            match = _PLAIN_REFERENCE.fullmatch(node.value) if isinstance(node.value, str) else None
-            if match is None:
+            if not isinstance(node.value, str) or not _PLAIN_REFERENCE.fullmatch(node.value):
                 return node  # refused where it stands
             node = self.lookup(node.value[1:-1])
-            if node is None:
-                return None
         return None
 
 
