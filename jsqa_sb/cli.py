@@ -53,6 +53,9 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+_prepare_jnd = _prepare_nisqa = _prepare
+
+
 def _build_minicorpus(args: argparse.Namespace) -> int:
     from jsqa_sb.data.minicorpus import build_all
 
@@ -71,12 +74,11 @@ def _compare(args: argparse.Namespace) -> int:
 def _load_model(args: argparse.Namespace):
     from jsqa_sb.serving.inference import JSQA
 
-    run_opts = {"device": args.device} if args.device else None
     model = JSQA.from_hparams(
         source=args.model,
         savedir=args.savedir,
         trust_remote_code=args.trust_remote_code,
-        run_opts=run_opts,
+        run_opts={"device": args.device} if args.device else None,
     )
     if args.command == "score":
         model._head()  # an encoder-only model: refused once, before any recording is read
@@ -124,6 +126,7 @@ def _score(args: argparse.Namespace) -> int:
 def _score_with_threads_set(args: argparse.Namespace) -> int:
     import tempfile
 
+    from jsqa_sb.serving import collection_report, timeline
     from jsqa_sb.serving.batch_scoring import check_output, list_inputs, score_paths
 
     # Input and output errors before the model is loaded.
@@ -131,19 +134,15 @@ def _score_with_threads_set(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_output(args.out, listing.sources, listing.paths)
     if args.timeline is not None:
-        from jsqa_sb.serving.timeline import check_timeline_folder, check_window
-
-        check_window(args.timeline_window, args.timeline_hop)
-        check_timeline_folder(args.timeline)
-    labels = None
-    if args.label is not None and args.report is None:
-        raise JSQAError("--label goes with --report: the labels are compared in the report")
+        timeline.check_window(args.timeline_window, args.timeline_hop)
+        timeline.check_timeline_folder(args.timeline)
     if args.report is not None:
-        from jsqa_sb.serving.collection_report import check_report_path, read_labels
-
-        check_report_path(args.report)
-        if args.label is not None:
-            labels = read_labels(args.inputs, args.label, column=args.column)
+        collection_report.check_report_path(args.report)
+    elif args.label is not None:
+        raise JSQAError("--label goes with --report: the labels are compared in the report")
+    labels = None
+    if args.label is not None:
+        labels = collection_report.read_labels(args.inputs, args.label, column=args.column)
     model = _load_model(args)
     if args.timeline is not None and args.timeline_window * model.sample_rate < model.min_samples:
         raise JSQAError(
@@ -167,9 +166,7 @@ def _score_with_threads_set(args: argparse.Namespace) -> int:
                 sys.stdout.write(f.read())
             summary.out = "standard output"
         if args.report is not None:
-            from jsqa_sb.serving.collection_report import write_report
-
-            write_report(
+            collection_report.write_report(
                 out,
                 model.output_names,
                 args.report,
@@ -178,10 +175,8 @@ def _score_with_threads_set(args: argparse.Namespace) -> int:
                 model_name=args.model,
             )
     if args.timeline is not None:
-        from jsqa_sb.serving.timeline import write_timelines
-
         failed = {path for path, _ in summary.errors}
-        timelines = write_timelines(
+        timelines = timeline.write_timelines(
             model,
             [p for p in listing.paths if p not in failed],
             args.timeline,
@@ -267,7 +262,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if getattr(args, "device", None):  # before reading any input or loading the model
             check_device(args.device)
-        return globals()[args.func](args)  # looked up here: tests patch the handlers
+        handler = "_" + args.command.replace("-", "_")
+        return globals()[handler](args)  # looked up here: tests patch the handlers
     except KeyboardInterrupt as err:  # Ctrl-C, or a command's own stop on a signal
         if args.verbose:
             raise

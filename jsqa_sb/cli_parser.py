@@ -1,4 +1,4 @@
-"""The ``jsqa`` argument parser; each sub-command names its handler in :mod:`jsqa_sb.cli`."""
+"""The ``jsqa`` argument parser; :mod:`jsqa_sb.cli` runs sub-command ``a-b`` with ``_a_b``."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the ``jsqa`` argument parser (``func``: the name of the handler in jsqa_sb.cli)."""
+    """Return the ``jsqa`` argument parser (``command``: the sub-command given)."""
     parser = argparse.ArgumentParser(
         prog="jsqa", description="JSQA speech quality assessment for SpeechBrain."
     )
@@ -112,39 +112,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chime3_folder", required=True, help="folder containing CHiME3/")
     p.add_argument("--save_folder", required=True, help="where the manifests go")
     _add_options(p, _JND_OPTIONS)
-    p.set_defaults(func="_prepare")
 
     p = sub.add_parser("prepare-nisqa", help="MOS manifests from the NISQA corpus")
     p.add_argument("--nisqa_folder", required=True, help="folder containing NISQA_Corpus/")
     p.add_argument("--save_folder", required=True, help="where the manifests go")
     _add_options(p, _NISQA_OPTIONS)
-    p.set_defaults(func="_prepare")
 
     p = sub.add_parser(
         "build-minicorpus", help="write miniature LibriSpeech, CHiME-3 and NISQA corpora"
     )
     p.add_argument("--out", required=True, help="folder to write them into")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func="_build_minicorpus")
+
     p = sub.add_parser("compare", help="side-by-side test metrics of two fine-tuning runs")
     p.add_argument("run_a", help="output folder of a run (with results.json)")
     p.add_argument("run_b", help="output folder of the other run")
     p.add_argument("--dims", nargs="+", default=["mos"], help="dimensions to show")
-    p.set_defaults(func="_compare")
 
     p = sub.add_parser("score", help="score recordings with a trained model")
     p.add_argument("model", help="a model folder (from jsqa export) or a hub id")
     p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or CSV files")
     _add_options(p, _SCORE_OPTIONS)
     _add_model_arguments(p)
-    p.set_defaults(func="_score")
 
     p = sub.add_parser("distance", help="quality distance between two recordings")
     p.add_argument("a", help="first recording")
     p.add_argument("b", help="second recording")
     p.add_argument("--model", required=True, help="a model folder or a hub id")
     _add_model_arguments(p)
-    p.set_defaults(func="_distance")
 
     p = sub.add_parser("export", help="a training run -> a SpeechBrain-hub model folder")
     p.add_argument("run_folder", help="output folder of a fine-tuning or pretraining run")
@@ -156,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--window_seconds", type=float, default=10.0, help="window for long recordings")
     p.add_argument("--license", default="apache-2.0", help="license of the model card")
-    p.set_defaults(func="_export")
 
     p = sub.add_parser("upload", help="publish a model folder on the Hugging Face hub")
     p.add_argument("hub_folder", help="a folder written by jsqa export")
@@ -179,11 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the files that would be published, and stop",
     )
-    p.set_defaults(func="_upload")
 
     from jsqa_sb.demo import add_demo_arguments
 
     p = sub.add_parser("demo", help="the whole pipeline on built-in miniature corpora")
     add_demo_arguments(p)
-    p.set_defaults(func="_demo")
     return parser
