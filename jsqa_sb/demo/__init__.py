@@ -90,9 +90,6 @@ class Step:
         return bool(self.outputs) and all(path.exists() for path in self.outputs)
 
 
-# --- command line ------------------------------------------------------------------------
-
-
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``jsqa demo`` (``out``, ``seed``, ``smoke``) to ``parser``."""
     parser.description = (
@@ -111,7 +108,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="random seed of the training runs (default: %(default)s)",
     )
-    # one epoch per training run, for the tests
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -145,9 +141,6 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-
-
-# --- the demo ----------------------------------------------------------------------------
 
 
 def _steps(out: Path, recipe: Path, pretrain: list[str], mos: list[str]) -> list[Step]:

@@ -362,7 +362,6 @@ class _Checker:
                         + _refusal_reason(tag),
                     )
 
-    # -------------------------------------------------------------------- references
     def lookup(self, path: str) -> Any:
         """The node at ``a[b][c]`` as HyperPyYAML's ``deref`` finds it, or None."""
         node = self.root
