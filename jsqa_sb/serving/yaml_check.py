@@ -42,6 +42,11 @@ logger = logging.getLogger("jsqa_sb.serving.yaml_security")
 _MAPPING = (ruamel.yaml.nodes.MappingNode, yaml.MappingNode)
 _SEQUENCE = (ruamel.yaml.nodes.SequenceNode, yaml.SequenceNode)
 _SCALAR = (ruamel.yaml.nodes.ScalarNode, yaml.ScalarNode)
+#: PyYAML's C composer: counts a text in milliseconds, before ruamel.yaml's pure-Python
+#: composer (a second per 10,000 nodes) parses it.
+_FAST_COMPOSE = functools.partial(
+    yaml.compose_all, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+)
 
 
 def _tag_of(node: Any) -> str:
@@ -198,12 +203,8 @@ class _Checker:
         self.findings.append(Finding(line, tag, reason))
 
     def check_document(self, text: str) -> None:
-        """Check the one document of the text, as ruamel.yaml (HyperPyYAML) composes it.
-
-        Counted first on PyYAML's C composer's graph: ruamel.yaml's pure-Python composer
-        takes a second per 10,000 nodes.
-        """
-        self.count(text)
+        """Check the one document of the text, as ruamel.yaml (HyperPyYAML) composes it."""
+        self.compose(_FAST_COMPOSE, text)
         documents = self.compose(ruamel.yaml.YAML().compose_all, text)  # counted again
         if len(documents) > 1:
             raise self.unsafe(
@@ -213,16 +214,11 @@ class _Checker:
             self.root = documents[0]
             self.walk(self.root)
 
-    def count(self, text: str, parse_errors: bool = True) -> None:
-        """Refuse a text whose expanded size or depth is over the limits (PyYAML's view).
-
-        ``parse_errors``: refuse a text PyYAML cannot parse (else let it pass).
-        """
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        self.compose(functools.partial(yaml.compose_all, Loader=loader), text, parse_errors)
-
     def compose(self, compose_all: Callable, text: str, parse_errors: bool = True) -> list:
-        """The documents of ``text``; UnsafeModelError if one is over the limits."""
+        """The documents of ``text``; UnsafeModelError if one is over the limits.
+
+        ``parse_errors``: refuse a text ``compose_all`` cannot parse (else: no documents).
+        """
         try:
             documents = [document for document in compose_all(text) if document is not None]
         except RecursionError:
@@ -393,4 +389,4 @@ def check_hparams_size(path: PathLike, name: Optional[str] = None) -> None:
         text = read_hparams_text(path, label)
     except (OSError, UnicodeDecodeError):
         return
-    _Checker(label).count(text, parse_errors=False)
+    _Checker(label).compose(_FAST_COMPOSE, text, parse_errors=False)
