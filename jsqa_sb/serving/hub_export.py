@@ -41,14 +41,9 @@ VENDORED_MODULES = tuple(f"jsqa_sb.{name}" for name in _CARRIED.split())
 
 #: Every file ``jsqa export`` may write into a model folder (``jsqa upload`` publishes
 #: these, and any other top-level ``*.ckpt``).
-EXPORTED_FILES = (
-    "hyperparams.yaml",
-    "encoder.ckpt",
-    "head.ckpt",
-    "custom_interface.py",
-    "README.md",
-    "training_results.json",
-    "pretrain_summary.json",
+EXPORTED_FILES = tuple(
+    "hyperparams.yaml encoder.ckpt head.ckpt custom_interface.py README.md "
+    "training_results.json pretrain_summary.json".split()
 )
 
 

@@ -108,11 +108,10 @@ warning.
 
 def _used_splits(run: Path, cfg: dict) -> dict:
     """The databases the run trained and validated on (its nisqa_splits.json)."""
-    path = Path(str(cfg.get("manifest_folder", run / "manifests"))) / "nisqa_splits.json"
-    if not path.is_file():
-        path = run / "manifests" / "nisqa_splits.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    for folder in (cfg.get("manifest_folder", run / "manifests"), run / "manifests"):
+        path = Path(str(folder)) / "nisqa_splits.json"
+        if path.is_file():
+            return json.loads(path.read_text())
     return {  # the configuration's lists, some of which may have been absent
         split: [f"{db} (if present)" for db in cfg.get(f"{split}_dbs", [])]
         for split in ("train", "valid")
