@@ -19,8 +19,6 @@ from typing import Optional
 from jsqa_sb.cli_parser import build_parser
 from jsqa_sb.errors import JSQAError, one_line, signal_name
 
-logger = logging.getLogger("jsqa_sb")
-
 #: OSErrors about the user's files and disks, shown as one line; any other OSError is
 #: shown as one line only when it names a file (``filename``), else it keeps its traceback.
 USER_OS_ERRORS = (

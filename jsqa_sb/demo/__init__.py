@@ -266,30 +266,17 @@ def run_demo(
 ) -> dict:
     """Run the whole JSQA pipeline on the miniature corpora (``jsqa demo``).
 
-    Arguments
-    ---------
-    out : str or os.PathLike
-        Folder for everything the demo writes; one with the same settings is reused.
-    smoke : bool
-        One epoch per training run: a quick check that every step works (tests).
-    stream : file-like, optional
-        Where the progress lines and the summary go (default: ``sys.stdout``).
-    until : str, optional
-        Internal: the key of the last step to run (default: all).
+    ``out`` receives everything the demo writes (a folder with the same settings is
+    reused); ``smoke``: one epoch per training run, a quick check that every step works;
+    ``stream``: where the progress lines and the summary go (default: ``sys.stdout``);
+    ``until``: internal, the key of the last step to run (default: all).
 
-    Returns
-    -------
-    dict
-        ``out``, ``steps`` (per key: ``skipped``, ``seconds``, ``log``), ``seconds``,
-        and what exists of: the run folders ``pretrain``, ``finetune``, ``scratch``;
-        ``report``, ``scatter``, ``comparison``, ``pcc`` (test PCC of MOS per run and
-        database), ``model``, ``scores`` and ``scores_table`` (a DataFrame).
-
-    Raises
-    ------
-    DemoError
-        When the package lacks its recipe, ``out`` holds a demo made with other
-        settings, or a step fails (the message gives the step's log).
+    Returns a dict: ``out``, ``steps`` (per key: ``skipped``, ``seconds``, ``log``),
+    ``seconds``, and what exists of: the run folders ``pretrain``, ``finetune``,
+    ``scratch``; ``report``, ``scatter``, ``comparison``, ``pcc`` (test PCC of MOS per run
+    and database), ``model``, ``scores`` and ``scores_table`` (a DataFrame). Raises
+    :class:`DemoError` when the package lacks its recipe, ``out`` holds a demo made with
+    other settings, or a step fails (the message gives the step's log).
     """
     start = time.monotonic()
     stream = sys.stdout if stream is None else stream
