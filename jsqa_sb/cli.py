@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import inspect
 import json
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Optional
 
@@ -33,8 +35,6 @@ class DeviceError(JSQAError, ValueError):
 
 def _prepare(args: argparse.Namespace) -> int:
     """``prepare-jnd`` or ``prepare-nisqa``: run the preparer with the options it takes."""
-    import inspect
-
     if args.command == "prepare-jnd":
         from jsqa_sb.data.prepare_jnd import prepare_jnd as prepare
     else:
@@ -122,8 +122,6 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _score_with_threads_set(args: argparse.Namespace) -> int:
-    import tempfile
-
     from jsqa_sb.serving import collection_report, timeline
     from jsqa_sb.serving.batch_scoring import check_output, list_inputs, score_paths
 

@@ -32,6 +32,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -113,8 +114,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _recipe_folder() -> Path:
     """The recipe shipped in the package (``train.py``, ``hparams/``); DemoError if missing."""
-    from importlib.resources import files
-
     recipe = Path(str(files("jsqa_sb.recipe")))
     if not (recipe / "train.py").is_file():
         raise DemoError(f"{recipe / 'train.py'} not found: reinstall the jsqa-sb package")

@@ -12,6 +12,7 @@ earlier export whole.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import io
 import json
@@ -21,7 +22,11 @@ import re
 import secrets
 import shutil
 import string
+import tempfile
 from pathlib import Path
+
+import ruamel.yaml
+from hyperpyyaml import resolve_references
 
 import jsqa_sb
 from jsqa_sb.common import PathLike
@@ -206,9 +211,6 @@ def _write_model(run: Path, hub: Path, kind: str, window_seconds: float, license
 
 def _resolved_run_yaml(path: Path) -> dict:
     """The run's YAML with every ``!ref`` resolved, tags kept, nothing instantiated."""
-    import ruamel.yaml
-    from hyperpyyaml import resolve_references
-
     try:
         with open(path, encoding="utf-8") as fin:
             resolved = resolve_references(fin)
@@ -248,8 +250,6 @@ def _inference_yaml(
     run: Path, run_yaml: dict, outputs: list, window_seconds: float, with_head: bool
 ) -> str:
     """The exported ``hyperparams.yaml``: the run's encoder (and head), the Pretrainer."""
-    import ruamel.yaml
-
     source = "/".join(run.resolve().parts[-2:])
     header = f"""# ############################################################################
 # JSQA inference model, exported by `jsqa export` (jsqa_sb {jsqa_sb.__version__})
@@ -353,8 +353,6 @@ def build_custom_interface() -> str:
     the installed package is used; when it is not, the carried modules are defined
     under their ``jsqa_sb.*`` names, so the YAML's ``!new:jsqa_sb.networks...`` resolve.
     """
-    import importlib
-
     sources = {name: inspect.getsource(importlib.import_module(name)) for name in VENDORED_MODULES}
     return _INTERFACE.substitute(
         version=jsqa_sb.__version__,
@@ -369,8 +367,6 @@ def _verify(hub: Path, with_head: bool) -> None:
     A model outside :data:`jsqa_sb.serving.yaml_security.ALLOWED_CLASSES` is exported with a
     warning: loading it will need ``--trust-remote-code``.
     """
-    import tempfile
-
     import torch
 
     from jsqa_sb.serving.inference import JSQA
