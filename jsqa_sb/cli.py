@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import argparse
 import errno
+import inspect
 import json
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Optional
 
-from jsqa_sb.cli_parser import _positive_int, build_parser  # noqa: F401 (re-exported)
+from jsqa_sb.cli_parser import build_parser
 from jsqa_sb.errors import JSQAError, one_line, signal_name
-
-logger = logging.getLogger("jsqa_sb")
 
 #: OSErrors about the user's files and disks, shown as one line; any other OSError is
 #: shown as one line only when it names a file (``filename``), else it keeps its traceback.
@@ -33,28 +33,25 @@ class DeviceError(JSQAError, ValueError):
     """A ``--device`` that does not name a device this machine has."""
 
 
-def _keywords(func, args: argparse.Namespace) -> dict:
-    """The options of ``args`` that ``func`` takes as keyword arguments (same names)."""
-    import inspect
-
-    names = inspect.signature(func).parameters
-    return {k: v for k, v in vars(args).items() if k in names}
-
-
-def _prepare_jnd(args: argparse.Namespace) -> int:
-    from jsqa_sb.data.prepare_jnd import prepare_jnd
-
-    out = prepare_jnd(**_keywords(prepare_jnd, args))
-    _print_summary(out["report"], out)
+def _prepare(args: argparse.Namespace) -> int:
+    """``prepare-jnd`` or ``prepare-nisqa``: run the preparer with the options it takes."""
+    if args.command == "prepare-jnd":
+        from jsqa_sb.data.prepare_jnd import prepare_jnd as prepare
+    else:
+        from jsqa_sb.data.prepare_nisqa import prepare_nisqa as prepare
+    names = inspect.signature(prepare).parameters
+    out = prepare(**{k: v for k, v in vars(args).items() if k in names})
+    with open(out["report"]) as f:
+        report = json.load(f)
+    print(json.dumps({"counts": report["counts"], "outputs": out}, indent=2))
+    if report["skipped"]:
+        print(
+            f"{len(report['skipped'])} file(s) left out, listed in {out['report']}", file=sys.stderr
+        )
     return 0
 
 
-def _prepare_nisqa(args: argparse.Namespace) -> int:
-    from jsqa_sb.data.prepare_nisqa import prepare_nisqa
-
-    out = prepare_nisqa(**_keywords(prepare_nisqa, args))
-    _print_summary(out["report"], out)
-    return 0
+_prepare_jnd = _prepare_nisqa = _prepare
 
 
 def _build_minicorpus(args: argparse.Namespace) -> int:
@@ -75,12 +72,11 @@ def _compare(args: argparse.Namespace) -> int:
 def _load_model(args: argparse.Namespace):
     from jsqa_sb.serving.inference import JSQA
 
-    run_opts = {"device": args.device} if args.device else None
     model = JSQA.from_hparams(
         source=args.model,
         savedir=args.savedir,
         trust_remote_code=args.trust_remote_code,
-        run_opts=run_opts,
+        run_opts={"device": args.device} if args.device else None,
     )
     if args.command == "score":
         model._head()  # an encoder-only model: refused once, before any recording is read
@@ -126,8 +122,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _score_with_threads_set(args: argparse.Namespace) -> int:
-    import tempfile
-
+    from jsqa_sb.serving import collection_report, timeline
     from jsqa_sb.serving.batch_scoring import check_output, list_inputs, score_paths
 
     # Input and output errors before the model is loaded.
@@ -135,19 +130,15 @@ def _score_with_threads_set(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_output(args.out, listing.sources, listing.paths)
     if args.timeline is not None:
-        from jsqa_sb.serving.timeline import check_timeline_folder, check_window
-
-        check_window(args.timeline_window, args.timeline_hop)
-        check_timeline_folder(args.timeline)
-    labels = None
-    if args.label is not None and args.report is None:
-        raise JSQAError("--label goes with --report: the labels are compared in the report")
+        timeline.check_window(args.timeline_window, args.timeline_hop)
+        timeline.check_timeline_folder(args.timeline)
     if args.report is not None:
-        from jsqa_sb.serving.collection_report import check_report_path, read_labels
-
-        check_report_path(args.report)
-        if args.label is not None:
-            labels = read_labels(args.inputs, args.label, column=args.column)
+        collection_report.check_report_path(args.report)
+    elif args.label is not None:
+        raise JSQAError("--label goes with --report: the labels are compared in the report")
+    labels = None
+    if args.label is not None:
+        labels = collection_report.read_labels(args.inputs, args.label, column=args.column)
     model = _load_model(args)
     if args.timeline is not None and args.timeline_window * model.sample_rate < model.min_samples:
         raise JSQAError(
@@ -171,9 +162,7 @@ def _score_with_threads_set(args: argparse.Namespace) -> int:
                 sys.stdout.write(f.read())
             summary.out = "standard output"
         if args.report is not None:
-            from jsqa_sb.serving.collection_report import write_report
-
-            write_report(
+            collection_report.write_report(
                 out,
                 model.output_names,
                 args.report,
@@ -182,10 +171,8 @@ def _score_with_threads_set(args: argparse.Namespace) -> int:
                 model_name=args.model,
             )
     if args.timeline is not None:
-        from jsqa_sb.serving.timeline import write_timelines
-
         failed = {path for path, _ in summary.errors}
-        timelines = write_timelines(
+        timelines = timeline.write_timelines(
             model,
             [p for p in listing.paths if p not in failed],
             args.timeline,
@@ -253,24 +240,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(report_path: str, outputs: dict) -> None:
-    with open(report_path) as f:
-        report = json.load(f)
-    print(json.dumps({"counts": report["counts"], "outputs": outputs}, indent=2))
-    if report["skipped"]:
-        print(
-            f"{len(report['skipped'])} file(s) left out, listed in {report_path}", file=sys.stderr
-        )
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``jsqa`` command line; return the exit status.
 
-    An error about the user's inputs, settings or environment (a :class:`JSQAError`, or
-    an OSError about their files: see :func:`is_user_error`) is printed as one line,
-    ``jsqa: error: ...``, with exit status 2; Ctrl-C prints ``jsqa: interrupted`` and
-    exits 130 (128 + the signal's number when a command stops on another signal, e.g.
-    143 for ``jsqa demo`` on SIGTERM). Any other exception is a bug and keeps its
+    A user error (:func:`is_user_error`) is printed as one line, ``jsqa: error: ...``,
+    exit status 2; Ctrl-C prints ``jsqa: interrupted``, exit status 130 (128 + the
+    signal's number for another signal). Any other exception is a bug and keeps its
     traceback; with ``-v`` every error does.
     """
     args = build_parser().parse_args(argv)
@@ -283,7 +258,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if getattr(args, "device", None):  # before reading any input or loading the model
             check_device(args.device)
-        return globals()[args.func](args)  # looked up here: tests patch the handlers
+        handler = "_" + args.command.replace("-", "_")
+        return globals()[handler](args)  # looked up here: tests patch the handlers
     except KeyboardInterrupt as err:  # Ctrl-C, or a command's own stop on a signal
         if args.verbose:
             raise
@@ -301,18 +277,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def is_user_error(err: BaseException) -> bool:
     """Whether ``err`` is about the user's inputs or environment (not a bug).
 
-    :class:`JSQAError` (the project's errors), and OSErrors about the user's files or
-    disks: :data:`USER_OS_ERRORS`, a full or read-only disk, or any OSError that names
-    a file. Anything else (a ``ValueError`` or ``TypeError`` from inside the code) is
-    a bug and must keep its traceback.
+    :class:`JSQAError`, and OSErrors about the user's files or disks:
+    :data:`USER_OS_ERRORS`, a full or read-only disk, or any OSError that names a file.
     """
-    if isinstance(err, JSQAError):
+    if isinstance(err, OSError) and (err.errno in _USER_ERRNOS or err.filename is not None):
         return True
-    if isinstance(err, OSError):
-        return (
-            isinstance(err, USER_OS_ERRORS) or err.errno in _USER_ERRNOS or err.filename is not None
-        )
-    return False
+    return isinstance(err, (JSQAError, *USER_OS_ERRORS))
 
 
 if __name__ == "__main__":

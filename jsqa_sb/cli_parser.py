@@ -1,8 +1,20 @@
-"""The ``jsqa`` argument parser; each sub-command names its handler in :mod:`jsqa_sb.cli`."""
+"""The ``jsqa`` argument parser; :mod:`jsqa_sb.cli` runs sub-command ``a-b`` with ``_a_b``."""
 
 from __future__ import annotations
 
 import argparse
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a positive integer (``--threads``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
 
 #: ``prepare-jnd`` options after the required folders (those of ``prepare_jnd``):
 #: name, type (``+``: a list of str, ``flag``: a switch), default, help.
@@ -28,15 +40,48 @@ _JND_OPTIONS = (
 )  # fmt: skip
 
 
+#: ``prepare-nisqa`` options after the required folders (those of ``prepare_nisqa``).
+_NISQA_OPTIONS = (
+    ("train_dbs", "+", ["NISQA_TRAIN_SIM", "NISQA_TRAIN_LIVE"], None),
+    ("valid_dbs", "+", ["NISQA_VAL_SIM", "NISQA_VAL_LIVE"], None),
+    ("test_dbs", "+", ["NISQA_TEST_*"], "names or shell patterns"),
+    ("strict", "flag", False, "fail on any unusable row"),
+    ("num_workers", int, 8, None),
+)  # fmt: skip
+
+#: ``score`` options after the model and the inputs.
+_SCORE_OPTIONS = (
+    ("out", str, None, "scores.csv or scores.json (default: stdout, CSV)"),
+    ("column", str, "path", "the path column of CSV inputs"),
+    ("resume", "flag", False,
+     "skip inputs already scored in --out (refused if another model wrote it)"),
+    ("batch_size", int, 16, "recordings per batch"),
+    ("max_batch_seconds", float, 160.0, "audio seconds per batch"),
+    ("no_progress", "flag", False, "no progress bar"),
+    ("timeline", str, None,
+     "also write each recording's scores over time (CSV and PNG) into FOLDER", "FOLDER"),
+    ("timeline_window", float, 3.0, "timeline window, seconds (3.0)"),
+    ("timeline_hop", float, 1.0, "timeline hop between windows, s (1.0)"),
+    ("report", str, None, "also write a report of the collection: report.html or report.md",
+     "FILE"),
+    ("label", str, None,
+     "with --report: compare the scores with this column of the input CSV (e.g. mos)", "COLUMN"),
+    ("threads", _positive_int, None,
+     "torch CPU threads (default: the CPUs other processes leave free, at least 1)"),
+)  # fmt: skip
+
+
 def _add_options(p: argparse.ArgumentParser, options) -> None:
-    """Add ``--name`` options from (name, type, default, help) rows."""
-    for name, kind, default, text in options:
+    """Add ``--name`` options from (name, type, default, help[, metavar]) rows."""
+    for name, kind, default, text, *metavar in options:
         if kind == "flag":
             p.add_argument(f"--{name}", action="store_true", help=text)
         elif kind == "+":
             p.add_argument(f"--{name}", nargs="+", default=default, help=text)
         else:
-            p.add_argument(f"--{name}", type=kind, default=default, help=text)
+            p.add_argument(
+                f"--{name}", type=kind, default=default, help=text, metavar=(metavar or [None])[0]
+            )
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,19 +99,8 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: a positive integer (``--threads``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """Return the ``jsqa`` argument parser (``func``: the name of the handler in jsqa_sb.cli)."""
+    """Return the ``jsqa`` argument parser (``command``: the sub-command given)."""
     parser = argparse.ArgumentParser(
         prog="jsqa", description="JSQA speech quality assessment for SpeechBrain."
     )
@@ -78,83 +112,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chime3_folder", required=True, help="folder containing CHiME3/")
     p.add_argument("--save_folder", required=True, help="where the manifests go")
     _add_options(p, _JND_OPTIONS)
-    p.set_defaults(func="_prepare_jnd")
 
     p = sub.add_parser("prepare-nisqa", help="MOS manifests from the NISQA corpus")
     p.add_argument("--nisqa_folder", required=True, help="folder containing NISQA_Corpus/")
     p.add_argument("--save_folder", required=True, help="where the manifests go")
-    _add_options(
-        p,
-        (
-            ("train_dbs", "+", ["NISQA_TRAIN_SIM", "NISQA_TRAIN_LIVE"], None),
-            ("valid_dbs", "+", ["NISQA_VAL_SIM", "NISQA_VAL_LIVE"], None),
-            ("test_dbs", "+", ["NISQA_TEST_*"], "names or shell patterns"),
-            ("strict", "flag", False, "fail on any unusable row"),
-            ("num_workers", int, 8, None),
-        ),
-    )
-    p.set_defaults(func="_prepare_nisqa")
+    _add_options(p, _NISQA_OPTIONS)
 
     p = sub.add_parser(
         "build-minicorpus", help="write miniature LibriSpeech, CHiME-3 and NISQA corpora"
     )
     p.add_argument("--out", required=True, help="folder to write them into")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func="_build_minicorpus")
+
     p = sub.add_parser("compare", help="side-by-side test metrics of two fine-tuning runs")
     p.add_argument("run_a", help="output folder of a run (with results.json)")
     p.add_argument("run_b", help="output folder of the other run")
     p.add_argument("--dims", nargs="+", default=["mos"], help="dimensions to show")
-    p.set_defaults(func="_compare")
 
     p = sub.add_parser("score", help="score recordings with a trained model")
     p.add_argument("model", help="a model folder (from jsqa export) or a hub id")
     p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or CSV files")
-    p.add_argument("--out", help="scores.csv or scores.json (default: stdout, CSV)")
-    p.add_argument("--column", default="path", help="the path column of CSV inputs")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip inputs already scored in --out (refused if another model wrote it)",
-    )
-    p.add_argument("--batch_size", type=int, default=16, help="recordings per batch")
-    p.add_argument("--max_batch_seconds", type=float, default=160.0, help="audio seconds per batch")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--timeline",
-        metavar="FOLDER",
-        help="also write each recording's scores over time (CSV and PNG) into FOLDER",
-    )
-    p.add_argument(
-        "--timeline_window", type=float, default=3.0, help="timeline window, seconds (3.0)"
-    )
-    p.add_argument(
-        "--timeline_hop", type=float, default=1.0, help="timeline hop between windows, s (1.0)"
-    )
-    p.add_argument(
-        "--report",
-        metavar="FILE",
-        help="also write a report of the collection: report.html or report.md",
-    )
-    p.add_argument(
-        "--label",
-        metavar="COLUMN",
-        help="with --report: compare the scores with this column of the input CSV (e.g. mos)",
-    )
-    p.add_argument(
-        "--threads",
-        type=_positive_int,
-        help="torch CPU threads (default: the CPUs other processes leave free, at least 1)",
-    )
+    _add_options(p, _SCORE_OPTIONS)
     _add_model_arguments(p)
-    p.set_defaults(func="_score")
 
     p = sub.add_parser("distance", help="quality distance between two recordings")
     p.add_argument("a", help="first recording")
     p.add_argument("b", help="second recording")
     p.add_argument("--model", required=True, help="a model folder or a hub id")
     _add_model_arguments(p)
-    p.set_defaults(func="_distance")
 
     p = sub.add_parser("export", help="a training run -> a SpeechBrain-hub model folder")
     p.add_argument("run_folder", help="output folder of a fine-tuning or pretraining run")
@@ -166,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--window_seconds", type=float, default=10.0, help="window for long recordings")
     p.add_argument("--license", default="apache-2.0", help="license of the model card")
-    p.set_defaults(func="_export")
 
     p = sub.add_parser("upload", help="publish a model folder on the Hugging Face hub")
     p.add_argument("hub_folder", help="a folder written by jsqa export")
@@ -189,11 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the files that would be published, and stop",
     )
-    p.set_defaults(func="_upload")
 
     from jsqa_sb.demo import add_demo_arguments
 
     p = sub.add_parser("demo", help="the whole pipeline on built-in miniature corpora")
     add_demo_arguments(p)
-    p.set_defaults(func="_demo")
     return parser

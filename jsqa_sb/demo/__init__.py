@@ -32,6 +32,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -44,7 +45,6 @@ from jsqa_sb.demo.processes import (  # noqa: F401 (re-exported)
     _output_to,
     _show,
     _StepFailed,
-    _stop,
     _stopped_by_signals,
     _tail,
     _train,
@@ -55,22 +55,17 @@ from jsqa_sb.demo.summary import (  # noqa: F401 (re-exported)
     _print_summary,
     _scored_files,
     _summary,
-    _test_db,
 )
 from jsqa_sb.errors import JSQAError, signal_name
 
-#: Training options of the full demo (``train.py`` overrides; the YAMLs' model sizes).
-#: On the 2-core development VM a pretraining epoch (12 utterances: 3 batches of 4 view
-#: groups, then validation and the SNR probe) takes 1.3-3 s and a fine-tuning epoch (40
-#: files: 5 batches of 8, then validation) 1.5-3 s, depending on the load, plus 10-20 s
-#: of start-up and test evaluation per run: 0.7-2 minutes per run. ``num_workers=0``:
-#: with epochs this short, starting loader processes every epoch costs more than it saves.
+#: Training options of the full demo (``train.py`` overrides; the YAMLs' model sizes):
+#: 1-2 minutes per run on 2 CPU cores. ``num_workers=0``: with epochs this short, starting
+#: loader processes every epoch costs more than it saves.
 PRETRAIN_OPTIONS = {"number_of_epochs": 25, "batch_size": 4, "num_workers": 0}
 #: Shared by fine-tuning and the from-scratch baseline: the comparison needs the same budget.
 MOS_OPTIONS = {"number_of_epochs": 30, "batch_size": 8, "num_workers": 0}
 #: ``--smoke``: one epoch per training run (the test suite's setting).
 SMOKE_EPOCHS = 1
-_SETTINGS_FILE = "demo.json"
 
 
 class DemoError(JSQAError, RuntimeError):
@@ -96,9 +91,6 @@ class Step:
         return bool(self.outputs) and all(path.exists() for path in self.outputs)
 
 
-# --- command line ------------------------------------------------------------------------
-
-
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``jsqa demo`` (``out``, ``seed``, ``smoke``) to ``parser``."""
     parser.description = (
@@ -117,15 +109,11 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="random seed of the training runs (default: %(default)s)",
     )
-    parser.add_argument(
-        "--smoke", action="store_true", help=argparse.SUPPRESS
-    )  # tiny epochs for tests: one epoch per training run
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
 
 
 def _recipe_folder() -> Path:
     """The recipe shipped in the package (``train.py``, ``hparams/``); DemoError if missing."""
-    from importlib.resources import files
-
     recipe = Path(str(files("jsqa_sb.recipe")))
     if not (recipe / "train.py").is_file():
         raise DemoError(f"{recipe / 'train.py'} not found: reinstall the jsqa-sb package")
@@ -138,7 +126,7 @@ def _options(options: dict[str, Any]) -> list[str]:
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Record the demo's settings in ``out``, or refuse a folder made with other ones."""
-    path = out / _SETTINGS_FILE
+    path = out / "demo.json"
     if path.is_file():
         try:
             before = json.loads(path.read_text(encoding="utf-8"))
@@ -154,17 +142,10 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
 
-# --- the demo ----------------------------------------------------------------------------
-
-
 def _steps(out: Path, recipe: Path, pretrain: list[str], mos: list[str]) -> list[Step]:
     """The steps of the demo, in order."""
     corpora = out / "corpora"
-    folders = {
-        "librispeech_folder": corpora / "librispeech",
-        "chime3_folder": corpora / "chime3",
-        "nisqa_folder": corpora / "nisqa",
-    }
+    nisqa = f"--nisqa_folder={corpora / 'nisqa'}"
     pre_run, ft_run, sc_run = out / "pretrain", out / "finetune", out / "scratch"
     model, scores = out / "model", out / "scores.csv"
 
@@ -178,25 +159,15 @@ def _steps(out: Path, recipe: Path, pretrain: list[str], mos: list[str]) -> list
         )
 
     def run_pretraining(log: Path) -> None:
-        data = [f"--{k}={folders[k]}" for k in ("librispeech_folder", "chime3_folder")]
+        data = [f"--{name}_folder={corpora / name}" for name in ("librispeech", "chime3")]
         _train(recipe, "pretrain.yaml", [*data, f"--output_folder={pre_run}", *pretrain], log)
 
     def run_finetuning(log: Path) -> None:
-        _train(
-            recipe,
-            "finetune.yaml",
-            [
-                f"--nisqa_folder={folders['nisqa_folder']}",
-                f"--pretrained_encoder={pre_run / 'encoder.ckpt'}",
-                f"--output_folder={ft_run}",
-                *mos,
-            ],
-            log,
-        )
+        encoder = f"--pretrained_encoder={pre_run / 'encoder.ckpt'}"
+        _train(recipe, "finetune.yaml", [nisqa, encoder, f"--output_folder={ft_run}", *mos], log)
 
     def run_scratch(log: Path) -> None:
-        data = f"--nisqa_folder={folders['nisqa_folder']}"
-        _train(recipe, "scratch.yaml", [data, f"--output_folder={sc_run}", *mos], log)
+        _train(recipe, "scratch.yaml", [nisqa, f"--output_folder={sc_run}", *mos], log)
 
     def compare(log: Path) -> None:
         from jsqa_sb.evaluation.reports import compare_runs
@@ -294,30 +265,17 @@ def run_demo(
 ) -> dict:
     """Run the whole JSQA pipeline on the miniature corpora (``jsqa demo``).
 
-    Arguments
-    ---------
-    out : str or os.PathLike
-        Folder for everything the demo writes; one with the same settings is reused.
-    smoke : bool
-        One epoch per training run: a quick check that every step works (tests).
-    stream : file-like, optional
-        Where the progress lines and the summary go (default: ``sys.stdout``).
-    until : str, optional
-        Internal: the key of the last step to run (default: all).
+    ``out`` receives everything the demo writes (a folder with the same settings is
+    reused); ``smoke``: one epoch per training run, a quick check that every step works;
+    ``stream``: where the progress lines and the summary go (default: ``sys.stdout``);
+    ``until``: internal, the key of the last step to run (default: all).
 
-    Returns
-    -------
-    dict
-        ``out``, ``steps`` (per key: ``skipped``, ``seconds``, ``log``), ``seconds``,
-        and what exists of: the run folders ``pretrain``, ``finetune``, ``scratch``;
-        ``report``, ``scatter``, ``comparison``, ``pcc`` (test PCC of MOS per run and
-        database), ``model``, ``scores`` and ``scores_table`` (a DataFrame).
-
-    Raises
-    ------
-    DemoError
-        When the package lacks its recipe, ``out`` holds a demo made with other
-        settings, or a step fails (the message gives the step's log).
+    Returns a dict: ``out``, ``steps`` (per key: ``skipped``, ``seconds``, ``log``),
+    ``seconds``, and what exists of: the run folders ``pretrain``, ``finetune``,
+    ``scratch``; ``report``, ``scatter``, ``comparison``, ``pcc`` (test PCC of MOS per run
+    and database), ``model``, ``scores`` and ``scores_table`` (a DataFrame). Raises
+    :class:`DemoError` when the package lacks its recipe, ``out`` holds a demo made with
+    other settings, or a step fails (the message gives the step's log).
     """
     start = time.monotonic()
     stream = sys.stdout if stream is None else stream

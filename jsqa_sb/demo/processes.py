@@ -73,10 +73,8 @@ def _stop(process: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if hasattr(os, "killpg"):
                 os.killpg(process.pid, signal.SIGKILL if hard else signal.SIGTERM)
-            elif hard:
-                process.kill()
             else:
-                process.terminate()
+                (process.kill if hard else process.terminate)()
 
     send(hard=False)
     try:

@@ -12,6 +12,7 @@ earlier export whole.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import io
 import json
@@ -20,7 +21,12 @@ import os
 import re
 import secrets
 import shutil
+import string
+import tempfile
 from pathlib import Path
+
+import ruamel.yaml
+from hyperpyyaml import resolve_references
 
 import jsqa_sb
 from jsqa_sb.common import PathLike
@@ -30,10 +36,8 @@ from jsqa_sb.serving.model_card import CITATION, finetune_card, input_section, p
 logger = logging.getLogger(__name__)
 
 
-#: Modules that ``custom_interface.py`` carries, in import order. Not
-#: ``jsqa_sb.serving.yaml_security``: ``foreign_class`` runs this file, then loads the YAML with
-#: SpeechBrain's own code, never ``JSQA.from_hparams``: a check carried here would
-#: protect nothing.
+#: Modules that ``custom_interface.py`` carries, in import order (not the YAML check:
+#: ``foreign_class`` loads the YAML with SpeechBrain's own code).
 _CARRIED = (
     "common errors audio networks.frontend networks.encoder networks.heads networks "
     "serving.windows serving.model_loading serving.inference"
@@ -42,14 +46,9 @@ VENDORED_MODULES = tuple(f"jsqa_sb.{name}" for name in _CARRIED.split())
 
 #: Every file ``jsqa export`` may write into a model folder (``jsqa upload`` publishes
 #: these, and any other top-level ``*.ckpt``).
-EXPORTED_FILES = (
-    "hyperparams.yaml",
-    "encoder.ckpt",
-    "head.ckpt",
-    "custom_interface.py",
-    "README.md",
-    "training_results.json",
-    "pretrain_summary.json",
+EXPORTED_FILES = tuple(
+    "hyperparams.yaml encoder.ckpt head.ckpt custom_interface.py README.md "
+    "training_results.json pretrain_summary.json".split()
 )
 
 
@@ -114,14 +113,11 @@ def _exported(entry: Path) -> bool:
 def _check_destination(run: Path, hub: Path, overwrite: bool) -> None:
     """Refuse a model folder that is the run's, holds files of its own, or is a link."""
     run_real, hub_real = run.resolve(), hub.resolve()
-    if hub_real == run_real or run_real in hub_real.parents:
+    if hub_real == run_real or run_real in hub_real.parents or hub_real in run_real.parents:
+        where = "holds" if hub_real in run_real.parents else "is inside"
         raise ExportError(
-            f"{hub} is inside the run folder {run}: export into a folder of its own "
+            f"{hub} {where} the run folder {run}: export into a folder of its own "
             "(e.g. models/NAME)"
-        )
-    if hub_real in run_real.parents:
-        raise ExportError(
-            f"{hub} holds the run folder {run}: export into a folder of its own (e.g. models/NAME)"
         )
     if hub.is_symlink():
         raise ExportError(f"{hub} is a symbolic link: export into a folder")
@@ -130,8 +126,7 @@ def _check_destination(run: Path, hub: Path, overwrite: bool) -> None:
     entries = sorted(hub.iterdir()) if hub.is_dir() else []
     if entries and not overwrite:
         raise ExportError(f"{hub} exists and is not empty (use --overwrite to replace it)")
-    foreign = [entry.name + ("/" if entry.is_dir() else "") for entry in entries]
-    foreign = [name for name, entry in zip(foreign, entries) if not _exported(entry)]
+    foreign = [e.name + ("/" if e.is_dir() else "") for e in entries if not _exported(e)]
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise ExportError(
@@ -174,20 +169,18 @@ def _alive(pid: int) -> bool:
 
 
 def _move_into_place(partial: Path, hub: Path) -> None:
-    """Rename the complete export to ``hub``, replacing an earlier export whole."""
-    if hub.is_dir() and any(hub.iterdir()):
-        old = _aside(hub, "replaced")
-        os.rename(hub, old)
-        try:
-            os.rename(partial, hub)
-        except OSError:
-            os.rename(old, hub)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+    """Rename the complete export to ``hub``, replacing an earlier export (or empty folder)."""
+    if not hub.is_dir():
+        os.rename(partial, hub)
         return
-    if hub.is_dir():
-        hub.rmdir()
-    os.rename(partial, hub)
+    old = _aside(hub, "replaced")
+    os.rename(hub, old)
+    try:
+        os.rename(partial, hub)
+    except OSError:
+        os.rename(old, hub)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_model(run: Path, hub: Path, kind: str, window_seconds: float, license: str) -> None:
@@ -218,9 +211,6 @@ def _write_model(run: Path, hub: Path, kind: str, window_seconds: float, license
 
 def _resolved_run_yaml(path: Path) -> dict:
     """The run's YAML with every ``!ref`` resolved, tags kept, nothing instantiated."""
-    import ruamel.yaml
-    from hyperpyyaml import resolve_references
-
     try:
         with open(path, encoding="utf-8") as fin:
             resolved = resolve_references(fin)
@@ -256,20 +246,10 @@ def _trained_outputs(results: dict, head_outputs) -> list[str]:
     return outputs
 
 
-def _dump(data: dict) -> str:
-    import ruamel.yaml
-
-    buf = io.StringIO()
-    yaml = ruamel.yaml.YAML()
-    yaml.indent(mapping=4, sequence=4, offset=0)
-    yaml.dump(data, buf)
-    # ruamel keeps the blank line that followed a tag in the run's YAML: drop it.
-    return re.sub(r"^(\w+: ![^\n]+)\n\n", r"\1\n", buf.getvalue(), flags=re.M)
-
-
 def _inference_yaml(
     run: Path, run_yaml: dict, outputs: list, window_seconds: float, with_head: bool
 ) -> str:
+    """The exported ``hyperparams.yaml``: the run's encoder (and head), the Pretrainer."""
     source = "/".join(run.resolve().parts[-2:])
     header = f"""# ############################################################################
 # JSQA inference model, exported by `jsqa export` (jsqa_sb {jsqa_sb.__version__})
@@ -288,18 +268,82 @@ window_seconds: {float(window_seconds)}  # longer: equal windows, duration-weigh
 window_batch: 8  # windows per forward pass
 
 """
-    body = {"encoder": run_yaml["encoder"]}
-    names = ["encoder"]
-    if with_head:
-        body["head"] = run_yaml["head"]
-        names.append("head")
+    names = ["encoder", "head"] if with_head else ["encoder"]
+    buf = io.StringIO()
+    yaml = ruamel.yaml.YAML()
+    yaml.indent(mapping=4, sequence=4, offset=0)
+    yaml.dump({name: run_yaml[name] for name in names}, buf)
+    # ruamel keeps the blank line that followed a tag in the run's YAML: drop it.
+    body = re.sub(r"^(\w+: ![^\n]+)\n\n", r"\1\n", buf.getvalue(), flags=re.M)
     refs = "".join(f"    {n}: !ref <{n}>\n" for n in names)
     footer = (
         f"\nmodules:\n{refs}\n"
         "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
         f"    loadables:\n{refs.replace('    ', '        ')}"
     )
-    return header + _dump(body) + footer
+    return header + body + footer
+
+
+#: ``custom_interface.py``, with ``$version``, ``$modules`` and ``$sources`` to fill in.
+_INTERFACE = string.Template('''"""JSQA inference interface for SpeechBrain's ``foreign_class``.
+
+Generated by ``jsqa export`` (jsqa_sb $version). Usage::
+
+    from speechbrain.inference.interfaces import foreign_class
+    model = foreign_class(source=FOLDER_OR_HUB_ID, pymodule_file='custom_interface.py',
+                          classname='JSQA')
+    model.score_file('speech.wav')
+
+Needs only SpeechBrain: if the ``jsqa_sb`` package is not installed, the modules
+it needs ($modules) are defined from the sources carried
+below, so that the YAML's ``jsqa_sb.*`` names resolve.
+
+``foreign_class`` runs this file, and SpeechBrain loads ``hyperparams.yaml`` with
+HyperPyYAML without JSQA's check: loading a model that way means trusting its
+source. ``JSQA.from_hparams`` and ``jsqa score`` check the YAML first.
+"""
+
+import sys
+import types
+
+_JSQA_SB_VERSION = '$version'
+_SOURCES = {
+$sources
+}
+
+
+def _define_carried_modules():
+    for name in [m for m in sys.modules if m == 'jsqa_sb' or m.startswith('jsqa_sb.')]:
+        del sys.modules[name]
+    package = types.ModuleType('jsqa_sb')
+    package.__path__ = []
+    package.__version__ = _JSQA_SB_VERSION
+    sys.modules['jsqa_sb'] = package
+    for name, source in _SOURCES.items():
+        parent, _, last = name.rpartition('.')
+        if parent not in sys.modules:  # a sub-package that carries no code of its own
+            # No __path__: a name it does not hold is then no module (pydoc's test)
+            sys.modules[parent] = types.ModuleType(parent)
+            setattr(package, parent.rpartition('.')[2], sys.modules[parent])
+        module = sys.modules.get(name) or types.ModuleType(name)
+        module.__file__ = __file__
+        sys.modules[name] = module
+        setattr(sys.modules[parent], last, module)
+        exec(compile(source, f'{__file__} [{name}]', 'exec'), module.__dict__)
+    sys.modules['jsqa_sb.models'] = package.models = package.networks  # 0.1 name
+
+
+try:
+    import jsqa_sb.serving.inference  # noqa: F401  (an installed jsqa_sb is used as is)
+except ImportError:
+    _define_carried_modules()
+
+from jsqa_sb.serving.inference import (  # noqa: E402
+    JSQA, RecordingError, RecordingTooShortError,
+)
+
+__all__ = ['JSQA', 'RecordingError', 'RecordingTooShortError']
+''')
 
 
 def build_custom_interface() -> str:
@@ -309,73 +353,12 @@ def build_custom_interface() -> str:
     the installed package is used; when it is not, the carried modules are defined
     under their ``jsqa_sb.*`` names, so the YAML's ``!new:jsqa_sb.networks...`` resolve.
     """
-    import importlib
-
     sources = {name: inspect.getsource(importlib.import_module(name)) for name in VENDORED_MODULES}
-    lines = [
-        '"""JSQA inference interface for SpeechBrain\'s ``foreign_class``.',
-        "",
-        f"Generated by ``jsqa export`` (jsqa_sb {jsqa_sb.__version__}). Usage::",
-        "",
-        "    from speechbrain.inference.interfaces import foreign_class",
-        "    model = foreign_class(source=FOLDER_OR_HUB_ID, pymodule_file='custom_interface.py',",
-        "                          classname='JSQA')",
-        "    model.score_file('speech.wav')",
-        "",
-        "Needs only SpeechBrain: if the ``jsqa_sb`` package is not installed, the modules",
-        f"it needs ({', '.join(VENDORED_MODULES)}) are defined from the sources carried",
-        "below, so that the YAML's ``jsqa_sb.*`` names resolve.",
-        "",
-        "``foreign_class`` runs this file, and SpeechBrain loads ``hyperparams.yaml`` with",
-        "HyperPyYAML without JSQA's check: loading a model that way means trusting its",
-        "source. ``JSQA.from_hparams`` and ``jsqa score`` check the YAML first.",
-        '"""',
-        "",
-        "import sys",
-        "import types",
-        "",
-        f"_JSQA_SB_VERSION = {jsqa_sb.__version__!r}",
-        "_SOURCES = {",
-    ]
-    lines += [f"    {name!r}: {source!r}," for name, source in sources.items()]
-    lines += [
-        "}",
-        "",
-        "",
-        "def _define_carried_modules():",
-        "    for name in [m for m in sys.modules if m == 'jsqa_sb' or m.startswith('jsqa_sb.')]:",
-        "        del sys.modules[name]",
-        "    package = types.ModuleType('jsqa_sb')",
-        "    package.__path__ = []",
-        "    package.__version__ = _JSQA_SB_VERSION",
-        "    sys.modules['jsqa_sb'] = package",
-        "    for name, source in _SOURCES.items():",
-        "        parent, _, last = name.rpartition('.')",
-        "        if parent not in sys.modules:  # a sub-package that carries no code of its own",
-        "            # No __path__: a name it does not hold is then no module (pydoc's test)",
-        "            sys.modules[parent] = types.ModuleType(parent)",
-        "            setattr(package, parent.rpartition('.')[2], sys.modules[parent])",
-        "        module = sys.modules.get(name) or types.ModuleType(name)",
-        "        module.__file__ = __file__",
-        "        sys.modules[name] = module",
-        "        setattr(sys.modules[parent], last, module)",
-        "        exec(compile(source, f'{__file__} [{name}]', 'exec'), module.__dict__)",
-        "    sys.modules['jsqa_sb.models'] = package.models = package.networks  # 0.1 name",
-        "",
-        "",
-        "try:",
-        "    import jsqa_sb.serving.inference  # noqa: F401  (an installed jsqa_sb is used as is)",
-        "except ImportError:",
-        "    _define_carried_modules()",
-        "",
-        "from jsqa_sb.serving.inference import (  # noqa: E402",
-        "    JSQA, RecordingError, RecordingTooShortError,",
-        ")",
-        "",
-        "__all__ = ['JSQA', 'RecordingError', 'RecordingTooShortError']",
-        "",
-    ]
-    return "\n".join(lines)
+    return _INTERFACE.substitute(
+        version=jsqa_sb.__version__,
+        modules=", ".join(VENDORED_MODULES),
+        sources="\n".join(f"    {name!r}: {source!r}," for name, source in sources.items()),
+    )
 
 
 def _verify(hub: Path, with_head: bool) -> None:
@@ -384,8 +367,6 @@ def _verify(hub: Path, with_head: bool) -> None:
     A model outside :data:`jsqa_sb.serving.yaml_security.ALLOWED_CLASSES` is exported with a
     warning: loading it will need ``--trust-remote-code``.
     """
-    import tempfile
-
     import torch
 
     from jsqa_sb.serving.inference import JSQA

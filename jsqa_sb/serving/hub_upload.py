@@ -10,6 +10,7 @@ the folder no longer has (other files of the repository are kept).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -19,8 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
 import huggingface_hub
-from huggingface_hub import utils as hf_utils
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
+from huggingface_hub.utils import validate_repo_id
 
 from jsqa_sb.errors import JSQAError
 from jsqa_sb.serving.hub_export import EXPORTED_FILES
@@ -43,19 +44,15 @@ _LOGIN_HINT = "run `hf auth login` (`huggingface-cli login`) or set HF_TOKEN"
 # errors are OSErrors). Errors caught and wrapped, and those that mean "no connection":
 _CAUGHT: tuple[type[BaseException], ...] = (HfHubHTTPError, LocalTokenNotFoundError, OSError)
 _UNREACHABLE: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-try:
+with contextlib.suppress(ImportError):  # huggingface_hub >= 1.0
     import httpx
 
     _CAUGHT += (httpx.HTTPError,)
     _UNREACHABLE += (httpx.TransportError,)
-except ImportError:  # pragma: no cover - depends on the huggingface_hub version
-    pass
-try:
+with contextlib.suppress(ImportError):  # huggingface_hub < 1.0
     import requests
 
     _UNREACHABLE += (requests.ConnectionError, requests.Timeout)
-except ImportError:  # pragma: no cover - depends on the huggingface_hub version
-    pass
 
 
 class HubUploadError(JSQAError, RuntimeError):
@@ -119,7 +116,7 @@ def plan_upload(hub_folder: str | os.PathLike, include: Iterable[str] = ()) -> U
             plan.left_out.append((name, "dot-file"))
         elif entry.name in CACHE_FOLDERS and entry.is_dir():
             plan.left_out.append((name, "Python cache"))
-        elif _model_file(entry) or entry.name in included:
+        elif entry.name in (*EXPORTED_FILES, *included) or entry.name.endswith(".ckpt"):
             plan.files.append(_published(entry, entry.name, root))
         elif not any(path.startswith(entry.name + "/") for path in included):
             others.append(name)
@@ -133,11 +130,6 @@ def plan_upload(hub_folder: str | os.PathLike, include: Iterable[str] = ()) -> U
             plan.files.append(_published(folder / path, path, root))
     plan.files.sort(key=lambda file: file.path)
     return plan
-
-
-def _model_file(entry: Path) -> bool:
-    """A top-level file ``jsqa export`` writes, or a checkpoint."""
-    return entry.name in EXPORTED_FILES or entry.name.endswith(".ckpt")
 
 
 def _included_path(name: str, folder: Path) -> str:
@@ -172,8 +164,7 @@ def _size(size: float) -> str:
     for unit in ("kB", "MB", "GB"):
         size /= 1000
         if size < 1000 or unit == "GB":
-            break
-    return f"{size:.1f} {unit}"
+            return f"{size:.1f} {unit}"
 
 
 def upload_model(
@@ -249,12 +240,10 @@ def check_repo_id(repo_id: str) -> None:
     """:class:`HubUploadError` if ``repo_id`` is not ``owner/name`` as the hub spells it."""
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise HubUploadError(f"repo id {repo_id!r} must look like owner/name")
-    validate = getattr(hf_utils, "validate_repo_id", None)
-    if validate is not None:
-        try:
-            validate(repo_id)
-        except HFValidationError as err:
-            raise HubUploadError(f"repo id {repo_id!r} is not valid: {_first_line(err)}") from err
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise HubUploadError(f"repo id {repo_id!r} is not valid: {_first_line(err)}") from err
 
 
 def _cause(err: BaseException) -> str:

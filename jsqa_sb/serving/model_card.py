@@ -34,11 +34,8 @@ def _metrics_table(results: dict, outputs: list) -> str:
             m = dims.get(dim)
             if not m:
                 continue
-            rows.append(
-                f"| {db} | {dim} | {m.get('n_files', '')} | {_f(m.get('pcc'))} | "
-                f"{_f(m.get('srcc'))} | {_f(m.get('rmse'))} | {_f(m.get('rmse_map3'))} | "
-                f"{_f(m.get('pcc_con'))} |"
-            )
+            figures = [_f(m.get(k)) for k in ("pcc", "srcc", "rmse", "rmse_map3", "pcc_con")]
+            rows.append(f"| {db} | {dim} | {m.get('n_files', '')} | {' | '.join(figures)} |")
     return "\n".join(rows)
 
 
@@ -46,26 +43,26 @@ def _f(x) -> str:
     return "" if x is None else f"{x:.3f}"
 
 
-def _front_matter(license: str, extra_tags: str = "") -> str:
-    return (
-        "---\n"
-        "library_name: speechbrain\n"
-        f"license: {license}\n"
-        "tags:\n- speechbrain\n- speech-quality-assessment\n- mos\n- jsqa\n"
-        f"{extra_tags}"
-        "---\n\n"
-    )
-
-
-def _usage(with_scores: bool) -> str:
+def _card(license: str, tag: str, body: str, with_scores: bool) -> str:
+    """A whole card: front matter (with ``tag``), ``body``, usage, license and citation."""
     call = (
-        'model.score_file("speech.wav")        # {"mos": ...}\n'
-        'model.distance("a.wav", "b.wav")      # quality distance, 0 = same quality'
+        'model.score_file("speech.wav")        # {"mos": ...}'
         if with_scores
-        else 'model.encode_file("speech.wav")      # quality embedding\n'
-        'model.distance("a.wav", "b.wav")      # quality distance, 0 = same quality'
+        else 'model.encode_file("speech.wav")      # quality embedding'
     )
-    return f"""## Usage
+    return f"""---
+library_name: speechbrain
+license: {license}
+tags:
+- speechbrain
+- speech-quality-assessment
+- mos
+- jsqa
+- {tag}
+---
+
+{body}
+## Usage
 
 With the JSQA package (`pip install jsqa-sb`):
 
@@ -73,6 +70,7 @@ With the JSQA package (`pip install jsqa-sb`):
 from jsqa_sb import JSQA
 model = JSQA.from_hparams(source="THIS_REPO_OR_FOLDER", savedir="pretrained/jsqa")
 {call}
+model.distance("a.wav", "b.wav")      # quality distance, 0 = same quality
 ```
 
 From the command line: `jsqa score THIS_REPO_OR_FOLDER recordings/ --out scores.csv`.
@@ -83,6 +81,14 @@ With SpeechBrain alone (the code is in `custom_interface.py` of this folder):
 from speechbrain.inference.interfaces import foreign_class
 model = foreign_class(source="THIS_REPO_OR_FOLDER", pymodule_file="custom_interface.py",
                       classname="JSQA")
+```
+
+## License and citation
+
+License: {license}. If you use this model, please cite:
+
+```bibtex
+{CITATION}
 ```
 """
 
@@ -102,11 +108,10 @@ warning.
 
 def _used_splits(run: Path, cfg: dict) -> dict:
     """The databases the run trained and validated on (its nisqa_splits.json)."""
-    path = Path(str(cfg.get("manifest_folder", run / "manifests"))) / "nisqa_splits.json"
-    if not path.is_file():
-        path = run / "manifests" / "nisqa_splits.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    for folder in (cfg.get("manifest_folder", run / "manifests"), run / "manifests"):
+        path = Path(str(folder)) / "nisqa_splits.json"
+        if path.is_file():
+            return json.loads(path.read_text())
     return {  # the configuration's lists, some of which may have been absent
         split: [f"{db} (if present)" for db in cfg.get(f"{split}_dbs", [])]
         for split in ("train", "valid")
@@ -126,9 +131,7 @@ def finetune_card(
         if pretrained
         else "a randomly initialised encoder (the from-scratch baseline)"
     )
-    return (
-        _front_matter(license, "- non-intrusive\n")
-        + f"""# JSQA speech quality model ({", ".join(outputs)})
+    body = f"""# JSQA speech quality model ({", ".join(outputs)})
 
 Non-intrusive speech quality prediction: from a degraded recording alone, this model
 predicts {", ".join(f"`{o}`" for o in outputs)} on the 1-5 scale of the NISQA corpus.
@@ -153,17 +156,8 @@ Figures from `training_results.json` (the run's `results.json`). RMSE after a
 third-order monotonic mapping per test set follows ITU-T P.1401. Check which corpus
 these come from before you compare them with published figures: a run on a
 miniature or proxy-labelled corpus says nothing about quality on real data.
-
-{_usage(True)}
-## License and citation
-
-License: {license}. If you use this model, please cite:
-
-```bibtex
-{CITATION}
-```
 """
-    )
+    return _card(license, "non-intrusive", body, with_scores=True)
 
 
 def pretrain_card(run: Path, summary: dict, inputs: str, license: str) -> str:
@@ -175,9 +169,7 @@ def pretrain_card(run: Path, summary: dict, inputs: str, license: str) -> str:
         for k in ("cross_auc", "within_auc", "probe_snr_spearman")
         if k in best
     )
-    return (
-        _front_matter(license, "- embeddings\n")
-        + f"""# JSQA quality encoder (JND contrastive pretraining, no MOS head)
+    body = f"""# JSQA quality encoder (JND contrastive pretraining, no MOS head)
 
 A speech quality encoder pretrained with a contrastive loss on just-noticeable-
 difference (JND) audio pairs: mixtures of the same speech and noise at SNRs closer than
@@ -192,14 +184,5 @@ embeddings and a quality distance; it predicts no MOS (fine-tune it first).
 {rows}
 
 From `pretrain_summary.json` of run `{run.name}`.
-
-{_usage(False)}
-## License and citation
-
-License: {license}. If you use this model, please cite:
-
-```bibtex
-{CITATION}
-```
 """
-    )
+    return _card(license, "embeddings", body, with_scores=False)

@@ -6,10 +6,14 @@ these names.
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any, Optional
+import re
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
 
 import ruamel.yaml
+import ruamel.yaml.nodes
 import yaml
 
 from jsqa_sb.common import PathLike
@@ -21,26 +25,108 @@ from jsqa_sb.serving.yaml_rules import (
     _TUPLE_PATTERN,
     ALLOWED_CLASSES,
     MAX_DEPTH,
+    MAX_NODES,
     MAX_YAML_BYTES,
     PLAIN_TAGS,
     Finding,
     UnsafeModelError,
     UntrustedCodeError,
-    _children,
-    _display,
-    _expansion_problem,
-    _is_mapping,
-    _is_scalar,
-    _is_sequence,
-    _line,
-    _mapping_get,
     _refusal_reason,
     _run_options,
-    _tag_of,
 )
 
 # The messages name the module users know (and tests listen to).
 logger = logging.getLogger("jsqa_sb.serving.yaml_security")
+
+# Node classes of ruamel.yaml (HyperPyYAML's parser) and of PyYAML (the fast count).
+_MAPPING = (ruamel.yaml.nodes.MappingNode, yaml.MappingNode)
+_SEQUENCE = (ruamel.yaml.nodes.SequenceNode, yaml.SequenceNode)
+_SCALAR = (ruamel.yaml.nodes.ScalarNode, yaml.ScalarNode)
+#: PyYAML's C composer: counts a text in milliseconds, before ruamel.yaml's pure-Python
+#: composer (a second per 10,000 nodes) parses it.
+_FAST_COMPOSE = functools.partial(
+    yaml.compose_all, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+)
+
+
+def _tag_of(node: Any) -> str:
+    """The resolved tag of a ruamel.yaml or PyYAML node (a ``Tag`` object or a str)."""
+    tag = node.tag
+    if tag is not None and not isinstance(tag, str):
+        tag = getattr(tag, "value", None)
+    return tag or ""
+
+
+def _display(tag: str) -> str:
+    """Write core tags the short way (``!!python/name:os.system``)."""
+    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
+
+
+def _line(node: Any) -> int:
+    return node.start_mark.line + 1
+
+
+def _children(node: Any) -> list:
+    if isinstance(node, _MAPPING):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, _SEQUENCE) else []
+
+
+def _nodes(root: Any) -> Iterator[Any]:
+    """Every node under ``root`` once (aliases share nodes), in document order."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            yield node
+            stack += reversed(_children(node))
+
+
+def _mapping_get(node: Any, key: str) -> Any:
+    """The value node of ``key`` in a mapping node, or None."""
+    if isinstance(node, _MAPPING):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, _SCALAR) and key_node.value == key:
+                return value_node
+    return None
+
+
+def _expansion_problem(root: Any, text: str) -> Optional[Finding]:
+    """Why the node graph is too large once aliases are expanded, or None.
+
+    Counted once per node (memoised), so in time linear in the text, however far the
+    aliases expand (HyperPyYAML's reference walk visits a node once per alias).
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            children = _children(node)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+            if size[key] > MAX_NODES or depth[key] > MAX_DEPTH:
+                line = _line(node)
+                written = text.splitlines()[line - 1 : line]
+                alias = re.search(r"\*[^\s,\]\}]+", written[0]) if written else None
+                reason = (
+                    f"nested deeper than {MAX_DEPTH} levels"
+                    if depth[key] > MAX_DEPTH
+                    else f"with its aliases expanded it has more than {MAX_NODES:,} nodes"
+                )
+                return Finding(line, alias.group(0) if alias else "the document", reason)
+            continue
+        if key in size:
+            continue
+        if key in depth:  # entered and not finished: an alias to one of its own parents
+            return Finding(_line(node), "the document", "an alias refers to its own parent")
+        depth[key] = -1
+        stack.append((node, True))
+        stack += [(child, False) for child in _children(node) if id(child) not in size]
+    return None
 
 
 def read_hparams_text(path: PathLike, name: Optional[str] = None) -> str:
@@ -61,10 +147,7 @@ def _check_size(size: int, label: str) -> None:
 
 
 def check_hparams_yaml(
-    source: PathLike,
-    *,
-    trust_remote_code: bool = False,
-    name: Optional[str] = None,
+    source: PathLike, *, trust_remote_code: bool = False, name: Optional[str] = None
 ) -> list[str]:
     r"""Check that a HyperPyYAML text creates only what ``jsqa export`` writes.
 
@@ -120,49 +203,35 @@ class _Checker:
         self.findings.append(Finding(line, tag, reason))
 
     def check_document(self, text: str) -> None:
-        """Check the one document of the text, as ruamel.yaml (HyperPyYAML) composes it.
-
-        Counted first on PyYAML's C composer's graph: ruamel.yaml's pure-Python composer
-        takes a second per 10,000 nodes.
-        """
-        self.count(text)
-        try:
-            documents = list(ruamel.yaml.YAML().compose_all(text))
-        except RecursionError:
-            raise self.unsafe(0, f"nested deeper than {MAX_DEPTH} levels") from None
-        except ruamel.yaml.YAMLError as err:
-            raise self.not_yaml(err) from err
-        documents = [document for document in documents if document is not None]
+        """Check the one document of the text, as ruamel.yaml (HyperPyYAML) composes it."""
+        self.compose(_FAST_COMPOSE, text)
+        documents = self.compose(ruamel.yaml.YAML().compose_all, text)  # counted again
         if len(documents) > 1:
             raise self.unsafe(
                 _line(documents[1]), "a second YAML document; HyperPyYAML reads one", "---"
             )
-        if not documents:
-            return
-        self.root = documents[0]
-        problem = _expansion_problem(self.root, text)  # the same count, on ruamel's graph
-        if problem is not None:
-            raise UnsafeModelError(self.label, [problem])
-        self.walk(self.root)
+        if documents:
+            self.root = documents[0]
+            self.walk(self.root)
 
-    def count(self, text: str, parse_errors: bool = True) -> None:
-        """Refuse a text whose expanded size or depth is over the limits (PyYAML's view).
+    def compose(self, compose_all: Callable, text: str, parse_errors: bool = True) -> list:
+        """The documents of ``text``; UnsafeModelError if one is over the limits.
 
-        ``parse_errors``: refuse a text PyYAML cannot parse (else let it pass).
+        ``parse_errors``: refuse a text ``compose_all`` cannot parse (else: no documents).
         """
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
-            documents = list(yaml.compose_all(text, Loader=loader))
+            documents = [document for document in compose_all(text) if document is not None]
         except RecursionError:
             raise self.unsafe(0, f"nested deeper than {MAX_DEPTH} levels") from None
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, ruamel.yaml.YAMLError) as err:
             if not parse_errors:
-                return
+                return []
             raise self.not_yaml(err) from err
         for document in documents:
-            problem = _expansion_problem(document, text) if document is not None else None
+            problem = _expansion_problem(document, text)
             if problem is not None:
                 raise UnsafeModelError(self.label, [problem])
+        return documents
 
     def unsafe(self, line: int, reason: str, tag: str = "the document") -> UnsafeModelError:
         return UnsafeModelError(self.label, [Finding(line, tag, reason)])
@@ -174,34 +243,23 @@ class _Checker:
 
     def walk(self, root: Any) -> None:
         """Check every node under ``root`` once (aliases share nodes)."""
-        if _is_mapping(root):
-            run_options = _run_options()
-            for key, _ in root.value:
-                if _is_scalar(key) and key.value in run_options:
-                    self.refuse(
-                        _line(key),
-                        str(key.value),
-                        "a SpeechBrain run option: how this machine runs the model is the "
-                        "user's choice, not the model's",
-                    )
-        stack, seen = [root], set()
-        while stack:
-            node = stack.pop()
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
+        run_options = _run_options()
+        for key, _ in root.value if isinstance(root, _MAPPING) else []:
+            if isinstance(key, _SCALAR) and key.value in run_options:
+                self.refuse(
+                    _line(key),
+                    str(key.value),
+                    "a SpeechBrain run option: how this machine runs the model is the "
+                    "user's choice, not the model's",
+                )
+        for node in _nodes(root):
             self.check_node(node)
-            if _is_mapping(node):
-                for key, value in reversed(node.value):
-                    self.check_key(key)
-                    stack += [value, key]
-            elif _is_sequence(node):
-                stack += reversed(node.value)
-
-    def check_key(self, key: Any) -> None:
-        """A mapping key must be a plain scalar (a name or a number)."""
-        if not _is_scalar(key) and _tag_of(key) in PLAIN_TAGS:
-            self.refuse(_line(key), "(a list or mapping as a key)", "keys must be plain names")
+            for key, _ in node.value if isinstance(node, _MAPPING) else []:
+                # A mapping key must be a plain scalar (a name or a number).
+                if not isinstance(key, _SCALAR) and _tag_of(key) in PLAIN_TAGS:
+                    self.refuse(
+                        _line(key), "(a list or mapping as a key)", "keys must be plain names"
+                    )
 
     def check_node(self, node: Any) -> None:
         """Check one node's tag and, for scalars, text that is parsed again."""
@@ -211,10 +269,10 @@ class _Checker:
             self.check_new(node, tag, line)
         elif tag == "!ref":
             self.check_reference(node, line)
-        elif tag in PLAIN_TAGS or tag == "!tuple" and _is_scalar(node):
+        elif tag in PLAIN_TAGS or tag == "!tuple" and isinstance(node, _SCALAR):
             # HyperPyYAML's _make_tuple: "(a, b)" -> yaml.load("[a, b]", yaml.Loader).
             # Once HyperPyYAML has loaded a file, ruamel.yaml too resolves "(a, b)" as !tuple.
-            value = node.value if _is_scalar(node) else None
+            value = node.value if isinstance(node, _SCALAR) else None
             if isinstance(value, str) and (tag == "!tuple" or _TUPLE_PATTERN.match(value)):
                 self.check_reparsed("[" + value[1:-1] + "]", line, value)
         else:
@@ -231,23 +289,23 @@ class _Checker:
         keywords = ALLOWED_CLASSES[target]
         if keywords is None:
             return
-        if _is_sequence(node) and node.value or _is_scalar(node) and node.value:
+        if isinstance(node, _SEQUENCE + _SCALAR) and node.value:
             self.refuse(line, tag, f"takes keyword arguments only ({', '.join(keywords)})")
             return
-        for key, value in node.value if _is_mapping(node) else []:
-            if not _is_scalar(key) or key.value not in keywords:
-                shown = key.value if _is_scalar(key) else "(a list or mapping)"
+        for key, value in node.value if isinstance(node, _MAPPING) else []:
+            if not isinstance(key, _SCALAR) or key.value not in keywords:
+                shown = key.value if isinstance(key, _SCALAR) else "(a list or mapping)"
                 self.refuse(_line(key), f"{tag} {shown}", f"takes {', '.join(keywords)} only")
             elif key.value == "loadables":
                 self.check_loadables(value, tag)
 
     def check_loadables(self, node: Any, tag: str) -> None:
         """The Pretrainer's loadables: a mapping whose names are plain file names."""
-        if not _is_mapping(node) or _tag_of(node) != _CORE + "map":
+        if not isinstance(node, _MAPPING) or _tag_of(node) != _CORE + "map":
             self.refuse(_line(node), f"{tag} loadables", "must be a mapping of names")
             return
         for key, _ in node.value:
-            name = key.value if _is_scalar(key) else None
+            name = key.value if isinstance(key, _SCALAR) else None
             if not isinstance(name, str) or not _LOADABLE_NAME.fullmatch(name):
                 self.refuse(
                     _line(key),
@@ -259,7 +317,7 @@ class _Checker:
 
     def check_reference(self, node: Any, line: int) -> None:
         """``!ref <key>`` or ``!ref <key[sub]>``, to an entry that is not interpolated."""
-        value = node.value if _is_scalar(node) and isinstance(node.value, str) else None
+        value = node.value if isinstance(node, _SCALAR) and isinstance(node.value, str) else None
         written = f"!ref {value}" if value is not None else "!ref"
         if value is None or not _PLAIN_REFERENCE.fullmatch(value):
             if value is not None and "." in "".join(_REFERENCE_PATTERN.findall(value)):
@@ -272,7 +330,7 @@ class _Checker:
         if target is None:
             self.refuse(line, written, "refers to no entry of this YAML (or to itself)")
         elif (
-            _is_scalar(target)
+            isinstance(target, _SCALAR)
             and isinstance(target.value, str)
             and _tag_of(target) != "!ref"
             and _REFERENCE_PATTERN.search(target.value)
@@ -290,13 +348,7 @@ class _Checker:
             if problem is not None:
                 self.refuse(line, what, f"parsed again as a tuple: {problem.reason}")
                 return
-            stack, seen = [document], set()
-            while stack:
-                node = stack.pop()
-                if id(node) in seen:
-                    continue
-                seen.add(id(node))
-                tag = _tag_of(node)
+            for tag in (_tag_of(node) for node in _nodes(document)):
                 if tag not in PLAIN_TAGS:
                     self.tags.append(_display(tag))
                     self.refuse(
@@ -305,29 +357,22 @@ class _Checker:
                         f"inside {what!r}, which HyperPyYAML parses again as YAML: "
                         + _refusal_reason(tag),
                     )
-                stack += _children(node)
 
-    # -------------------------------------------------------------------- references
     def lookup(self, path: str) -> Any:
         """The node at ``a[b][c]`` as HyperPyYAML's ``deref`` finds it, or None."""
         node = self.root
         for part in path.split("["):
-            node = _mapping_get(node, part.strip("]"))
-            if node is None:
-                return None
+            node = _mapping_get(node, part.strip("]"))  # None stays None
         return node
 
     def follow(self, node: Any) -> Any:
         """The node a ``!ref`` chain ends on (None: missing, or a cycle)."""
         for _ in range(MAX_DEPTH):
-            if _tag_of(node) != "!ref" or not _is_scalar(node):
+            if node is None or _tag_of(node) != "!ref" or not isinstance(node, _SCALAR):
                 return node
-            match = _PLAIN_REFERENCE.fullmatch(node.value) if isinstance(node.value, str) else None
-            if match is None:
+            if not isinstance(node.value, str) or not _PLAIN_REFERENCE.fullmatch(node.value):
                 return node  # refused where it stands
             node = self.lookup(node.value[1:-1])
-            if node is None:
-                return None
         return None
 
 
@@ -344,4 +389,4 @@ def check_hparams_size(path: PathLike, name: Optional[str] = None) -> None:
         text = read_hparams_text(path, label)
     except (OSError, UnicodeDecodeError):
         return
-    _Checker(label).count(text, parse_errors=False)
+    _Checker(label).compose(_FAST_COMPOSE, text, parse_errors=False)

@@ -1,22 +1,18 @@
 """What a model's ``hyperparams.yaml`` may name without ``trust_remote_code``, and its limits.
 
-The allow-list, the size limits and their count on the node graph, the errors, and the
-node helpers of :mod:`jsqa_sb.serving.yaml_check`. The policy is described in
+The allow-list, the size limits, the errors, and why a tag is refused: the rules that
+:mod:`jsqa_sb.serving.yaml_check` applies. The policy is described in
 :mod:`jsqa_sb.serving.yaml_security`, which re-exports the public names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
-
-import yaml
-from ruamel.yaml.nodes import MappingNode as RuamelMappingNode
-from ruamel.yaml.nodes import ScalarNode as RuamelScalarNode
-from ruamel.yaml.nodes import SequenceNode as RuamelSequenceNode
+from typing import Optional
 
 from jsqa_sb.errors import JSQAError
 
@@ -54,8 +50,6 @@ _CORE = "tag:yaml.org,2002:"
 PLAIN_TAGS = frozenset(
     _CORE + name for name in ("str", "int", "float", "bool", "null", "seq", "map", "timestamp")
 )
-
-_ONLY_EXPORT = "a model may create only the objects jsqa export writes"
 
 # SpeechBrain run options a Pretrained model reads from its hparams when the caller
 # does not set them (speechbrain.core.RunOptions), and the audio normaliser it takes.
@@ -95,8 +89,8 @@ class UntrustedCodeError(JSQAError, ValueError):
 
     #: How the message ends: what the user can do.
     hint = (
-        f"{_ONLY_EXPORT}, and plain data; pass --trust-remote-code (trust_remote_code=True "
-        "in Python) only if you trust its author"
+        "a model may create only the objects jsqa export writes, and plain data; pass "
+        "--trust-remote-code (trust_remote_code=True in Python) only if you trust its author"
     )
 
     def __init__(self, source: str, findings: Sequence[Finding]):
@@ -143,97 +137,6 @@ def _run_options() -> frozenset:
     """
     names = list(_RUN_OPTIONS_FALLBACK)
     core = sys.modules.get("speechbrain.core")
-    try:
+    with contextlib.suppress(Exception):  # not loaded, or another speechbrain version
         names += [name for name in core.RunOptions().as_dict() if name != "overridden_args"]
-    except Exception:  # not loaded, or another speechbrain version
-        pass
     return frozenset([*names, "audio_normalizer"])
-
-
-def _tag_of(node: Any) -> str:
-    """The resolved tag of a ruamel.yaml or PyYAML node (a ``Tag`` object or a str)."""
-    tag = node.tag
-    if tag is not None and not isinstance(tag, str):
-        tag = getattr(tag, "value", None)
-    return tag or ""
-
-
-def _display(tag: str) -> str:
-    """Write core tags the short way (``!!python/name:os.system``)."""
-    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
-
-
-def _is_mapping(node: Any) -> bool:
-    return isinstance(node, (RuamelMappingNode, yaml.MappingNode))
-
-
-def _is_sequence(node: Any) -> bool:
-    return isinstance(node, (RuamelSequenceNode, yaml.SequenceNode))
-
-
-def _is_scalar(node: Any) -> bool:
-    return isinstance(node, (RuamelScalarNode, yaml.ScalarNode))
-
-
-def _children(node: Any) -> list:
-    if _is_mapping(node):
-        return [part for pair in node.value for part in pair]
-    if _is_sequence(node):
-        return list(node.value)
-    return []
-
-
-def _line(node: Any) -> int:
-    return node.start_mark.line + 1
-
-
-def _text_line(text: str, line: int) -> str:
-    lines = text.splitlines()
-    return lines[line - 1] if 0 < line <= len(lines) else ""
-
-
-def _expansion_problem(root: Any, text: str) -> Optional[Finding]:
-    """Why the node graph is too large once aliases are expanded, or None.
-
-    Counted once per node (memoised), so in time linear in the text, however far the
-    aliases expand (HyperPyYAML's reference walk visits a node once per alias).
-    """
-    size: dict[int, int] = {}
-    depth: dict[int, int] = {}
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    while stack:
-        node, finished = stack.pop()
-        key = id(node)
-        if finished:
-            children = _children(node)
-            size[key] = 1 + sum(size[id(child)] for child in children)
-            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
-            if size[key] > MAX_NODES or depth[key] > MAX_DEPTH:
-                alias = re.search(r"\*[^\s,\]\}]+", _text_line(text, _line(node)))
-                shown = alias.group(0) if alias else "the document"
-                if depth[key] > MAX_DEPTH:
-                    return Finding(_line(node), shown, f"nested deeper than {MAX_DEPTH} levels")
-                return Finding(
-                    _line(node),
-                    shown,
-                    f"with its aliases expanded it has more than {MAX_NODES:,} nodes",
-                )
-            continue
-        if key in size:
-            continue
-        if key in depth:  # entered and not finished: an alias to one of its own parents
-            return Finding(_line(node), "the document", "an alias refers to its own parent")
-        depth[key] = -1
-        stack.append((node, True))
-        stack += [(child, False) for child in _children(node) if id(child) not in size]
-    return None
-
-
-def _mapping_get(node: Any, key: str) -> Any:
-    """The value node of ``key`` in a mapping node, or None."""
-    if node is None or not _is_mapping(node):
-        return None
-    for key_node, value_node in node.value:
-        if _is_scalar(key_node) and key_node.value == key:
-            return value_node
-    return None

@@ -21,11 +21,9 @@ when it cannot be checked in bounded time (over :data:`MAX_YAML_BYTES`, :data:`M
 nodes with its aliases expanded, :data:`MAX_DEPTH` levels, or not valid YAML), and
 checkpoints load with ``torch.load(weights_only=True)``.
 
-This module also keeps a save folder to one model: :func:`model_source` tells a folder
-from a hub id without a network look-up, :func:`prepare_save_folder` and
-:func:`record_save_folder` stamp the source so that a folder used for model A is
-refilled, not reused, for model B, and :func:`check_loadable_names` keeps the collected
-checkpoints inside it.
+This module also tells a folder from a hub id (:func:`model_source`) and keeps a save
+folder to one model: refilled, not reused, for another (:func:`prepare_save_folder`),
+its checkpoints collected inside it (:func:`check_loadable_names`).
 
 Not covered: SpeechBrain's ``foreign_class`` runs the model's ``custom_interface.py`` and
 loads its YAML with HyperPyYAML directly: loading a model that way means trusting it.
@@ -129,10 +127,6 @@ def _source_key(source: Any) -> str:
     return str(path.resolve()) if path.is_dir() else f"hub:{source}"
 
 
-def _stamp(savedir: PathLike) -> Path:
-    return Path(savedir) / SAVE_FOLDER_STAMP
-
-
 def _is_source_folder(savedir: PathLike, source: Any) -> bool:
     """True if the save folder is the model folder itself (nothing to stamp or refill)."""
     if isinstance(source, tuple):
@@ -152,7 +146,7 @@ def prepare_save_folder(savedir: Optional[PathLike], source: Any, hparams_file: 
     """
     if savedir is None or _is_source_folder(savedir, source):
         return False
-    stamp = _stamp(savedir)
+    stamp = Path(savedir) / SAVE_FOLDER_STAMP
     wanted = {"source": _source_key(source), "hparams_file": hparams_file}
     try:
         recorded = json.loads(stamp.read_text(encoding="utf-8"))
@@ -179,9 +173,9 @@ def record_save_folder(
     if savedir is None or _is_source_folder(savedir, source):
         return
     stamp = {"source": _source_key(source), "hparams_file": hparams_file, "files": list(files)}
-    partial = _stamp(savedir).with_suffix(".partial")
-    partial.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, _stamp(savedir))
+    path = Path(savedir) / SAVE_FOLDER_STAMP
+    path.with_suffix(".partial").write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+    os.replace(path.with_suffix(".partial"), path)
 
 
 def check_loadable_names(names: Iterable[Any], label: str) -> None:
