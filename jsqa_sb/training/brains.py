@@ -268,19 +268,6 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("optimizer", self.optimizer)
 
-    def fit_batch(self, batch):
-        """Train on the batch, its views made and degraded on the device."""
-        return super().fit_batch(self._on_device(batch))
-
-    def evaluate_batch(self, batch, stage):
-        """Evaluate the batch, its views made and degraded on the device."""
-        return super().evaluate_batch(self._on_device(batch), stage)
-
-    def _on_device(self, batch):
-        # Made before the non-finite check, which so also skips degraded views that are
-        # not finite or all zero.
-        return batch.to(self.device).degrade(getattr(self.hparams, "degrader", None))
-
     def compute_forward(self, batch, stage):
         """Predict every dimension of every file, in 1..5."""
         batch = batch.to(self.device)
