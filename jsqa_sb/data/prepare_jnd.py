@@ -42,7 +42,6 @@ LIBRISPEECH_LAYOUT = (
     "<librispeech_folder>/LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac"
 )
 CHIME3_LAYOUT = f"<chime3_folder>/{BACKGROUNDS.as_posix()}/BGD_<date>_<n>_<ENV>.CH<k>.wav"
-OUTPUTS = ("jnd_train.json", "jnd_valid.json", "noise_train.json", "noise_valid.json")
 
 
 def prepare_jnd(
@@ -186,11 +185,9 @@ def prepare_jnd(
         "skipped": len(report.skipped),
     }
     report.write(outputs["report"], counts, strict)  # raises in strict mode: no manifest written
-    write_json(outputs["train"], train)
-    write_json(outputs["valid"], valid)
-    write_json(outputs["noise_train"], train_noise)
-    write_json(outputs["noise_valid"], valid_noise)
-    record.mark_done([v for k, v in outputs.items()], counts)
+    for key, entries in zip(keys, (train, valid, train_noise, valid_noise)):
+        write_json(outputs[key], entries)
+    record.mark_done(outputs.values(), counts)
     logger.info("JND manifests written: %s", json.dumps(counts))
     return {k: str(v) for k, v in outputs.items()}
 
@@ -245,25 +242,19 @@ def _noise_entries(files: Sequence[Path], min_seconds: float, report: SkipReport
     for path in files:
         match = _BGD.match(path.name)
         if not match or match.group(3) not in ENVIRONMENTS:
-            report.add(
-                path,
+            reason = (
                 f"name does not match BGD_<date>_<n>_<ENV>.CH<k>.wav with ENV in "
-                f"{', '.join(ENVIRONMENTS)}",
+                f"{', '.join(ENVIRONMENTS)}"
             )
-            continue
-        try:
-            audio, sr = read_audio(path)
-        except AudioReadError as err:
-            report.add(path, str(err).split(": ", 1)[1])
-            continue
-        reason = _unusable(audio, sr, min_seconds, check_silence=True)
+        else:
+            reason, seconds, sr = _decode(path, min_seconds)
         if reason:
             report.add(path, reason)
             continue
         date, num, env, _ = match.groups()
         entries[path.name.split(".")[0]] = {
             "wav": f"{{chime3_folder}}/{BACKGROUNDS.as_posix()}/{path.name}",
-            "duration": round(audio.size / sr, 5),
+            "duration": round(seconds, 5),
             "sample_rate": sr,
             "env": env,
             "session": f"{date}_{num}",
@@ -301,20 +292,15 @@ def _clean_entries(files, subset, root, min_seconds, check_silence, report, num_
     entries = {}
     infos = scan_headers(files, num_workers, desc=f"Reading {subset}")
     for path, info in zip(files, infos):
-        if isinstance(info, AudioReadError):
-            report.add(path, str(info).split(": ", 1)[1])
-            continue
         reason = None
-        if info.frames == 0:
+        if isinstance(info, AudioReadError):
+            reason = str(info).split(": ", 1)[1]
+        elif info.frames == 0:
             reason = "empty (no audio frames)"
         elif info.duration < min_seconds:
             reason = f"too short ({info.duration:.2f} s < min_clean_seconds={min_seconds} s)"
         elif check_silence:
-            try:
-                audio, sr = read_audio(path)
-                reason = _unusable(audio, sr, min_seconds, check_silence=True)
-            except AudioReadError as err:
-                reason = str(err).split(": ", 1)[1]
+            reason = _decode(path, min_seconds)[0]
         if reason:
             report.add(path, reason)
             continue
@@ -330,12 +316,17 @@ def _clean_entries(files, subset, root, min_seconds, check_silence, report, num_
     return entries
 
 
-def _unusable(audio: np.ndarray, sr: int, min_seconds: float, check_silence: bool) -> Optional[str]:
-    """Why a decoded signal cannot be used, or None."""
+def _decode(path: Path, min_seconds: float) -> tuple[Optional[str], float, int]:
+    """Why a decoded file cannot be used (None if it can), its duration (s) and rate."""
+    try:
+        audio, sr = read_audio(path)
+    except AudioReadError as err:
+        return str(err).split(": ", 1)[1], 0.0, 0
+    seconds = audio.size / sr
     if audio.size == 0:
-        return "empty (no audio frames)"
-    if audio.size / sr < min_seconds:
-        return f"too short ({audio.size / sr:.2f} s < {min_seconds} s)"
-    if check_silence and rms_db(audio) < SILENCE_DB:
-        return "digital silence"
-    return None
+        return "empty (no audio frames)", seconds, sr
+    if seconds < min_seconds:
+        return f"too short ({seconds:.2f} s < {min_seconds} s)", seconds, sr
+    if rms_db(audio) < SILENCE_DB:
+        return "digital silence", seconds, sr
+    return None, seconds, sr
