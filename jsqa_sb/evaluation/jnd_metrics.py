@@ -35,20 +35,6 @@ def _to_numpy(x: ArrayLike, dtype=np.float64) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def _check_views(embeddings: ArrayLike, snrs: ArrayLike, groups: ArrayLike):
-    emb = _to_numpy(embeddings)
-    snr = _to_numpy(snrs).ravel()
-    grp = _to_numpy(groups, dtype=np.int64).ravel()
-    if emb.ndim != 2:
-        raise ValueError(f"embeddings must be (N, D), got shape {emb.shape}")
-    if not (emb.shape[0] == snr.size == grp.size):
-        raise ValueError(
-            f"embeddings, snrs and groups must have the same number of views, got "
-            f"{emb.shape[0]}, {snr.size} and {grp.size}"
-        )
-    return emb, snr, grp
-
-
 def jnd_pair_scores(
     embeddings: ArrayLike,
     snrs: ArrayLike,
@@ -89,7 +75,16 @@ def jnd_pair_scores(
     (1, 2)
     """
     rule = JNDPairRule() if pair_rule is None else pair_rule
-    emb, snr, grp = _check_views(embeddings, snrs, groups)
+    emb = _to_numpy(embeddings)
+    snr = _to_numpy(snrs).ravel()
+    grp = _to_numpy(groups, dtype=np.int64).ravel()
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {emb.shape}")
+    if not (emb.shape[0] == snr.size == grp.size):
+        raise ValueError(
+            f"embeddings, snrs and groups must have the same number of views, got "
+            f"{emb.shape[0]}, {snr.size} and {grp.size}"
+        )
     if normalize:
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     degradation = (
@@ -151,8 +146,7 @@ def labelled_pairs(
         total += int(keep.sum())
         if total >= max_pairs:
             break
-    i, j, alike = (np.concatenate(parts)[:max_pairs] for parts in zip(*found))
-    return i, j, alike
+    return tuple(np.concatenate(parts)[:max_pairs] for parts in zip(*found))
 
 
 def _same_group_pairs(grp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -273,8 +267,7 @@ def linear_probe_spearman(
     mean = x_tr.mean(axis=0)
     std = x_tr.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    x_tr = (x_tr - mean) / std
-    x_va = (x_va - mean) / std
+    x_tr, x_va = (x_tr - mean) / std, (x_va - mean) / std
     y_mean = y_tr.mean()
     if alpha > 0:
         gram = x_tr.T @ x_tr + alpha * np.eye(x_tr.shape[1])
@@ -383,11 +376,10 @@ class JNDMetricTracker:
         """
         emb, snr, grp = self.tensors()
         args = dict(max_pairs=self.max_pairs, seed=self.seed, pair_rule=self.pair_rule)
-        degraded = self.pair_rule.degradations and len(self.degradations) == len(self.snrs) > 0
-        if degraded:
+        if self.pair_rule.degradations and len(self.degradations) == len(self.snrs) > 0:
             fam, sev = torch.cat(self.degradations).T
-            args.update(families=fam.long(), severities=sev)
             fam = fam.long()
+            args.update(families=fam, severities=sev)
         stats = {
             "within_auc": pair_auc(emb, snr, grp, within_group=True, **args),
             "cross_auc": pair_auc(emb, snr, grp, within_group=False, **args),
@@ -398,6 +390,4 @@ class JNDMetricTracker:
                 sub = dict(args, families=fam[rows], severities=sev[rows])
                 view = (emb[rows], snr[rows], grp[rows])
                 stats[f"cross_auc_{name}"] = pair_auc(*view, within_group=False, **sub)
-        if field is not None:
-            return stats[field]
-        return stats
+        return stats if field is None else stats[field]
