@@ -59,8 +59,7 @@ class Checkpointer(checkpoints.Checkpointer):
     def find_checkpoints(self, importance_key=None, max_key=None, min_key=None, **kwargs):
         """SpeechBrain's search, with a NaN (or missing number) in ``meta`` ranked worst.
 
-        SpeechBrain sorts on the raw value, and NaN compares false with everything, so
-        one NaN validation metric made the choice of the "best" checkpoint arbitrary.
+        SpeechBrain sorts on the raw value, where one NaN makes the "best" one arbitrary.
         """
         key = max_key or min_key
         if importance_key is None and key is not None:
@@ -72,7 +71,9 @@ class Checkpointer(checkpoints.Checkpointer):
                     return -math.inf
                 return sign * value
 
-            kwargs["ckpt_predicate"] = _with_key(kwargs.get("ckpt_predicate"), key)
+            # Only checkpoints whose meta has the key, as SpeechBrain's max_key/min_key search.
+            predicate = kwargs.get("ckpt_predicate") or (lambda ckpt: True)
+            kwargs["ckpt_predicate"] = lambda ckpt: key in ckpt.meta and predicate(ckpt)
             max_key = min_key = None
         return super().find_checkpoints(
             importance_key=importance_key, max_key=max_key, min_key=min_key, **kwargs
@@ -83,15 +84,6 @@ class Checkpointer(checkpoints.Checkpointer):
 
     def _custom_checkpoint_dirpath(self, name) -> Path:
         return _partial(super()._custom_checkpoint_dirpath(name))
-
-
-def _with_key(predicate, key: str):
-    """``predicate`` and "the checkpoint's meta has ``key``", as SpeechBrain requires."""
-
-    def has_key(ckpt) -> bool:
-        return key in ckpt.meta and (predicate is None or predicate(ckpt))
-
-    return has_key
 
 
 def _partial(path: Path) -> Path:
