@@ -49,23 +49,14 @@ def jnd_pair_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Float64 similarity scores of the alike and of the different pairs of views.
 
-    Unordered pairs, labelled by :meth:`JNDPairRule.label_pairs` (from the SNRs, and the
-    views' degradation ``families`` and ``severities`` when given); pairs neither alike nor
-    different are left out. The score is the cosine similarity (``normalize``; it ranks
-    pairs as the distance of the normalised embeddings does) or minus the Euclidean
-    distance of the raw embeddings: higher is closer.
-
-    Arguments
-    ---------
-    groups : numpy.ndarray or torch.Tensor
-        (N,) group indices (same index: same utterance and noise excerpt).
-    within_group : bool or None
-        Same-group pairs only (``True``), different-group pairs only (``False``), or all.
-    max_pairs : int, optional
-        At most this many labelled pairs: all when fewer (across groups: when all
-        N (N - 1) / 2 pairs are this many or fewer), else a sample of exactly
-        ``max_pairs`` drawn from ``seed``, same-group pairs without replacement, others
-        uniformly with replacement. ``None``: all pairs (an N x N matrix).
+    Unordered pairs labelled by :meth:`JNDPairRule.label_pairs` (from the SNRs, and the
+    degradation ``families`` and ``severities`` when given); the score is the cosine
+    similarity (``normalize``) or minus the Euclidean distance: higher is closer.
+    ``groups``: (N,) group indices (same utterance and noise excerpt); ``within_group``:
+    same-group pairs only (``True``), different-group pairs only (``False``), or all.
+    ``max_pairs``: at most this many labelled pairs, drawn from ``seed`` when there are
+    more (across groups: when N (N - 1) / 2 exceeds it), same-group pairs without
+    replacement, others uniformly with replacement; ``None``: all pairs.
 
     Example
     -------
@@ -199,11 +190,10 @@ def pair_auc(
 ) -> float:
     """AUC of embedding closeness for alike (< JND) versus different (>= margin) pairs.
 
-    The probability that an alike pair is closer than a different pair, ties counting
-    1/2; the pairs and closeness of :func:`jnd_pair_scores` (``families`` and
-    ``severities``: see there). ``jnd_db`` and
-    ``neg_margin_db`` make the pair rule unless ``pair_rule`` is given. NaN when there
-    are no alike or no different pairs, or an embedding is not finite.
+    The probability that an alike pair of :func:`jnd_pair_scores` is closer than a
+    different one, ties counting 1/2; ``jnd_db`` and ``neg_margin_db`` make the pair rule
+    unless ``pair_rule`` is given. NaN when there are no alike or no different pairs, or
+    an embedding is not finite.
 
     Example
     -------
@@ -283,10 +273,8 @@ def linear_probe_spearman(
 class JNDMetricTracker:
     """Collects the embeddings of a validation epoch and reports the pair AUCs.
 
-    The groups of each appended batch are renumbered after those seen before: group 0
-    of two batches are two groups. ``jnd_db`` and ``neg_margin_db`` make the pair rule
-    unless ``pair_rule`` is given (a Brain passes its loss's); ``max_pairs`` and
-    ``seed``: see :func:`pair_auc`.
+    Each batch's groups are new groups (group 0 of two batches are two groups); the
+    other arguments are those of :func:`pair_auc`.
 
     Example
     -------
