@@ -222,17 +222,19 @@ class JSQAEncoder(nn.Module):
         n = torch.div(frames - self.seg_frames, self.seg_hop, rounding_mode="floor") + 1
         return n.clamp(min=0)
 
-    def _check_lengths(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor]):
+    def forward(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None):
+        """Embed (B, T) waveforms with relative lengths (B,) (``None``: all full) -> (B, D).
+
+        ``ValueError`` if a clip is shorter than :attr:`min_samples`.
+        """
         if wavs.dim() != 2:
             raise ValueError(f"expected waveforms of shape (batch, time), got {tuple(wavs.shape)}")
-        if wav_lens is not None and wav_lens.shape != (wavs.shape[0],):
+        batch, num_samples = wavs.shape
+        if wav_lens is not None and wav_lens.shape != (batch,):
             raise ValueError(
-                f"wav_lens of shape {tuple(wav_lens.shape)} does not match a batch of "
-                f"{wavs.shape[0]}"
+                f"wav_lens of shape {tuple(wav_lens.shape)} does not match a batch of {batch}"
             )
-        lens = relative_to_samples(
-            None if wav_lens is None else wav_lens.cpu(), wavs.shape[0], wavs.shape[1]
-        )
+        lens = relative_to_samples(None if wav_lens is None else wav_lens.cpu(), batch, num_samples)
         short = (lens < self.min_samples).nonzero().flatten().tolist()
         if short:
             i = short[0]
@@ -242,14 +244,6 @@ class JSQAEncoder(nn.Module):
                 f"needs; e.g. clip {i} has {int(lens[i])} samples "
                 f"({int(lens[i]) / self.sample_rate:.3f} s)"
             )
-
-    def forward(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None):
-        """Embed (B, T) waveforms with relative lengths (B,) (``None``: all full) -> (B, D).
-
-        ``ValueError`` if a clip is shorter than :attr:`min_samples`.
-        """
-        self._check_lengths(wavs, wav_lens)
-        batch, num_samples = wavs.shape
         feats = (self.frontend(wavs) - self.feature_offset_db) / self.feature_scale_db  # (B, F, M)
         # (B, n_seg, M, seg_frames): a strided view, no copy.
         patches = feats.unfold(1, self.seg_frames, self.seg_hop)
