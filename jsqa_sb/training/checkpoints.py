@@ -1,12 +1,9 @@
 """A checkpointer whose checkpoints appear only once they are complete.
 
-SpeechBrain's :class:`~speechbrain.utils.checkpoints.Checkpointer` writes a checkpoint's
-``CKPT.yaml`` first and the parameter files after it, into the ``CKPT+...`` folder that
-recovery looks for. A run killed in between leaves a checkpoint without, say, its
-optimizer, and the next start fails to resume from it ("missing a load path for
-optimizer"). This subclass writes into ``partial-CKPT+...`` and renames the folder to
-its ``CKPT+...`` name once every file is written, so a killed run resumes from its last
-complete checkpoint. The recipe's YAML files use it; everything else is SpeechBrain's.
+SpeechBrain's :class:`~speechbrain.utils.checkpoints.Checkpointer` writes ``CKPT.yaml``
+before the parameter files, so a run killed in between leaves a checkpoint it cannot
+resume from. This subclass writes into ``partial-CKPT+...`` and renames the folder to
+its ``CKPT+...`` name once every file is written.
 """
 
 from __future__ import annotations
