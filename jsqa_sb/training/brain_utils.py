@@ -48,8 +48,7 @@ def anneal_learning_rates(optimizer: torch.optim.Optimizer, new_lr: float) -> No
     >>> [round(g["lr"], 6) for g in opt.param_groups]
     [0.5, 0.15]
     """
-    if any("lr_ratio" not in group for group in optimizer.param_groups):
-        record_learning_rate_ratios(optimizer)
+    record_learning_rate_ratios(optimizer)  # the groups added since, if any
     for group in optimizer.param_groups:
         group["lr"] = new_lr * group["lr_ratio"]
 
