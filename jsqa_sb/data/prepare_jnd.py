@@ -69,28 +69,14 @@ def prepare_jnd(
 ) -> dict:
     """Prepare the JND manifests (skipped when done before with the same inputs).
 
-    Arguments
-    ---------
-    librispeech_folder, chime3_folder : str or Path
-        The folders that contain ``LibriSpeech/`` and ``CHiME3/``.
-    channel : int
-        CHiME-3 background channel.
-    valid_noise_fraction : float
-        Fraction of each environment's recording sessions held out for validation
-        (at least one of two or more).
-    valid_noise_sessions : sequence of str, optional
-        The validation sessions (``<date>_<n>``, e.g. ``150204_020``) instead.
-    snr_min, snr_max : float
-        SNR range of the fixed validation SNRs.
-    jnd_db, neg_margin_db : float
-        Make the pair rule unless ``pair_rule`` (drawing the validation SNRs) is given.
-    min_clean_seconds, min_noise_seconds : float
-        Shorter files are left out (and reported).
-    check_silence : bool
-        Decode every clean utterance to leave out digitally silent ones (noise files
-        are always checked).
-    strict : bool
-        Fail instead of skipping unreadable, empty, silent or too-short files.
+    ``librispeech_folder`` and ``chime3_folder`` contain ``LibriSpeech/`` and ``CHiME3/``.
+    Validation holds out ``valid_noise_fraction`` of each environment's CHiME-3 recording
+    sessions (at least one of two or more), or the ``valid_noise_sessions`` (``<date>_<n>``,
+    e.g. ``150204_020``); its fixed SNRs in [``snr_min``, ``snr_max``] are drawn by the
+    pair rule (``pair_rule``, else made of ``jnd_db`` and ``neg_margin_db``). Unreadable,
+    empty, silent (clean files: checked only with ``check_silence``) or shorter files
+    (``min_clean_seconds``, ``min_noise_seconds``) are left out and reported, or with
+    ``strict`` make it fail.
 
     Returns the paths of the manifests (``train``, ``valid``, ``noise_train``,
     ``noise_valid``) and of the ``report``; raises :class:`DataPreparationError` for a

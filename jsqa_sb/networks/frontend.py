@@ -30,15 +30,8 @@ class LogMelFrontEnd(nn.Module):
     counts the frames whose whole window lies inside the true clip. The values are
     ``20 * log10(max(mel, amin))`` of the magnitude mel spectrogram (Slaney scale and
     filter normalisation, as librosa and NISQA), in float32 even under autocast.
-
-    Arguments
-    ---------
-    n_fft : int, optional
-        FFT size, at least the window length (``None``: the window length).
-    f_max : float, optional
-        Highest mel filter edge in Hz (``None``: ``sample_rate / 2``).
-    amin : float
-        Floor of the magnitude before the log (1e-4: -80 dB).
+    ``n_fft`` (``None``: the window length) is at least the window length; ``f_max``
+    ``None`` means ``sample_rate / 2``.
 
     Example
     -------

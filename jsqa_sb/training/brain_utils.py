@@ -35,8 +35,7 @@ def record_learning_rate_ratios(optimizer: torch.optim.Optimizer) -> None:
 def anneal_learning_rates(optimizer: torch.optim.Optimizer, new_lr: float) -> None:
     """Set every group's learning rate to ``new_lr`` times its recorded ratio.
 
-    SpeechBrain's ``update_learning_rate`` gives every group the same value, which
-    would erase an encoder's own (smaller) learning rate at the first annealing.
+    Unlike SpeechBrain's ``update_learning_rate``, it keeps an encoder's own smaller one.
 
     Example
     -------
