@@ -177,14 +177,10 @@ class JSQAEncoder(nn.Module):
             self.positions = PositionalEncoding(d_model)
             # Computed, not learnt: kept out of checkpoints.
             self.positions.register_buffer("pe", self.positions.pe, persistent=False)
+        ffn = att_ffn or 8 * d_model
         self.attention = nn.ModuleList(
             nn.TransformerEncoderLayer(
-                d_model,
-                att_heads,
-                att_ffn or 8 * d_model,
-                dropout,
-                batch_first=True,
-                norm_first=True,
+                d_model, att_heads, ffn, dropout, batch_first=True, norm_first=True
             )
             for _ in range(att_layers)
         )
