@@ -237,10 +237,8 @@ def linear_probe_spearman(
     """
     if alpha < 0:
         raise ValueError(f"alpha must be non-negative, got {alpha}")
-    x_tr = _to_numpy(train_emb)
-    x_va = _to_numpy(valid_emb)
-    y_tr = _to_numpy(train_snr).ravel()
-    y_va = _to_numpy(valid_snr).ravel()
+    x_tr, x_va = _to_numpy(train_emb), _to_numpy(valid_emb)
+    y_tr, y_va = _to_numpy(train_snr).ravel(), _to_numpy(valid_snr).ravel()
     if x_tr.ndim != 2 or x_va.ndim != 2 or x_tr.shape[1] != x_va.shape[1]:
         raise ValueError(
             f"train_emb and valid_emb must be (N, D) and (M, D), got {x_tr.shape} and {x_va.shape}"

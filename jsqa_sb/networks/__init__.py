@@ -1,10 +1,7 @@
 """JSQA networks: log-mel front end, quality encoder, projection head and MOS head.
 
-The classes live in :mod:`jsqa_sb.networks.frontend`, :mod:`jsqa_sb.networks.encoder` and
-:mod:`jsqa_sb.networks.heads`; the YAML files name them here (``!new:jsqa_sb.networks.X``). The
-encoder follows the SpeechBrain lobe contract ``encoder(wavs, wav_lens) -> (B, D)``
-and gives a clip the same embedding alone or in a zero-padded batch (eval mode). This
-module also holds the one checkpoint loader, :func:`load_checkpoint`.
+The YAML files name the classes here (``!new:jsqa_sb.networks.X``); this module also
+holds the one checkpoint loader, :func:`load_checkpoint`.
 """
 
 from __future__ import annotations

@@ -35,9 +35,7 @@ class Checkpointer(checkpoints.Checkpointer):
     def save_checkpoint(self, *args, **kwargs) -> Optional[checkpoints.Checkpoint]:
         """Save as SpeechBrain does, in a ``partial-`` folder, then publish it by renaming.
 
-        Takes the arguments of
-        :meth:`speechbrain.utils.checkpoints.Checkpointer.save_checkpoint`; returns the
-        checkpoint at its final path (``None`` on processes other than the main one).
+        Returns the checkpoint at its final path (``None`` on processes but the main one).
         """
         partial = super().save_checkpoint(*args, **kwargs)
         ddp_barrier()  # every process has written its files
