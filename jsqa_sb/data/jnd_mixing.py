@@ -119,9 +119,8 @@ def mix_gains(
         levels = np.array([rms_db(speech + g * noise) for g in gains])
     scales = 10.0 ** ((target_level_db - levels) / 20.0)
     mix = np.stack([scales, scales * gains], axis=1).astype(np.float32)
-    # Mixtures whose peak may be too high are scaled down to the limit (the margin absorbs
-    # float32 rounding). The peak of a s + b n is at most a max|s| + b max|n|: only the
-    # mixtures over that bound are made to find their peak, usually none.
+    # Mixtures whose peak bound a max|s| + b max|n| exceeds the limit (with a margin for
+    # float32 rounding) are made to find their peak, and scaled down if it is over.
     bound = mix.astype(np.float64) @ np.array([_peak(speech), _peak(noise)])
     check = np.flatnonzero(bound * (1.0 + 1e-5) > peak_limit)
     if check.size:
@@ -185,9 +184,8 @@ def check_level_range(level_range_db) -> tuple[float, float] | None:
     """
     if level_range_db is None:
         return None
-    values = list(level_range_db) if isinstance(level_range_db, (list, tuple)) else None
-    ok = values is not None and len(values) == 2
-    ok = ok and all(
+    values = list(level_range_db) if isinstance(level_range_db, (list, tuple)) else []
+    ok = len(values) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values
     )
     if not ok or not values[0] <= values[1] <= 0:

@@ -42,7 +42,6 @@ LIBRISPEECH_LAYOUT = (
     "<librispeech_folder>/LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac"
 )
 CHIME3_LAYOUT = f"<chime3_folder>/{BACKGROUNDS.as_posix()}/BGD_<date>_<n>_<ENV>.CH<k>.wav"
-OUTPUTS = ("jnd_train.json", "jnd_valid.json", "noise_train.json", "noise_valid.json")
 
 
 def prepare_jnd(
@@ -70,28 +69,14 @@ def prepare_jnd(
 ) -> dict:
     """Prepare the JND manifests (skipped when done before with the same inputs).
 
-    Arguments
-    ---------
-    librispeech_folder, chime3_folder : str or Path
-        The folders that contain ``LibriSpeech/`` and ``CHiME3/``.
-    channel : int
-        CHiME-3 background channel.
-    valid_noise_fraction : float
-        Fraction of each environment's recording sessions held out for validation
-        (at least one of two or more).
-    valid_noise_sessions : sequence of str, optional
-        The validation sessions (``<date>_<n>``, e.g. ``150204_020``) instead.
-    snr_min, snr_max : float
-        SNR range of the fixed validation SNRs.
-    jnd_db, neg_margin_db : float
-        Make the pair rule unless ``pair_rule`` (drawing the validation SNRs) is given.
-    min_clean_seconds, min_noise_seconds : float
-        Shorter files are left out (and reported).
-    check_silence : bool
-        Decode every clean utterance to leave out digitally silent ones (noise files
-        are always checked).
-    strict : bool
-        Fail instead of skipping unreadable, empty, silent or too-short files.
+    ``librispeech_folder`` and ``chime3_folder`` contain ``LibriSpeech/`` and ``CHiME3/``.
+    Validation holds out ``valid_noise_fraction`` of each environment's CHiME-3 recording
+    sessions (at least one of two or more), or the ``valid_noise_sessions`` (``<date>_<n>``,
+    e.g. ``150204_020``); its fixed SNRs in [``snr_min``, ``snr_max``] are drawn by the
+    pair rule (``pair_rule``, else made of ``jnd_db`` and ``neg_margin_db``). Unreadable,
+    empty, silent (clean files: checked only with ``check_silence``) or shorter files
+    (``min_clean_seconds``, ``min_noise_seconds``) are left out and reported, or with
+    ``strict`` make it fail.
 
     Returns the paths of the manifests (``train``, ``valid``, ``noise_train``,
     ``noise_valid``) and of the ``report``; raises :class:`DataPreparationError` for a
@@ -186,11 +171,9 @@ def prepare_jnd(
         "skipped": len(report.skipped),
     }
     report.write(outputs["report"], counts, strict)  # raises in strict mode: no manifest written
-    write_json(outputs["train"], train)
-    write_json(outputs["valid"], valid)
-    write_json(outputs["noise_train"], train_noise)
-    write_json(outputs["noise_valid"], valid_noise)
-    record.mark_done([v for k, v in outputs.items()], counts)
+    for key, entries in zip(keys, (train, valid, train_noise, valid_noise)):
+        write_json(outputs[key], entries)
+    record.mark_done(outputs.values(), counts)
     logger.info("JND manifests written: %s", json.dumps(counts))
     return {k: str(v) for k, v in outputs.items()}
 
@@ -245,25 +228,19 @@ def _noise_entries(files: Sequence[Path], min_seconds: float, report: SkipReport
     for path in files:
         match = _BGD.match(path.name)
         if not match or match.group(3) not in ENVIRONMENTS:
-            report.add(
-                path,
+            reason = (
                 f"name does not match BGD_<date>_<n>_<ENV>.CH<k>.wav with ENV in "
-                f"{', '.join(ENVIRONMENTS)}",
+                f"{', '.join(ENVIRONMENTS)}"
             )
-            continue
-        try:
-            audio, sr = read_audio(path)
-        except AudioReadError as err:
-            report.add(path, str(err).split(": ", 1)[1])
-            continue
-        reason = _unusable(audio, sr, min_seconds, check_silence=True)
+        else:
+            reason, seconds, sr = _decode(path, min_seconds)
         if reason:
             report.add(path, reason)
             continue
         date, num, env, _ = match.groups()
         entries[path.name.split(".")[0]] = {
             "wav": f"{{chime3_folder}}/{BACKGROUNDS.as_posix()}/{path.name}",
-            "duration": round(audio.size / sr, 5),
+            "duration": round(seconds, 5),
             "sample_rate": sr,
             "env": env,
             "session": f"{date}_{num}",
@@ -301,20 +278,15 @@ def _clean_entries(files, subset, root, min_seconds, check_silence, report, num_
     entries = {}
     infos = scan_headers(files, num_workers, desc=f"Reading {subset}")
     for path, info in zip(files, infos):
-        if isinstance(info, AudioReadError):
-            report.add(path, str(info).split(": ", 1)[1])
-            continue
         reason = None
-        if info.frames == 0:
+        if isinstance(info, AudioReadError):
+            reason = str(info).split(": ", 1)[1]
+        elif info.frames == 0:
             reason = "empty (no audio frames)"
         elif info.duration < min_seconds:
             reason = f"too short ({info.duration:.2f} s < min_clean_seconds={min_seconds} s)"
         elif check_silence:
-            try:
-                audio, sr = read_audio(path)
-                reason = _unusable(audio, sr, min_seconds, check_silence=True)
-            except AudioReadError as err:
-                reason = str(err).split(": ", 1)[1]
+            reason = _decode(path, min_seconds)[0]
         if reason:
             report.add(path, reason)
             continue
@@ -330,12 +302,17 @@ def _clean_entries(files, subset, root, min_seconds, check_silence, report, num_
     return entries
 
 
-def _unusable(audio: np.ndarray, sr: int, min_seconds: float, check_silence: bool) -> Optional[str]:
-    """Why a decoded signal cannot be used, or None."""
+def _decode(path: Path, min_seconds: float) -> tuple[Optional[str], float, int]:
+    """Why a decoded file cannot be used (None if it can), its duration (s) and rate."""
+    try:
+        audio, sr = read_audio(path)
+    except AudioReadError as err:
+        return str(err).split(": ", 1)[1], 0.0, 0
+    seconds = audio.size / sr
     if audio.size == 0:
-        return "empty (no audio frames)"
-    if audio.size / sr < min_seconds:
-        return f"too short ({audio.size / sr:.2f} s < {min_seconds} s)"
-    if check_silence and rms_db(audio) < SILENCE_DB:
-        return "digital silence"
-    return None
+        return "empty (no audio frames)", seconds, sr
+    if seconds < min_seconds:
+        return f"too short ({seconds:.2f} s < {min_seconds} s)", seconds, sr
+    if rms_db(audio) < SILENCE_DB:
+        return "digital silence", seconds, sr
+    return None, seconds, sr

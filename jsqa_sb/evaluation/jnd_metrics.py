@@ -35,20 +35,6 @@ def _to_numpy(x: ArrayLike, dtype=np.float64) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def _check_views(embeddings: ArrayLike, snrs: ArrayLike, groups: ArrayLike):
-    emb = _to_numpy(embeddings)
-    snr = _to_numpy(snrs).ravel()
-    grp = _to_numpy(groups, dtype=np.int64).ravel()
-    if emb.ndim != 2:
-        raise ValueError(f"embeddings must be (N, D), got shape {emb.shape}")
-    if not (emb.shape[0] == snr.size == grp.size):
-        raise ValueError(
-            f"embeddings, snrs and groups must have the same number of views, got "
-            f"{emb.shape[0]}, {snr.size} and {grp.size}"
-        )
-    return emb, snr, grp
-
-
 def jnd_pair_scores(
     embeddings: ArrayLike,
     snrs: ArrayLike,
@@ -63,23 +49,14 @@ def jnd_pair_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Float64 similarity scores of the alike and of the different pairs of views.
 
-    Unordered pairs, labelled by :meth:`JNDPairRule.label_pairs` (from the SNRs, and the
-    views' degradation ``families`` and ``severities`` when given); pairs neither alike nor
-    different are left out. The score is the cosine similarity (``normalize``; it ranks
-    pairs as the distance of the normalised embeddings does) or minus the Euclidean
-    distance of the raw embeddings: higher is closer.
-
-    Arguments
-    ---------
-    groups : numpy.ndarray or torch.Tensor
-        (N,) group indices (same index: same utterance and noise excerpt).
-    within_group : bool or None
-        Same-group pairs only (``True``), different-group pairs only (``False``), or all.
-    max_pairs : int, optional
-        At most this many labelled pairs: all when fewer (across groups: when all
-        N (N - 1) / 2 pairs are this many or fewer), else a sample of exactly
-        ``max_pairs`` drawn from ``seed``, same-group pairs without replacement, others
-        uniformly with replacement. ``None``: all pairs (an N x N matrix).
+    Unordered pairs labelled by :meth:`JNDPairRule.label_pairs` (from the SNRs, and the
+    degradation ``families`` and ``severities`` when given); the score is the cosine
+    similarity (``normalize``) or minus the Euclidean distance: higher is closer.
+    ``groups``: (N,) group indices (same utterance and noise excerpt); ``within_group``:
+    same-group pairs only (``True``), different-group pairs only (``False``), or all.
+    ``max_pairs``: at most this many labelled pairs, drawn from ``seed`` when there are
+    more (across groups: when N (N - 1) / 2 exceeds it), same-group pairs without
+    replacement, others uniformly with replacement; ``None``: all pairs.
 
     Example
     -------
@@ -89,7 +66,16 @@ def jnd_pair_scores(
     (1, 2)
     """
     rule = JNDPairRule() if pair_rule is None else pair_rule
-    emb, snr, grp = _check_views(embeddings, snrs, groups)
+    emb = _to_numpy(embeddings)
+    snr = _to_numpy(snrs).ravel()
+    grp = _to_numpy(groups, dtype=np.int64).ravel()
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {emb.shape}")
+    if not (emb.shape[0] == snr.size == grp.size):
+        raise ValueError(
+            f"embeddings, snrs and groups must have the same number of views, got "
+            f"{emb.shape[0]}, {snr.size} and {grp.size}"
+        )
     if normalize:
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     degradation = (
@@ -151,8 +137,7 @@ def labelled_pairs(
         total += int(keep.sum())
         if total >= max_pairs:
             break
-    i, j, alike = (np.concatenate(parts)[:max_pairs] for parts in zip(*found))
-    return i, j, alike
+    return tuple(np.concatenate(parts)[:max_pairs] for parts in zip(*found))
 
 
 def _same_group_pairs(grp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -205,11 +190,10 @@ def pair_auc(
 ) -> float:
     """AUC of embedding closeness for alike (< JND) versus different (>= margin) pairs.
 
-    The probability that an alike pair is closer than a different pair, ties counting
-    1/2; the pairs and closeness of :func:`jnd_pair_scores` (``families`` and
-    ``severities``: see there). ``jnd_db`` and
-    ``neg_margin_db`` make the pair rule unless ``pair_rule`` is given. NaN when there
-    are no alike or no different pairs, or an embedding is not finite.
+    The probability that an alike pair of :func:`jnd_pair_scores` is closer than a
+    different one, ties counting 1/2; ``jnd_db`` and ``neg_margin_db`` make the pair rule
+    unless ``pair_rule`` is given. NaN when there are no alike or no different pairs, or
+    an embedding is not finite.
 
     Example
     -------
@@ -253,10 +237,8 @@ def linear_probe_spearman(
     """
     if alpha < 0:
         raise ValueError(f"alpha must be non-negative, got {alpha}")
-    x_tr = _to_numpy(train_emb)
-    x_va = _to_numpy(valid_emb)
-    y_tr = _to_numpy(train_snr).ravel()
-    y_va = _to_numpy(valid_snr).ravel()
+    x_tr, x_va = _to_numpy(train_emb), _to_numpy(valid_emb)
+    y_tr, y_va = _to_numpy(train_snr).ravel(), _to_numpy(valid_snr).ravel()
     if x_tr.ndim != 2 or x_va.ndim != 2 or x_tr.shape[1] != x_va.shape[1]:
         raise ValueError(
             f"train_emb and valid_emb must be (N, D) and (M, D), got {x_tr.shape} and {x_va.shape}"
@@ -273,8 +255,7 @@ def linear_probe_spearman(
     mean = x_tr.mean(axis=0)
     std = x_tr.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    x_tr = (x_tr - mean) / std
-    x_va = (x_va - mean) / std
+    x_tr, x_va = (x_tr - mean) / std, (x_va - mean) / std
     y_mean = y_tr.mean()
     if alpha > 0:
         gram = x_tr.T @ x_tr + alpha * np.eye(x_tr.shape[1])
@@ -290,10 +271,8 @@ def linear_probe_spearman(
 class JNDMetricTracker:
     """Collects the embeddings of a validation epoch and reports the pair AUCs.
 
-    The groups of each appended batch are renumbered after those seen before: group 0
-    of two batches are two groups. ``jnd_db`` and ``neg_margin_db`` make the pair rule
-    unless ``pair_rule`` is given (a Brain passes its loss's); ``max_pairs`` and
-    ``seed``: see :func:`pair_auc`.
+    Each batch's groups are new groups (group 0 of two batches are two groups); the
+    other arguments are those of :func:`pair_auc`.
 
     Example
     -------
@@ -383,11 +362,10 @@ class JNDMetricTracker:
         """
         emb, snr, grp = self.tensors()
         args = dict(max_pairs=self.max_pairs, seed=self.seed, pair_rule=self.pair_rule)
-        degraded = self.pair_rule.degradations and len(self.degradations) == len(self.snrs) > 0
-        if degraded:
+        if self.pair_rule.degradations and len(self.degradations) == len(self.snrs) > 0:
             fam, sev = torch.cat(self.degradations).T
-            args.update(families=fam.long(), severities=sev)
             fam = fam.long()
+            args.update(families=fam, severities=sev)
         stats = {
             "within_auc": pair_auc(emb, snr, grp, within_group=True, **args),
             "cross_auc": pair_auc(emb, snr, grp, within_group=False, **args),
@@ -398,6 +376,4 @@ class JNDMetricTracker:
                 sub = dict(args, families=fam[rows], severities=sev[rows])
                 view = (emb[rows], snr[rows], grp[rows])
                 stats[f"cross_auc_{name}"] = pair_auc(*view, within_group=False, **sub)
-        if field is not None:
-            return stats[field]
-        return stats
+        return stats if field is None else stats[field]

@@ -1,10 +1,7 @@
 """JSQA networks: log-mel front end, quality encoder, projection head and MOS head.
 
-The classes live in :mod:`jsqa_sb.networks.frontend`, :mod:`jsqa_sb.networks.encoder` and
-:mod:`jsqa_sb.networks.heads`; the YAML files name them here (``!new:jsqa_sb.networks.X``). The
-encoder follows the SpeechBrain lobe contract ``encoder(wavs, wav_lens) -> (B, D)``
-and gives a clip the same embedding alone or in a zero-padded batch (eval mode). This
-module also holds the one checkpoint loader, :func:`load_checkpoint`.
+The YAML files name the classes here (``!new:jsqa_sb.networks.X``); this module also
+holds the one checkpoint loader, :func:`load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -42,15 +39,11 @@ def load_checkpoint(
 ) -> None:
     """Check that ``path`` holds a state dict that fits ``module``, then load it strictly.
 
-    The one checkpoint loader: the fine-tuning check, model loading and the label
-    budget's check all go through it. The file is read with
-    ``torch.load(weights_only=True)`` (plain tensors, no pickled code). ``what`` names
-    ``module`` in the messages ("does not fit the <what>"); ``load=False`` only checks.
-
-    Raises ``error``, with a one-line message naming ``path``, if it is missing or a
-    folder, not a checkpoint of plain tensors (pickled code, a truncated file, anything
-    but a mapping of tensors), or if parameters are missing, unexpected or of another
-    shape (all named, at most 12).
+    The file is read with ``torch.load(weights_only=True)`` (no pickled code). ``what``
+    names ``module`` in the messages; ``load=False`` only checks. Raises ``error``, with a
+    one-line message naming ``path``, if it is missing or a folder, not a mapping of
+    tensors, or if parameters are missing, unexpected or of another shape (at most 12
+    named).
     """
     if not os.path.isfile(path):
         found = "is not a file: it is a folder" if os.path.isdir(path) else "not found"
@@ -88,9 +81,5 @@ def load_checkpoint(
 
 
 def check_encoder_checkpoint(path: Union[str, os.PathLike], encoder: nn.Module) -> None:
-    """Check, before any training, that ``path`` holds a state dict that fits ``encoder``.
-
-    :class:`CheckpointMismatchError` as :func:`load_checkpoint` (which this is, without
-    loading), e.g. for ``--pretrained_encoder``.
-    """
+    """Check that ``path`` fits ``encoder`` before any training (``--pretrained_encoder``)."""
     load_checkpoint(encoder, path, what="encoder of this YAML", load=False)

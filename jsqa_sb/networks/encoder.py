@@ -25,15 +25,11 @@ from jsqa_sb.networks.frontend import LogMelFrontEnd, relative_to_samples
 class SegmentCNN(nn.Module):
     """The per-segment 2-D CNN: one (n_mels x seg_frames) patch -> one vector.
 
-    Each block is conv 3x3 (no bias) -> BatchNorm -> ReLU; every block but the last is
-    followed by 2x2 max pooling, the last by adaptive average pooling to ``pool_out``,
-    then a linear layer maps the flattened map to ``output_size``. Patches are
-    independent (BatchNorm in eval mode uses its running statistics), so feeding the
-    valid patches only, in any chunking, gives the same result.
-
-    The maps are kept channels-last, which oneDNN convolves and pools several times
-    faster than NCHW with so few channels. ``channels``: output channels of the blocks
-    (an int ``c`` means ``(c, c, 2 * c)``); ``dropout`` precedes the final linear layer.
+    Blocks of conv 3x3 (no bias) -> BatchNorm -> ReLU, each followed by 2x2 max pooling
+    but the last, by adaptive average pooling to ``pool_out``; then dropout and a linear
+    layer to ``output_size``. ``channels``: output channels of the blocks (an int ``c``
+    means ``(c, c, 2 * c)``). In eval mode patches are independent, so any chunking gives
+    the same result. The maps are channels-last (faster on CPU with so few channels).
 
     Example
     -------
@@ -107,40 +103,25 @@ class AttentionPooling(nn.Module):
 class JSQAEncoder(nn.Module):
     """The default JSQA quality encoder, NISQA CNN-SA-AP style (Mittag et al. 2021).
 
-    ``wavs (B, T), wav_lens (B,) -> embeddings (B, emb_dim)``. The pipeline is log-mel
-    (:class:`LogMelFrontEnd`) -> overlapping patches of ``seg_frames`` frames every
-    ``seg_hop`` frames (``Tensor.unfold``, no copy) -> :class:`SegmentCNN` on every
-    valid patch of the batch, flattened -> ``att_layers`` pre-norm
-    ``torch.nn.TransformerEncoderLayer`` with SpeechBrain's sinusoidal positions and a
-    key padding mask -> masked :class:`AttentionPooling` -> linear to ``emb_dim``.
+    ``wavs (B, T), wav_lens (B,) -> (B, emb_dim)``: log-mel (:class:`LogMelFrontEnd`) ->
+    patches of ``seg_frames`` frames every ``seg_hop`` frames -> :class:`SegmentCNN` on
+    every valid patch -> ``att_layers`` pre-norm ``torch.nn.TransformerEncoderLayer``
+    with sinusoidal positions (``pos_encoding``) and a key padding mask -> masked
+    :class:`AttentionPooling` -> linear.
 
-    A frame is valid if its whole window lies inside the clip, a patch if all its
-    frames are valid; trailing frames that do not fill a whole patch are not used.
-    Only valid patches go through the CNN, and the attention and the pooling are
-    masked, so in eval mode a clip's embedding does not depend on the padding or on
-    the other clips of the batch. In training mode, BatchNorm statistics come from the
-    valid patches of the whole batch.
-
-    Every clip needs at least :attr:`min_samples` samples
-    (``n_fft + (seg_frames - 1) * hop``, 2560 samples = 0.16 s with the defaults);
-    a shorter clip raises ``ValueError``.
+    A patch is valid when all its frames lie inside the clip. Only valid patches go
+    through the CNN, and the attention and the pooling are masked, so in eval mode a
+    clip's embedding depends neither on the padding nor on the other clips of the batch.
+    A clip shorter than :attr:`min_samples` (0.16 s by default) raises ``ValueError``.
 
     Arguments
     ---------
-    cnn_channels : sequence of int, or int
-        Channels of the CNN blocks; an int ``c`` means ``(c, c, 2 * c)``.
     att_ffn : int, optional
         Hidden size of the attention feed-forward part (``None``: ``8 * d_model``).
-    pos_encoding : bool
-        Add sinusoidal positions (SpeechBrain's ``PositionalEncoding``; even ``d_model``).
     cnn_chunk : int
-        Patches per CNN call in eval mode; training runs all of them at once, so that
-        BatchNorm sees the whole batch.
+        Patches per CNN call in eval mode (training runs them all at once).
     feature_offset_db, feature_scale_db : float
-        Fixed standardisation of the log-mel dB values, ``(x - offset) / scale``
-        (defaults: mean and spread of -26 dBFS speech in noise). Data-independent, so
-        padding cannot leak in, and it keeps an untrained network (BatchNorm running
-        statistics at 0 and 1) in a sensible range.
+        Fixed standardisation of the log-mel dB values, ``(x - offset) / scale``.
 
     Example
     -------
@@ -196,14 +177,10 @@ class JSQAEncoder(nn.Module):
             self.positions = PositionalEncoding(d_model)
             # Computed, not learnt: kept out of checkpoints.
             self.positions.register_buffer("pe", self.positions.pe, persistent=False)
+        ffn = att_ffn or 8 * d_model
         self.attention = nn.ModuleList(
             nn.TransformerEncoderLayer(
-                d_model,
-                att_heads,
-                att_ffn or 8 * d_model,
-                dropout,
-                batch_first=True,
-                norm_first=True,
+                d_model, att_heads, ffn, dropout, batch_first=True, norm_first=True
             )
             for _ in range(att_layers)
         )
@@ -214,10 +191,9 @@ class JSQAEncoder(nn.Module):
         self.register_load_state_dict_pre_hook(upgrade_state_dict)
 
     def for_inference(self) -> JSQAEncoder:
-        """A copy in eval mode with each BatchNorm folded into its convolution.
+        """A faster copy in eval mode, each BatchNorm folded into its convolution.
 
-        The same function, about 2.5x faster on CPU; :class:`jsqa_sb.serving.inference.JSQA`
-        scores with it. The copy cannot be trained or saved as an encoder checkpoint.
+        The copy cannot be trained or saved as an encoder checkpoint.
         """
         fused = copy.deepcopy(self).eval()
         cnn = fused.cnn
@@ -242,17 +218,19 @@ class JSQAEncoder(nn.Module):
         n = torch.div(frames - self.seg_frames, self.seg_hop, rounding_mode="floor") + 1
         return n.clamp(min=0)
 
-    def _check_lengths(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor]):
+    def forward(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None):
+        """Embed (B, T) waveforms with relative lengths (B,) (``None``: all full) -> (B, D).
+
+        ``ValueError`` if a clip is shorter than :attr:`min_samples`.
+        """
         if wavs.dim() != 2:
             raise ValueError(f"expected waveforms of shape (batch, time), got {tuple(wavs.shape)}")
-        if wav_lens is not None and wav_lens.shape != (wavs.shape[0],):
+        batch, num_samples = wavs.shape
+        if wav_lens is not None and wav_lens.shape != (batch,):
             raise ValueError(
-                f"wav_lens of shape {tuple(wav_lens.shape)} does not match a batch of "
-                f"{wavs.shape[0]}"
+                f"wav_lens of shape {tuple(wav_lens.shape)} does not match a batch of {batch}"
             )
-        lens = relative_to_samples(
-            None if wav_lens is None else wav_lens.cpu(), wavs.shape[0], wavs.shape[1]
-        )
+        lens = relative_to_samples(None if wav_lens is None else wav_lens.cpu(), batch, num_samples)
         short = (lens < self.min_samples).nonzero().flatten().tolist()
         if short:
             i = short[0]
@@ -262,14 +240,6 @@ class JSQAEncoder(nn.Module):
                 f"needs; e.g. clip {i} has {int(lens[i])} samples "
                 f"({int(lens[i]) / self.sample_rate:.3f} s)"
             )
-
-    def forward(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None):
-        """Embed (B, T) waveforms with relative lengths (B,) (``None``: all full) -> (B, D).
-
-        ``ValueError`` if a clip is shorter than :attr:`min_samples`.
-        """
-        self._check_lengths(wavs, wav_lens)
-        batch, num_samples = wavs.shape
         feats = (self.frontend(wavs) - self.feature_offset_db) / self.feature_scale_db  # (B, F, M)
         # (B, n_seg, M, seg_frames): a strided view, no copy.
         patches = feats.unfold(1, self.seg_frames, self.seg_hop)
@@ -301,11 +271,9 @@ class JSQAEncoder(nn.Module):
 class FeatureLobeEncoder(nn.Module):
     """Any SpeechBrain feature extractor + embedding lobe as a JSQA encoder.
 
-    Gives a lobe that takes features and relative lengths (e.g. ECAPA-TDNN) the
-    encoder contract of :class:`JSQAEncoder`: ``(wavs, wav_lens) -> (B, D)``.
     ``features``: waveforms -> (B, frames, F) (e.g. ``Fbank``); ``model(feats,
-    wav_lens)`` -> (B, D) or (B, 1, D); ``normalize(feats, wav_lens)``, optional (e.g.
-    ``InputNormalization``); ``embedding_dim``, for the heads that follow.
+    wav_lens)`` -> (B, D) or (B, 1, D) (e.g. ECAPA-TDNN); ``normalize(feats, wav_lens)``,
+    optional (e.g. ``InputNormalization``); ``embedding_dim``, for the heads that follow.
 
     Example
     -------
@@ -354,11 +322,8 @@ OLD_ATTENTION_KEYS = {
 def upgrade_state_dict(module: nn.Module, state: dict, prefix: str = "", *_) -> None:
     """Rename, in place, the keys older versions wrote (:data:`OLD_ATTENTION_KEYS`).
 
-    The one place that knows the old names: :func:`jsqa_sb.networks.load_checkpoint`
-    calls it, and every :class:`JSQAEncoder` has it as its ``load_state_dict`` pre-hook
-    (hence the signature), so SpeechBrain's Pretrainer and Checkpointer load old
-    checkpoints too. The keys of each ``JSQAEncoder`` in ``module`` (under ``prefix``)
-    are renamed.
+    The keys of each :class:`JSQAEncoder` in ``module`` (under ``prefix``) are renamed;
+    also every ``JSQAEncoder``'s ``load_state_dict`` pre-hook (hence the signature).
     """
     old = "|".join(map(re.escape, OLD_ATTENTION_KEYS))
     for name, sub in module.named_modules(prefix=prefix[:-1]):

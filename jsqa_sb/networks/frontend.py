@@ -1,8 +1,4 @@
-"""The log-mel front end of :class:`jsqa_sb.networks.JSQAEncoder`, NISQA style.
-
-48 mel bands, 20 ms Hann window, 10 ms hop, no centring, dB with a floor; a frame is
-valid when its whole window lies inside the clip, so padding never reaches one.
-"""
+"""The log-mel front end of :class:`jsqa_sb.networks.JSQAEncoder`, NISQA style."""
 
 from __future__ import annotations
 
@@ -32,18 +28,10 @@ class LogMelFrontEnd(nn.Module):
 
     Frame ``i`` covers samples ``[i * hop, i * hop + n_fft)``; :meth:`valid_frames`
     counts the frames whose whole window lies inside the true clip. The values are
-    ``20 * log10(max(mel, amin))`` of the magnitude mel spectrogram (Slaney mel scale
-    and filter normalisation, as librosa and NISQA), computed in float32 even under
-    autocast; there is no per-utterance normalisation that could see the padding.
-
-    Arguments
-    ---------
-    n_fft : int, optional
-        FFT size, at least the window length (``None``: the window length).
-    f_max : float, optional
-        Highest mel filter edge in Hz (``None``: ``sample_rate / 2``).
-    amin : float
-        Floor of the magnitude before the log (1e-4: -80 dB).
+    ``20 * log10(max(mel, amin))`` of the magnitude mel spectrogram (Slaney scale and
+    filter normalisation, as librosa and NISQA), in float32 even under autocast.
+    ``n_fft`` (``None``: the window length) is at least the window length; ``f_max``
+    ``None`` means ``sample_rate / 2``.
 
     Example
     -------
@@ -93,10 +81,8 @@ class LogMelFrontEnd(nn.Module):
 
     def num_frames(self, num_samples: Union[int, torch.Tensor]):
         """The number of whole frames in ``num_samples`` samples (0 if too short)."""
-        if isinstance(num_samples, torch.Tensor):
-            n = torch.div(num_samples - self.n_fft, self.hop_length, rounding_mode="floor") + 1
-            return n.clamp(min=0)
-        return max(0, (int(num_samples) - self.n_fft) // self.hop_length + 1)
+        n = (num_samples - self.n_fft) // self.hop_length + 1
+        return n.clamp(min=0) if isinstance(n, torch.Tensor) else max(0, int(n))
 
     def valid_frames(self, wav_lens: Optional[torch.Tensor], num_samples: int, batch: int = 1):
         """Frames per clip (int64, (B,)) that contain no padding of the (B, T) batch."""

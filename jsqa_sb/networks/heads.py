@@ -64,9 +64,7 @@ class MOSHead(nn.Module):
     ):
         super().__init__()
         if isinstance(outputs, int):
-            names = tuple(f"out{i}" for i in range(outputs))
-            if outputs == 1:
-                names = ("mos",)
+            names = ("mos",) if outputs == 1 else tuple(f"out{i}" for i in range(outputs))
         else:
             names = tuple(str(name) for name in outputs)
         if not names:

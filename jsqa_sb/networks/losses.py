@@ -54,14 +54,10 @@ class JNDContrastiveLoss(nn.Module):
         L_i = -1/|P(i)| * sum_{p in P(i)} log( exp(s_ip / tau) / sum_{a in A(i)} exp(s_ia / tau) )
 
     where ``s`` is the cosine similarity. The loss is the mean of ``L_i`` over the
-    anchors that have at least one positive; anchors without positives are left out,
-    and a batch without any positive pair gives a zero loss that still back-propagates
-    (zero gradients, never NaN). An anchor with positives but no negatives has only its
-    positives in the denominator.
-
-    Computed in float32 (float64 stays float64) with a masked ``logsumexp``, without
-    host-device synchronisation. ``jnd_db``, ``neg_margin_db`` and ``pairs`` make the
-    pair rule unless ``pair_rule`` is given (the recipe passes its one ``pair_rule``).
+    anchors with at least one positive; a batch without any positive pair gives a zero
+    loss that still back-propagates (zero gradients, never NaN). Computed in float32
+    (float64 stays float64). ``jnd_db``, ``neg_margin_db`` and ``pairs`` make the pair
+    rule unless ``pair_rule`` is given.
 
     Example
     -------

@@ -35,8 +35,7 @@ def record_learning_rate_ratios(optimizer: torch.optim.Optimizer) -> None:
 def anneal_learning_rates(optimizer: torch.optim.Optimizer, new_lr: float) -> None:
     """Set every group's learning rate to ``new_lr`` times its recorded ratio.
 
-    SpeechBrain's ``update_learning_rate`` gives every group the same value, which
-    would erase an encoder's own (smaller) learning rate at the first annealing.
+    Unlike SpeechBrain's ``update_learning_rate``, it keeps an encoder's own smaller one.
 
     Example
     -------
@@ -48,8 +47,7 @@ def anneal_learning_rates(optimizer: torch.optim.Optimizer, new_lr: float) -> No
     >>> [round(g["lr"], 6) for g in opt.param_groups]
     [0.5, 0.15]
     """
-    if any("lr_ratio" not in group for group in optimizer.param_groups):
-        record_learning_rate_ratios(optimizer)
+    record_learning_rate_ratios(optimizer)  # the groups added since, if any
     for group in optimizer.param_groups:
         group["lr"] = new_lr * group["lr_ratio"]
 

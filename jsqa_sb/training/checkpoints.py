@@ -1,12 +1,9 @@
 """A checkpointer whose checkpoints appear only once they are complete.
 
-SpeechBrain's :class:`~speechbrain.utils.checkpoints.Checkpointer` writes a checkpoint's
-``CKPT.yaml`` first and the parameter files after it, into the ``CKPT+...`` folder that
-recovery looks for. A run killed in between leaves a checkpoint without, say, its
-optimizer, and the next start fails to resume from it ("missing a load path for
-optimizer"). This subclass writes into ``partial-CKPT+...`` and renames the folder to
-its ``CKPT+...`` name once every file is written, so a killed run resumes from its last
-complete checkpoint. The recipe's YAML files use it; everything else is SpeechBrain's.
+SpeechBrain's :class:`~speechbrain.utils.checkpoints.Checkpointer` writes ``CKPT.yaml``
+before the parameter files, so a run killed in between leaves a checkpoint it cannot
+resume from. This subclass writes into ``partial-CKPT+...`` and renames the folder to
+its ``CKPT+...`` name once every file is written.
 """
 
 from __future__ import annotations
@@ -38,9 +35,7 @@ class Checkpointer(checkpoints.Checkpointer):
     def save_checkpoint(self, *args, **kwargs) -> Optional[checkpoints.Checkpoint]:
         """Save as SpeechBrain does, in a ``partial-`` folder, then publish it by renaming.
 
-        Takes the arguments of
-        :meth:`speechbrain.utils.checkpoints.Checkpointer.save_checkpoint`; returns the
-        checkpoint at its final path (``None`` on processes other than the main one).
+        Returns the checkpoint at its final path (``None`` on processes but the main one).
         """
         partial = super().save_checkpoint(*args, **kwargs)
         ddp_barrier()  # every process has written its files
@@ -59,8 +54,7 @@ class Checkpointer(checkpoints.Checkpointer):
     def find_checkpoints(self, importance_key=None, max_key=None, min_key=None, **kwargs):
         """SpeechBrain's search, with a NaN (or missing number) in ``meta`` ranked worst.
 
-        SpeechBrain sorts on the raw value, and NaN compares false with everything, so
-        one NaN validation metric made the choice of the "best" checkpoint arbitrary.
+        SpeechBrain sorts on the raw value, where one NaN makes the "best" one arbitrary.
         """
         key = max_key or min_key
         if importance_key is None and key is not None:
@@ -72,7 +66,9 @@ class Checkpointer(checkpoints.Checkpointer):
                     return -math.inf
                 return sign * value
 
-            kwargs["ckpt_predicate"] = _with_key(kwargs.get("ckpt_predicate"), key)
+            # Only checkpoints whose meta has the key, as SpeechBrain's max_key/min_key search.
+            predicate = kwargs.get("ckpt_predicate") or (lambda ckpt: True)
+            kwargs["ckpt_predicate"] = lambda ckpt: key in ckpt.meta and predicate(ckpt)
             max_key = min_key = None
         return super().find_checkpoints(
             importance_key=importance_key, max_key=max_key, min_key=min_key, **kwargs
@@ -83,15 +79,6 @@ class Checkpointer(checkpoints.Checkpointer):
 
     def _custom_checkpoint_dirpath(self, name) -> Path:
         return _partial(super()._custom_checkpoint_dirpath(name))
-
-
-def _with_key(predicate, key: str):
-    """``predicate`` and "the checkpoint's meta has ``key``", as SpeechBrain requires."""
-
-    def has_key(ckpt) -> bool:
-        return key in ckpt.meta and (predicate is None or predicate(ckpt))
-
-    return has_key
 
 
 def _partial(path: Path) -> Path:
