@@ -12,6 +12,7 @@ from jsqa_sb.data.jnd_mixing import (
     mix_gains,
     rms_db,
 )
+from jsqa_sb.data.pairs import JNDPairRule
 from jsqa_sb.evaluation.mos_metrics import (
     ArrayLike,
     _check_order,
@@ -79,3 +80,18 @@ def mix_at_snrs(
     """
     gains = mix_gains(speech, noise, snrs_db, sample_rate, target_level_db, peak_limit)
     return apply_gains(speech, noise, gains)
+
+
+def jnd_pair_masks(snrs, groups, jnd_db: float = 3.0, neg_margin_db=None):
+    """Masks of ``JNDPairRule(jnd_db, neg_margin_db, "within_group")``; ``groups``: any key."""
+    return JNDPairRule(jnd_db, neg_margin_db, "within_group").masks(snrs, groups)
+
+
+def pair_keys(scheme: str, groups, noises=None, environments=None):
+    """The (N,) comparability key of each view under ``scheme``."""
+    return JNDPairRule(pairs=scheme).keys(groups, noises, environments)
+
+
+def sample_group_snrs(rng, num_views, snr_min=-5.0, snr_max=30.0, jnd_db=3.0, neg_margin_db=6.0):
+    """Draw the K SNRs of one view group with the pair rule of these steps."""
+    return JNDPairRule(jnd_db, neg_margin_db).sample_snrs(rng, num_views, snr_min, snr_max)

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from reference import jnd_pair_masks
 from scipy.stats import mannwhitneyu
 
 import jsqa_sb.evaluation.jnd_metrics
@@ -16,7 +17,6 @@ from jsqa_sb.evaluation.jnd_metrics import (
     linear_probe_spearman,
     pair_auc,
 )
-from jsqa_sb.networks.losses import jnd_pair_masks
 
 
 def test_doctests():

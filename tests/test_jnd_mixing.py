@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import soundfile as sf
-from reference import active_level_db, mix_at_snrs
+from reference import active_level_db, mix_at_snrs, sample_group_snrs
 
-from jsqa_sb.data.jnd_mixing import SilentSignalError, rms_db, sample_group_snrs
+from jsqa_sb.data.jnd_mixing import SilentSignalError, rms_db
 from jsqa_sb.data.minicorpus import synth_noise
 
 SR = 16000

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import jnd_pair_masks, pair_keys
 
 import jsqa_sb.networks.losses
-from jsqa_sb.networks.losses import JNDContrastiveLoss, jnd_pair_masks, pair_keys
+from jsqa_sb.networks.losses import JNDContrastiveLoss
 
 
 def WithinGroupLoss(**options):  # noqa: N802 - the loss of the first version, by name
@@ -341,7 +342,7 @@ def test_unknown_scheme_and_missing_noise_ids_are_refused():
 
 def _quality_and_content_batch(groups=8, views=4, dim=32, seed=0):
     """SNRs of real view groups, a quality-only embedding and one content vector per group."""
-    from jsqa_sb.data.jnd_mixing import sample_group_snrs
+    from reference import sample_group_snrs
 
     rng = np.random.default_rng(seed)
     snrs = torch.tensor(

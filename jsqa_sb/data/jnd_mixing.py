@@ -193,15 +193,3 @@ def check_level_range(level_range_db) -> tuple[float, float] | None:
             f"level_range_db must be [low, high] dBFS with low <= high <= 0, got {level_range_db}"
         )
     return float(values[0]), float(values[1])
-
-
-def sample_group_snrs(
-    rng: np.random.Generator,
-    num_views: int,
-    snr_min: float = -5.0,
-    snr_max: float = 30.0,
-    jnd_db: float = 3.0,
-    neg_margin_db: float = 6.0,
-) -> np.ndarray:
-    """Draw the K SNRs of one view group: :meth:`jsqa_sb.data.pairs.JNDPairRule.sample_snrs`."""
-    return JNDPairRule(jnd_db, neg_margin_db).sample_snrs(rng, num_views, snr_min, snr_max)

@@ -18,33 +18,6 @@ from torch import nn
 from jsqa_sb.data.pairs import JNDPairRule, JNDSettingsError
 
 
-def jnd_pair_masks(
-    snrs: torch.Tensor,
-    groups: torch.Tensor,
-    jnd_db: float = 3.0,
-    neg_margin_db: Optional[float] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masks of ``JNDPairRule(jnd_db, neg_margin_db, "within_group")``; ``groups``: any key.
-
-    Example
-    -------
-    >>> pos, neg = jnd_pair_masks(torch.tensor([0.0, 1.0, 10.0]), torch.tensor([0, 0, 0]))
-    >>> pos.int().tolist()
-    [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
-    """
-    return JNDPairRule(jnd_db, neg_margin_db, "within_group").masks(snrs, groups)
-
-
-def pair_keys(
-    scheme: str,
-    groups: torch.Tensor,
-    noises: Optional[torch.Tensor] = None,
-    environments: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """The (N,) comparability key of each view: :meth:`jsqa_sb.data.pairs.JNDPairRule.keys`."""
-    return JNDPairRule(pairs=scheme).keys(groups, noises, environments)
-
-
 class JNDContrastiveLoss(nn.Module):
     """Supervised-contrastive loss restricted to JND positives and negatives.
 
