@@ -80,6 +80,9 @@ def test_smoke_runs_every_arm_and_writes_the_tables(nisqa, encoder, tmp_path):
         assert (group["files"] == expected.get(name, 0)).all()
     assert "| 6 | noise |" in (out / "families.md").read_text()
     assert "Test files per family: noise" in (out / "families.md").read_text()
+    # ... and per degradation: each file counts for every degradation its condition has
+    contains = described.map(condition_families.degradations)
+    assert (out / "degradations.csv").is_file() == bool(set().union(*contains))
     # run folders are relative to the output folder, so the tables survive a move
     assert not any(Path(f).is_absolute() for f in runs["folder"])
     # every arm of a seed trains on the same files; the frozen arm freezes the encoder
@@ -207,3 +210,21 @@ def test_training_files_are_grouped_by_their_clean_reference(nisqa, tmp_path):
     assert len(files) == 16 and sorted(set(files.values())) == [f"ref{i}.wav" for i in range(4)]
     subset = label_budget.nested_subsets(files, [6], seed=3)[6]
     assert sorted(pd.Series([files[f] for f in subset]).value_counts()) == [2, 4]
+
+
+def test_a_file_counts_for_every_degradation_it_contains(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame(
+        {"file": list("abcdef"), "true_mos": [1, 2, 3, 4, 5, 3], "pred_mos": [1, 2, 3, 4, 5, 1]}
+    ).to_csv(run / "predictions_T.csv", index=False)
+    members = {f: condition_families.degradations(d) for f, d in zip("abcdef", [
+        "clip=3dB", "clip=6dB; lowpass=3400Hz", "clip=9dB; codec=G711", "lowpass=7000Hz",
+        "noise=CAF@5dB; lowpass=3400Hz; clip=1dB", "noise=CAF@5dB"])}  # fmt: skip
+    names = ("clipping", "band limit", "codec")
+    runs = pd.DataFrame([{"folder": "run"}])
+    rows = condition_families.family_rows(runs, members, names, "T", tmp_path)
+    assert rows.set_index("family")["files"].to_dict() == {
+        "clipping": 4, "band limit": 3, "codec": 1}  # fmt: skip
+    clipping = rows.set_index("family").loc["clipping", "T_pcc"]
+    assert clipping == pytest.approx(pd.Series([1, 2, 3, 5]).corr(pd.Series([1, 2, 3, 5])))

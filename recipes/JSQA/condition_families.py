@@ -4,7 +4,10 @@
 Splits the test files of a finished ``label_budget.py`` output folder by the
 degradations of their NISQA condition (``con_description`` of the corpus CSV, a
 ``;``-separated list such as ``noise=...@5dB; codec=...``) and writes label_budget's
-table per family into the folder (``families.md``, ``families.csv``):
+table per family into the folder (``families.md``, ``families.csv``), and per
+degradation (``degradations.md``, ``degradations.csv``: the files whose condition
+contains clipping, a codec, a band limit or packet loss, with or without other
+degradations; a file counts for each it contains):
 
     python condition_families.py results/label_budget --nisqa_folder=/d
 
@@ -33,6 +36,26 @@ NOISE = {"noise"}
 OTHER = {"clip", "codec", "lowpass", "highpass", "bandpass", "packetloss", "bandwidth"}
 #: The families that are scored (``clean`` is only counted).
 FAMILIES = ("noise", "other", "unknown")
+#: The degradations scored one by one: NISQA's name -> the table's.
+DEGRADATIONS = {"clip": "clipping", "codec": "codec", "packetloss": "packet loss"}
+DEGRADATIONS.update(dict.fromkeys(("lowpass", "highpass", "bandpass", "bandwidth"), "band limit"))
+
+
+def _names(description: str) -> set[str]:
+    """The degradation names of a description, without the neutral ones."""
+    items = str(description or "").split(";")
+    return {re.split(r"[=@]", item.strip())[0].strip().lower() for item in items} - NEUTRAL - {""}
+
+
+def degradations(description: str) -> set[str]:
+    """The degradations of :data:`DEGRADATIONS` that a description contains.
+
+    Example
+    -------
+    >>> sorted(degradations("noise=STR:a.wav@26.0dB; lowpass=7000Hz; clip=3dB"))
+    ['band limit', 'clipping']
+    """
+    return {DEGRADATIONS[name] for name in _names(description) if name in DEGRADATIONS}
 
 
 def family(description: str) -> str:
@@ -47,11 +70,7 @@ def family(description: str) -> str:
     >>> family("noise=CAF:a.wav@5dB; reverb=0.6s")
     'unknown'
     """
-    names = {
-        re.split(r"[=@]", item.strip())[0].strip().lower()
-        for item in str(description or "").split(";")
-    }
-    names -= NEUTRAL | {""}
+    names = _names(description)
     if names - NOISE - OTHER:
         return "unknown"
     if names & OTHER:
@@ -59,28 +78,31 @@ def family(description: str) -> str:
     return "noise" if names else "clean"
 
 
-def file_families(nisqa_folder: str, test_db: str) -> dict[str, str]:
-    """Test file -> family, from the corpus CSV's condition descriptions."""
+def file_descriptions(nisqa_folder: str, test_db: str) -> dict[str, str]:
+    """Test file -> its condition description, from the corpus CSV."""
     table = corpus_table(nisqa_folder)
     if "con_description" not in table.columns:
         raise JSQAError(f"{nisqa_folder}: the corpus CSV has no con_description column")
     rows = [row for row in table.to_dict("records") if str(row["db"]).strip() == test_db]
     if not rows:
         raise JSQAError(f"{nisqa_folder}: no file of {test_db} in the corpus CSV")
-    return {file_key(row): family(row["con_description"]) for row in rows}
+    return {file_key(row): row["con_description"] for row in rows}
 
 
 def family_rows(
-    runs: pd.DataFrame, families: dict[str, str], test_db: str, folder: Path
+    runs: pd.DataFrame, members: dict[str, set], names: tuple, test_db: str, folder: Path
 ) -> pd.DataFrame:
-    """One row per run and family, with that family's test PCC as ``<test_db>_pcc``."""
+    """One row per run and family (of ``names``), with its files' PCC as ``<test_db>_pcc``.
+
+    ``members``: test file -> the families it belongs to.
+    """
     out = []
-    present = set(families.values())
+    present = set().union(*members.values())
     for run in runs.to_dict("records"):
         predictions = pd.read_csv(folder / run["folder"] / f"predictions_{test_db}.csv")
-        predictions["family"] = predictions["file"].astype(str).map(families)
-        for name in (name for name in FAMILIES if name in present):
-            part = predictions[predictions["family"] == name]
+        belongs = [members.get(f, set()) for f in predictions["file"].astype(str)]
+        for name in (name for name in names if name in present):
+            part = predictions[[name in families for families in belongs]]
             pcc = part["true_mos"].corr(part["pred_mos"]) if len(part) > 2 else float("nan")
             out.append({**run, "family": name, "files": len(part), f"{test_db}_pcc": pcc})
     return pd.DataFrame(out)
@@ -95,9 +117,10 @@ def table(rows: pd.DataFrame, chosen: pd.DataFrame, test_db: str) -> pd.DataFram
     return pd.concat(parts).sort_values(["budget", "family", "arm"])
 
 
-def markdown(summary: pd.DataFrame, test_db: str) -> str:
-    """families.md."""
-    columns = {"labelled files": ":", "family": "", "files": ":", "arm": "", "seeds": ":"}
+def markdown(summary: pd.DataFrame, test_db: str, what: str = "condition family") -> str:
+    """families.md (or, ``what="degradation"``, degradations.md)."""
+    column = "family" if what == "condition family" else f"{what} (files containing it)"
+    columns = {"labelled files": ":", column: "", "files": ":", "arm": "", "seeds": ":"}
     columns.update({"PCC mean ± sd": "", "vs scratch (paired mean ± sd, wins)": ""})
     columns["t-test p"] = ":"
     rows = [
@@ -105,7 +128,7 @@ def markdown(summary: pd.DataFrame, test_db: str) -> str:
         + [mean_sd(row["pcc_mean"], row["pcc_sd"]), _diff(row), _p(row.get("t_test_p"))]
         for row in summary.to_dict("records")
     ]
-    return table_text(f"Test PCC per condition family on {test_db} (MOS, files)", columns, rows)
+    return table_text(f"Test PCC per {what} on {test_db} (MOS, files)", columns, rows)
 
 
 def counts_line(families: dict[str, str]) -> str:
@@ -129,8 +152,13 @@ def main(argv=None) -> int:
                 raise JSQAError(f"{folder} has no {name}: run label_budget.py first")
         chosen = pd.read_csv(folder / "summary.csv")[["budget", "arm", "lr", "lr_encoder"]]
         runs = pd.read_csv(folder / "runs.csv")
-        families = file_families(args.nisqa_folder, args.test_db)
-        rows = family_rows(runs, families, args.test_db, folder)
+        descriptions = file_descriptions(args.nisqa_folder, args.test_db)
+        families = {f: family(d) for f, d in descriptions.items()}
+        members = {f: {name} for f, name in families.items()}
+        rows = family_rows(runs, members, FAMILIES, args.test_db, folder)
+        contained = {f: degradations(d) for f, d in descriptions.items()}
+        names = tuple(dict.fromkeys(DEGRADATIONS.values()))
+        degradation_rows = family_rows(runs, contained, names, args.test_db, folder)
     except (JSQAError, OSError) as err:
         print(f"condition_families.py: error: {err}", file=sys.stderr)
         return 2
@@ -138,6 +166,14 @@ def main(argv=None) -> int:
     summary.to_csv(folder / "families.csv", index=False)
     (folder / "families.md").write_text(markdown(summary, args.test_db) + counts_line(families))
     print((folder / "families.md").read_text())
+    if not degradation_rows.empty:
+        summary = table(degradation_rows, chosen, args.test_db)
+        summary.rename(columns={"family": "degradation"}).to_csv(
+            folder / "degradations.csv", index=False
+        )
+        text = markdown(summary, args.test_db, "degradation")
+        (folder / "degradations.md").write_text(text)
+        print(text)
     return 0
 
 
