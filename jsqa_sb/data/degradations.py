@@ -37,7 +37,13 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from jsqa_sb.data.pairs import Diffs, JNDPairRule, JNDSettingsError, finite_number
+from jsqa_sb.data.pairs import (
+    Diffs,
+    JNDPairRule,
+    JNDSettingsError,
+    check_group_size,
+    finite_number,
+)
 
 
 def band_limit(wavs: torch.Tensor, severities: torch.Tensor, sample_rate: int, generator=None):
@@ -289,15 +295,8 @@ class DegradationSpec:
 
     def sample(self, rng: np.random.Generator, num_views: int) -> np.ndarray:
         """K severities in the range with at least one alike and one different pair."""
-        _check_num_views(num_views)
+        check_group_size("num_views", num_views)
         return self.rule.sample_snrs(rng, num_views, self.severity_min, self.severity_max)
-
-
-def _check_num_views(num_views: Any) -> None:
-    if isinstance(num_views, bool) or not isinstance(num_views, (int, np.integer)):
-        raise JNDSettingsError(f"num_views must be an integer, got {num_views!r}")
-    if num_views < 3:
-        raise JNDSettingsError(f"num_views must be at least 3, got {num_views}")
 
 
 class Degrader:
@@ -324,7 +323,7 @@ class Degrader:
 
     def draw(self, rng: np.random.Generator, num_views: int) -> tuple[int, np.ndarray]:
         """The family id (-1: none, with probability ``p_none``) and K severities of a group."""
-        _check_num_views(num_views)
+        check_group_size("num_views", num_views)
         if not self.specs or rng.random() < self.p_none:
             return -1, np.zeros(num_views)
         family_id = int(rng.integers(len(self.specs)))
