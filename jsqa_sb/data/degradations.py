@@ -17,13 +17,9 @@ mu_law      bits removed from 8-bit mu-law at 8 kHz (G.711: 0) 0 - 6   0 - 6    
 reverb      log2(RT60 / 0.1 s) of a synthetic room response    0 - 5   0 - 3    0.07
 =========== ================================================== ======= ======== =====
 
-The JND of reverb is the 5 % of RT60 of ISO 3382-1. The others are calibrated by
-``recipes/JSQA/calibrate_jnd_steps.py``: the step that moves PESQ-WB as much as 3 dB of
-SNR does at 25 dB SNR, at mid range for mu_law (0.9 bit), in the lower half for
-clipping (3 to 5 dB) and packet_loss (4 to 5 % at 5 % loss): PESQ nears its floor, so
-their step grows with severity. band_limit's is a choice: PESQ is not monotone there
-(a low-pass also removes noise). Each default range is wider than ``5 * jnd``, as a
-group's alike and different pairs need.
+The JND of reverb is the 5 % of RT60 of ISO 3382-1; band_limit's is a choice; the others
+are calibrated by ``recipes/JSQA/calibrate_jnd_steps.py``. Each default range is wider
+than ``5 * jnd``, as a group's alike and different pairs need.
 """
 
 from __future__ import annotations

@@ -197,14 +197,11 @@ class JNDPairRule:
                 f"{tuple(snrs.shape)} and {tuple(keys.shape)}"
             )
         snrs = snrs.to(torch.float64)  # exact differences for SNRs on a grid (e.g. 0 and 3 dB)
-        degraded = families is not None
-        if degraded:
-            families = torch.as_tensor(families, device=snrs.device).long()
-            severities = torch.as_tensor(severities, device=snrs.device).to(torch.float64)
-        sides = [
-            (x[:, None], x[None, :]) for x in (snrs, families, severities) if degraded or x is snrs
-        ]
-        alike, different = self.label_pairs(*sides)
+        columns = [snrs]
+        if families is not None:
+            columns.append(torch.as_tensor(families, device=snrs.device).long())
+            columns.append(torch.as_tensor(severities, device=snrs.device).to(torch.float64))
+        alike, different = self.label_pairs(*[(x[:, None], x[None, :]) for x in columns])
         not_self = ~torch.eye(snrs.numel(), dtype=torch.bool, device=snrs.device)
         return alike & (keys[:, None] == keys[None, :]) & not_self, different & not_self
 
