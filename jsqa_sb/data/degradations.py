@@ -17,13 +17,9 @@ mu_law      bits removed from 8-bit mu-law at 8 kHz (G.711: 0) 0 - 6   0 - 6    
 reverb      log2(RT60 / 0.1 s) of a synthetic room response    0 - 5   0 - 3    0.07
 =========== ================================================== ======= ======== =====
 
-The JND of reverb is the 5 % of RT60 of ISO 3382-1. The others are calibrated by
-``recipes/JSQA/calibrate_jnd_steps.py``: the step that moves PESQ-WB as much as 3 dB of
-SNR does at 25 dB SNR, at mid range for mu_law (0.9 bit), in the lower half for
-clipping (3 to 5 dB) and packet_loss (4 to 5 % at 5 % loss): PESQ nears its floor, so
-their step grows with severity. band_limit's is a choice: PESQ is not monotone there
-(a low-pass also removes noise). Each default range is wider than ``5 * jnd``, as a
-group's alike and different pairs need.
+The JND of reverb is the 5 % of RT60 of ISO 3382-1; band_limit's is a choice; the others
+are calibrated by ``recipes/JSQA/calibrate_jnd_steps.py``. Each default range is wider
+than ``5 * jnd``, as a group's alike and different pairs need.
 """
 
 from __future__ import annotations
@@ -37,7 +33,13 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from jsqa_sb.data.pairs import Diffs, JNDPairRule, JNDSettingsError, finite_number
+from jsqa_sb.data.pairs import (
+    Diffs,
+    JNDPairRule,
+    JNDSettingsError,
+    check_group_size,
+    finite_number,
+)
 
 
 def band_limit(wavs: torch.Tensor, severities: torch.Tensor, sample_rate: int, generator=None):
@@ -289,15 +291,8 @@ class DegradationSpec:
 
     def sample(self, rng: np.random.Generator, num_views: int) -> np.ndarray:
         """K severities in the range with at least one alike and one different pair."""
-        _check_num_views(num_views)
+        check_group_size("num_views", num_views)
         return self.rule.sample_snrs(rng, num_views, self.severity_min, self.severity_max)
-
-
-def _check_num_views(num_views: Any) -> None:
-    if isinstance(num_views, bool) or not isinstance(num_views, (int, np.integer)):
-        raise JNDSettingsError(f"num_views must be an integer, got {num_views!r}")
-    if num_views < 3:
-        raise JNDSettingsError(f"num_views must be at least 3, got {num_views}")
 
 
 class Degrader:
@@ -324,7 +319,7 @@ class Degrader:
 
     def draw(self, rng: np.random.Generator, num_views: int) -> tuple[int, np.ndarray]:
         """The family id (-1: none, with probability ``p_none``) and K severities of a group."""
-        _check_num_views(num_views)
+        check_group_size("num_views", num_views)
         if not self.specs or rng.random() < self.p_none:
             return -1, np.zeros(num_views)
         family_id = int(rng.integers(len(self.specs)))

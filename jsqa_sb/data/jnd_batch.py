@@ -108,9 +108,8 @@ class JNDBatch:
         return self
 
     def _per_view(self, column: int) -> Optional[torch.Tensor]:
-        if self.conditions is None:  # the loss's noise-matching pairs then refuse to run
-            return None
-        return self.conditions[:, column].repeat_interleave(self.views_per_group)
+        # None without conditions: the loss's noise-matching pairs then refuse to run.
+        return _map(self.conditions, lambda c: c[:, column].repeat_interleave(self.views_per_group))
 
     def _tensors(self) -> tuple:
         return self.excerpts, self.gains, self.lens, self.snrs, self.conditions, self.degradations

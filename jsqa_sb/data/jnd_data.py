@@ -139,7 +139,7 @@ class JNDViewMaker:
         if self.level_range_db is not None:  # drawn after the SNRs: the same SNRs either way
             levels = rng.uniform(*self.level_range_db, size=len(snrs))
         noise_source = (noise["wav"], noise_offset, noise_frames, noise["sample_rate"])
-        return self._mix(wav, crop_start, crop, *noise_source, *self._degrade(rng, snrs), levels)
+        return self._mix(wav, crop_start, crop, noise_source, *self._degrade(rng, snrs), levels)
 
     def valid_views(self, wav, duration, sample_rate, crop_start, noise_wav, noise_offset, snrs):
         """Validation dynamic item: the group fixed in the manifest."""
@@ -152,7 +152,7 @@ class JNDViewMaker:
         snrs = np.asarray(snrs, dtype=np.float64)
         rng = np.random.default_rng([self.seed, zlib.crc32(f"{wav}:{crop_start}".encode())])
         degraded = self._degrade(rng, snrs)
-        return self._mix(wav, crop_start, crop, *noise_source, *degraded, self.target_level_db)
+        return self._mix(wav, crop_start, crop, noise_source, *degraded, self.target_level_db)
 
     def _degrade(self, rng: np.random.Generator, snrs: np.ndarray):
         """The group's SNRs and (K, 2) family id and severity of each view's degradation."""
@@ -163,28 +163,16 @@ class JNDViewMaker:
                 snrs = np.full(len(snrs), rng.uniform(*self.degraded_snr_range))
         return snrs, np.stack([np.full(len(snrs), family), severities], axis=1)
 
-    def _mix(
-        self,
-        wav,
-        crop_start,
-        crop,
-        noise_wav,
-        noise_offset,
-        noise_frames,
-        noise_sr,
-        snrs,
-        degradation,
-        levels,
-    ):
+    def _mix(self, wav, crop_start, crop, noise_source, snrs, degradation, levels):
         """(2, T) speech and noise excerpts, (K, 2) gains of the views, (K,) SNRs, ...
 
-        ... the noise condition and the views' (K, 2) degradations.
+        ... the noise condition and the views' (K, 2) degradations. ``noise_source``:
+        the noise file, offset, frames and sample rate.
         """
+        noise_wav = noise_source[0]
         try:
             speech, _ = read_audio(wav, crop_start, crop, target_sr=self.sample_rate)
-            noise = _read_looped(
-                noise_wav, noise_offset, noise_frames, noise_sr, speech.size, self.sample_rate
-            )
+            noise = _read_looped(*noise_source, speech.size, self.sample_rate)
             gains = mix_gains(speech, noise, snrs, self.sample_rate, levels, self.peak_limit)
         except (AudioReadError, SilentSignalError) as err:
             return self._failed(f"{wav} (noise {noise_wav}): {err}", len(snrs))
@@ -264,15 +252,7 @@ def make_jnd_dataset(
     """
     dataset = DynamicItemDataset.from_json(str(manifest), replacements=replacements)
     if fixed:
-        takes = [
-            "wav",
-            "duration",
-            "sample_rate",
-            "crop_start",
-            "noise_wav",
-            "noise_offset",
-            "snrs",
-        ]
+        takes = "wav duration sample_rate crop_start noise_wav noise_offset snrs".split()
         dataset.add_dynamic_item(view_maker.valid_views, takes=takes, provides=PROVIDES)
     else:
         view_maker.noises()  # read the noise manifest once, here, not in every loader worker

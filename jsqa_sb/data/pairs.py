@@ -50,6 +50,14 @@ def finite_number(name: str, value: Any, unit: str = "dB") -> float:
     return float(value)
 
 
+def check_group_size(name: str, value: Any) -> None:
+    """JNDSettingsError naming ``name`` unless ``value`` is an integer >= 3 (views of a group)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise JNDSettingsError(f"{name} must be an integer, got {value!r}")
+    if value < 3:
+        raise JNDSettingsError(f"{name} must be at least 3, got {value}")
+
+
 @dataclass(frozen=True)
 class JNDPairRule:
     """The one definition of alike, different and comparable pairs of views.
@@ -74,17 +82,6 @@ class JNDPairRule:
     degradations: Any = ()
 
     def __post_init__(self):
-        self._check_snr_steps()
-        # A Degrader or its specs: anything with the ``jnd`` and ``margin`` of each family id.
-        specs = tuple(getattr(self.degradations, "specs", self.degradations))
-        steps = [(finite_number("jnd", s.jnd, "units"), s.margin) for s in specs]
-        if any(not 0 < jnd <= margin for jnd, margin in steps):
-            raise JNDSettingsError(f"every degradation needs 0 < jnd <= margin, got {steps}")
-        object.__setattr__(self, "degradations", specs)
-        # Index -1 (no degradation): severities always alike, never different.
-        object.__setattr__(self, "_steps", np.array([*steps, (math.inf, math.inf)]).T)
-
-    def _check_snr_steps(self):
         jnd_db = finite_number("jnd_db", self.jnd_db)
         margin = 2.0 * jnd_db if self.neg_margin_db is None else self.neg_margin_db
         margin = finite_number("neg_margin_db", margin)
@@ -97,6 +94,14 @@ class JNDPairRule:
             raise JNDSettingsError(f"unknown pairs scheme {self.pairs!r} (known: {known})")
         object.__setattr__(self, "jnd_db", jnd_db)
         object.__setattr__(self, "neg_margin_db", margin)
+        # A Degrader or its specs: anything with the ``jnd`` and ``margin`` of each family id.
+        specs = tuple(getattr(self.degradations, "specs", self.degradations))
+        steps = [(finite_number("jnd", s.jnd, "units"), s.margin) for s in specs]
+        if any(not 0 < jnd <= margin for jnd, margin in steps):
+            raise JNDSettingsError(f"every degradation needs 0 < jnd <= margin, got {steps}")
+        object.__setattr__(self, "degradations", specs)
+        # Index -1 (no degradation): severities always alike, never different.
+        object.__setattr__(self, "_steps", np.array([*steps, (math.inf, math.inf)]).T)
 
     def label(self, diff_db: Diffs) -> tuple[Diffs, Diffs]:
         """Alike (``< jnd_db``) and different (``>= neg_margin_db``) masks of |SNR differences|."""
@@ -192,14 +197,11 @@ class JNDPairRule:
                 f"{tuple(snrs.shape)} and {tuple(keys.shape)}"
             )
         snrs = snrs.to(torch.float64)  # exact differences for SNRs on a grid (e.g. 0 and 3 dB)
-        degraded = families is not None
-        if degraded:
-            families = torch.as_tensor(families, device=snrs.device).long()
-            severities = torch.as_tensor(severities, device=snrs.device).to(torch.float64)
-        sides = [
-            (x[:, None], x[None, :]) for x in (snrs, families, severities) if degraded or x is snrs
-        ]
-        alike, different = self.label_pairs(*sides)
+        columns = [snrs]
+        if families is not None:
+            columns.append(torch.as_tensor(families, device=snrs.device).long())
+            columns.append(torch.as_tensor(severities, device=snrs.device).to(torch.float64))
+        alike, different = self.label_pairs(*[(x[:, None], x[None, :]) for x in columns])
         not_self = ~torch.eye(snrs.numel(), dtype=torch.bool, device=snrs.device)
         return alike & (keys[:, None] == keys[None, :]) & not_self, different & not_self
 
@@ -214,10 +216,7 @@ class JNDPairRule:
         jsqa_sb.data.pairs.JNDSettingsError: the SNR range ... is too narrow: it must be wider ...
         """
         snr_min, snr_max = finite_number("snr_min", snr_min), finite_number("snr_max", snr_max)
-        if isinstance(views_per_group, bool) or not isinstance(views_per_group, (int, np.integer)):
-            raise JNDSettingsError(f"views_per_group must be an integer, got {views_per_group!r}")
-        if views_per_group < 3:
-            raise JNDSettingsError(f"views_per_group must be at least 3, got {views_per_group}")
+        check_group_size("views_per_group", views_per_group)
         width = 2 * self.neg_margin_db + self.jnd_db
         if snr_max - snr_min <= width:
             raise JNDSettingsError(

@@ -89,19 +89,18 @@ def _print_summary(summary: dict[str, Any], stream: TextIO) -> None:
     section("files")
     out = summary["out"]
     rows = (
-        ("report (fine-tuned)", "report"),
-        ("report (scratch)", "scratch_report"),
-        ("scatter plots", "scatter"),
-        ("exported model", "model"),
-        ("scores", "scores"),
+        ("report (fine-tuned)", summary.get("report")),
+        ("report (scratch)", summary.get("scratch_report")),
+        ("scatter plots", summary.get("scatter")),
+        ("exported model", summary.get("model")),
+        ("scores", summary.get("scores")),
+        ("comparison", out / "comparison.txt" if "comparison" in summary else None),
+        ("logs", out / "logs"),
     )
-    for label, key in rows:
-        if summary.get(key):
-            paths = summary[key] if isinstance(summary[key], list) else [summary[key]]
+    for label, paths in rows:
+        if paths:
+            paths = paths if isinstance(paths, list) else [paths]
             print(f"{label + ':':<21}{', '.join(_show(p) for p in paths)}", file=stream)
-    if "comparison" in summary:
-        print(f"{'comparison:':<21}{_show(out / 'comparison.txt')}", file=stream)
-    print(f"{'logs:':<21}{_show(out / 'logs')}", file=stream)
     print(
         "\nThe miniature corpora are synthetic and tiny: these figures show that the pipeline "
         "works, not how well JSQA predicts human MOS.",

@@ -105,15 +105,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             self.hparams.train_logger.log_stats({"Epoch": 0, "init": "random"}, valid_stats=stats)
             self.initial_stats = stats
         elif stage == sb.Stage.VALID:
-            meta = {"lr": self.optimizer.param_groups[0]["lr"]}
-            if getattr(self.hparams, "lr_scheduler", None) is not None:
-                _, new_lr = self.hparams.lr_scheduler(stats["loss"])  # anneals on the loss
-                anneal_learning_rates(self.optimizer, new_lr)
-            self.hparams.train_logger.log_stats(
-                {"Epoch": epoch, **meta},
-                train_stats=getattr(self, "train_stats", None),
-                valid_stats=stats,
-            )
+            _anneal_and_log(self, epoch, {"lr": self.optimizer.param_groups[0]["lr"]}, stats)
             # The random encoder's metrics travel in every checkpoint: a resumed run
             # does not validate it again, and its summary still needs them.
             initial = getattr(self, "initial_stats", None)
@@ -172,32 +164,31 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         """
         names = self.tracker.family_names()
         keys = ["probe_snr_spearman", *(f"probe_{name}_spearman" for name in names)]
-        if self.probe_loader is None or not self.tracker.embeddings:
-            return dict.fromkeys(keys, float("nan"))
         train = []
-        with torch.no_grad():
-            for batch in self.probe_loader:
-                batch = self._on_device(batch)
-                if batch.has_nonfinite():
-                    continue
-                with self.evaluation_ctx:
-                    emb = self.modules.encoder(batch.wavs, batch.wav_lens)
-                train.append(_probe_rows(emb, batch.snrs, batch.families, batch.severities))
+        if self.probe_loader is not None and self.tracker.embeddings:
+            with torch.no_grad():
+                for batch in self.probe_loader:
+                    batch = self._on_device(batch)
+                    if batch.has_nonfinite():
+                        continue
+                    with self.evaluation_ctx:
+                        emb = self.modules.encoder(batch.wavs, batch.wav_lens)
+                    train.append(_probe_rows(emb, batch.snrs, batch.families, batch.severities))
         if not train:
             return dict.fromkeys(keys, float("nan"))
         train = torch.cat(train)
         valid_emb, valid_snr = self.tracker.tensors()[:2]
-        valid = _probe_rows(valid_emb, valid_snr, *_columns(self.tracker.degradations))
-        stats = {}
+        degradations = self.tracker.degradations  # the families and severities, if any
+        sides = torch.cat(degradations).T if degradations else (None, None)
+        valid = _probe_rows(valid_emb, valid_snr, *sides)
+        stats = dict.fromkeys(keys, float("nan"))
         for key, family in zip(keys, [-1, *range(len(names))]):
             target = 1 if family == -1 else 2  # the SNR, or the family's severity
             tr, va = (rows[rows[:, 0] == family] for rows in (train, valid))
-            enough = len(tr) > 0 and len(va) > 1
-            stats[key] = (
-                linear_probe_spearman(tr[:, 3:], tr[:, target], va[:, 3:], va[:, target])
-                if enough
-                else float("nan")
-            )
+            if len(tr) > 0 and len(va) > 1:
+                stats[key] = linear_probe_spearman(
+                    tr[:, 3:], tr[:, target], va[:, 3:], va[:, target]
+                )
         return stats
 
     def finish(self, test_sets=None, hparams_file=None) -> dict:
@@ -314,17 +305,17 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             self.train_stats = {"loss": stage_loss}
             return
         if stage == sb.Stage.VALID:
+            from jsqa_sb.evaluation.mos_metrics import pcc, rmse, srcc
+
             frame = self.predictions_frame()
-            stats = {"loss": round(float(stage_loss), 4), **_mos_stats(frame)}
+            true, pred = frame["true_mos"].to_numpy(), frame["pred_mos"].to_numpy()
+            metrics = {"pcc": pcc, "srcc": srcc, "rmse": rmse}
+            stats = {"loss": stage_loss, **{k: m(true, pred) for k, m in metrics.items()}}
+            stats = {k: round(float(v), 4) for k, v in stats.items()}
             meta = {"lr": self.optimizer.param_groups[0]["lr"]}
             if len(self.optimizer.param_groups) > 1:
                 meta["lr_encoder"] = self.optimizer.param_groups[1]["lr"]
-            if getattr(self.hparams, "lr_scheduler", None) is not None:
-                _, new_lr = self.hparams.lr_scheduler(stats["loss"])
-                anneal_learning_rates(self.optimizer, new_lr)
-            self.hparams.train_logger.log_stats(
-                {"Epoch": epoch, **meta}, train_stats=self.train_stats, valid_stats=stats
-            )
+            _anneal_and_log(self, epoch, meta, stats)
             self.checkpointer.save_and_keep_only(
                 meta={**stats, "epoch": epoch}, max_keys=["pcc"], num_to_keep=1
             )
@@ -362,13 +353,15 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
                 write_test_reports(folder, predictions, config, path, condition_truth)
 
 
-def _mos_stats(frame) -> dict:
-    """PCC, SRCC and RMSE of the MOS over a predictions frame (validation)."""
-    from jsqa_sb.evaluation.mos_metrics import pcc, rmse, srcc
-
-    true, pred = frame["true_mos"].to_numpy(), frame["pred_mos"].to_numpy()
-    scores = {"pcc": pcc(true, pred), "srcc": srcc(true, pred), "rmse": rmse(true, pred)}
-    return {key: round(float(value), 4) for key, value in scores.items()}
+def _anneal_and_log(brain, epoch, meta: dict, stats: dict) -> None:
+    """Anneal the learning rates on the validation loss (with an ``lr_scheduler``); log."""
+    if getattr(brain.hparams, "lr_scheduler", None) is not None:
+        _, new_lr = brain.hparams.lr_scheduler(stats["loss"])
+        anneal_learning_rates(brain.optimizer, new_lr)
+    train_stats = getattr(brain, "train_stats", None)
+    brain.hparams.train_logger.log_stats(
+        {"Epoch": epoch, **meta}, train_stats=train_stats, valid_stats=stats
+    )
 
 
 def _probe_rows(emb, snrs, families=None, severities=None) -> torch.Tensor:
@@ -379,10 +372,3 @@ def _probe_rows(emb, snrs, families=None, severities=None) -> torch.Tensor:
     columns = [families, snrs, severities]
     columns = [c.detach().to("cpu", torch.float64).reshape(n, 1) for c in columns]
     return torch.cat([*columns, emb.detach().to("cpu", torch.float64)], dim=1)
-
-
-def _columns(degradations: list):
-    """The tracker's families and severities, or Nones when the views had none."""
-    if not degradations:
-        return None, None
-    return tuple(torch.cat(degradations).T)
