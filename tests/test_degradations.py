@@ -136,7 +136,9 @@ def test_mu_law_matches_torchaudio_for_an_equal_number_of_levels(levels):
 def test_mu_law_severity_is_bits_removed_from_8_at_8_khz():
     wavs = _tone(0.25, rows=2)
     out = degrade(wavs, "mu_law", [0.0, 5.0], SR)
-    narrow = mu_law_quantise(AF.resample(wavs, SR, 8000), torch.tensor([256, 8]))
+    narrow = AF.resample(wavs, SR, 8000)
+    peak = narrow.abs().amax(dim=1, keepdim=True)  # quantised at full scale
+    narrow = mu_law_quantise(narrow / peak, torch.tensor([256, 8])) * peak
     assert torch.allclose(out, AF.resample(narrow, 8000, SR)[:, : wavs.shape[1]], atol=1e-6)
 
 
@@ -325,3 +327,12 @@ def test_apply_refuses_unknown_family_ids():
     degrader = Degrader([{"family": "clipping"}])
     with pytest.raises(ValueError, match=r"family_ids must lie in \[-1, 0\]"):
         degrader.apply(_tone(0.1, rows=2), torch.tensor([0, 1]), torch.zeros(2))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_no_default_severity_silences_a_quiet_view(family):
+    # The quietest views of the recipe (level_range_db [-40, -20]): peak about -28 dBFS.
+    quiet = _tone(rows=1) * 10 ** (-22 / 20)
+    severities = torch.linspace(*FAMILIES[family].default_range, 49)
+    out = degrade(quiet.repeat(49, 1), family, severities, SR, torch.Generator().manual_seed(0))
+    assert (out != 0).any(dim=1).all() and torch.isfinite(out).all()

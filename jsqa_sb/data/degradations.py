@@ -102,10 +102,15 @@ def mu_law_quantise(wavs: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 
 
 def mu_law(wavs: torch.Tensor, severities: torch.Tensor, sample_rate: int, generator=None):
-    """8 kHz μ-law with ``round(2 ** (8 - severity))`` levels, resampled back (G.711-like at 0)."""
+    """8 kHz μ-law with ``round(2 ** (8 - severity))`` levels, resampled back (G.711-like at 0).
+
+    Each view is quantised at full scale (its peak at the top level), so the severity,
+    not the view's level, sets the quantisation noise: coarse levels never silence it.
+    """
     levels = torch.round(torch.exp2(8.0 - severities))
     narrow = AF.resample(wavs, sample_rate, 8000)
-    back = AF.resample(mu_law_quantise(narrow, levels), 8000, sample_rate)
+    peak = narrow.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    back = AF.resample(mu_law_quantise(narrow / peak, levels) * peak, 8000, sample_rate)
     return back[..., : wavs.shape[-1]]  # the round trip is never shorter
 
 
