@@ -9,6 +9,7 @@ from speechbrain.utils.epoch_loop import EpochCounter
 from speechbrain.utils.train_logger import FileTrainLogger
 from torch.utils.data import DataLoader
 
+from jsqa_sb.data import degradations
 from jsqa_sb.data.degradations import Degrader
 from jsqa_sb.data.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
 from jsqa_sb.data.minicorpus import build_chime3, build_librispeech
@@ -81,17 +82,22 @@ def test_a_rule_that_does_not_know_the_degradations_is_refused(prepared):
         JNDViewMaker(out["noise_train"], folders, degrader=Degrader(FAMILIES))
 
 
-class _Silencer(Degrader):
-    """Makes the views of family 0 silent: a degradation gone wrong."""
+def _silencing_clipping(degrade):
+    """``degrade`` with clipping gone wrong: it returns silence."""
 
-    def apply(self, wavs, family_ids, severities, generator=None):
-        out, bad = super().apply(wavs, family_ids, severities, generator)
-        return out * (family_ids != 0)[:, None], bad
+    def broken(wavs, family, *args, **kwargs):
+        out = degrade(wavs, family, *args, **kwargs)
+        return out * 0.0 if family == "clipping" else out
+
+    return broken
 
 
-def test_a_batch_whose_degraded_views_are_silent_is_skipped_and_counted(prepared, tmp_path, caplog):
+def test_a_batch_whose_degraded_views_are_silent_is_skipped_and_counted(
+    prepared, tmp_path, caplog, monkeypatch
+):
     out, folders = prepared
-    degrader = _Silencer(FAMILIES, p_none=0.0)
+    monkeypatch.setattr(degradations, "degrade", _silencing_clipping(degradations.degrade))
+    degrader = Degrader(FAMILIES, p_none=0.0)
     maker = _maker(out, folders, degrader)
     encoder = JSQAEncoder(cnn_channels=4, d_model=16, att_layers=1, att_heads=2, emb_dim=16)
     projector = ProjectionHead(16, 16, 8)

@@ -52,6 +52,7 @@ class JNDBatch:
     conditions: Optional[torch.Tensor] = None
     degradations: Optional[torch.Tensor] = None
     _views: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
+    _bad_views: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
 
     @property
     def views_per_group(self) -> int:
@@ -104,7 +105,7 @@ class JNDBatch:
     def degrade(self, degrader) -> JNDBatch:
         """Make the views and apply ``degrader`` (a ``Degrader``) to them, on their device."""
         if degrader is not None and self.degradations is not None:
-            self._views = degrader.apply(self.wavs, self.families, self.severities)[0]
+            self._views, self._bad_views = degrader.apply(self.wavs, self.families, self.severities)
         return self
 
     def _per_view(self, column: int) -> Optional[torch.Tensor]:
@@ -128,12 +129,14 @@ class JNDBatch:
         return JNDBatch(self.ids, *(_map(t, torch.Tensor.pin_memory) for t in self._tensors()))
 
     def has_nonfinite(self) -> list:
-        """Ids of the groups whose views would contain NaN or Inf, or, made, are all zero."""
+        """Ids of the groups with non-finite inputs, or views :meth:`degrade` left bad.
+
+        Bad views are non-finite or all zero (the degrader's verdict).
+        """
         ok = torch.isfinite(self.excerpts).flatten(1).all(dim=1)
         ok &= torch.isfinite(self.gains).flatten(1).all(dim=1)
-        if self._views is not None:
-            views = self._views.view(len(self.ids), self.views_per_group, -1)
-            ok &= (torch.isfinite(views).all(dim=2) & (views != 0).any(dim=2)).all(dim=1).cpu()
+        if self._bad_views is not None:  # the degrader's verdict, on the batch's device
+            ok &= ~self._bad_views.view(len(self.ids), self.views_per_group).any(dim=1)
         return sorted({self.ids[g] for g in torch.nonzero(~ok).flatten().tolist()})
 
     def __reduce__(self):
