@@ -65,11 +65,17 @@ def test_a_degraded_group_shares_one_snr_and_varies_its_severity(prepared):
     assert snrs[~degraded].std(dim=1).min() > 0  # noise-only groups vary the SNR
 
 
-def test_validation_degradations_are_fixed_and_the_views_degraded(prepared):
+def test_validation_degradations_are_fixed_and_the_views_degraded(prepared, tmp_path):
     out, folders = prepared
     maker = _maker(out, folders, Degrader(FAMILIES, p_none=0.0), noise=None)
     first, again = (_batches(out, folders, maker, fixed=True)[0] for _ in range(2))
     assert torch.equal(first.degradations, again.degradations)
+    # ... and the same wherever the corpus lies (drawn from the group, not the file path)
+    moved = {name: tmp_path / name for name in folders}
+    for name, link in moved.items():
+        link.symlink_to(folders[name])
+    elsewhere = _batches(out, {k: str(v) for k, v in moved.items()}, maker, fixed=True)[0]
+    assert torch.equal(first.degradations, elsewhere.degradations)
     assert (first.families >= 0).all()
     plain = first.wavs.clone()
     degraded = first.degrade(maker.degrader).wavs

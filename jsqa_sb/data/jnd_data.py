@@ -141,8 +141,10 @@ class JNDViewMaker:
         noise_source = (noise["wav"], noise_offset, noise_frames, noise["sample_rate"])
         return self._mix(wav, crop_start, crop, noise_source, *self._degrade(rng, snrs), levels)
 
-    def valid_views(self, wav, duration, sample_rate, crop_start, noise_wav, noise_offset, snrs):
-        """Validation dynamic item: the group fixed in the manifest."""
+    def valid_views(
+        self, uid, wav, duration, sample_rate, crop_start, noise_wav, noise_offset, snrs
+    ):
+        """Validation dynamic item: the group fixed in the manifest (degraded by its id)."""
         crop = min(self.segment * sample_rate // self.sample_rate, _frames(duration, sample_rate))
         try:
             noise_info = audio_info(noise_wav)
@@ -150,7 +152,7 @@ class JNDViewMaker:
             return self._failed(str(err), len(snrs))
         noise_source = (noise_wav, noise_offset, noise_info.frames, noise_info.sample_rate)
         snrs = np.asarray(snrs, dtype=np.float64)
-        rng = np.random.default_rng([self.seed, zlib.crc32(f"{wav}:{crop_start}".encode())])
+        rng = np.random.default_rng([self.seed, zlib.crc32(uid.encode())])
         degraded = self._degrade(rng, snrs)
         return self._mix(wav, crop_start, crop, noise_source, *degraded, self.target_level_db)
 
@@ -252,7 +254,7 @@ def make_jnd_dataset(
     """
     dataset = DynamicItemDataset.from_json(str(manifest), replacements=replacements)
     if fixed:
-        takes = "wav duration sample_rate crop_start noise_wav noise_offset snrs".split()
+        takes = "id wav duration sample_rate crop_start noise_wav noise_offset snrs".split()
         dataset.add_dynamic_item(view_maker.valid_views, takes=takes, provides=PROVIDES)
     else:
         view_maker.noises()  # read the noise manifest once, here, not in every loader worker
