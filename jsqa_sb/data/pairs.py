@@ -115,8 +115,8 @@ class JNDPairRule:
     ) -> tuple[Diffs, Diffs]:
         """Alike and different masks of pairs of views, from each side's SNR, family, severity.
 
-        Family ids index :attr:`degradations` (-1: none); without ``families``, the SNRs
-        alone decide (:meth:`label`).
+        Family ids index :attr:`degradations` (-1: none); without ``families``, or a rule
+        without degradations, the SNRs alone decide (:meth:`label`).
 
         Example
         -------
@@ -130,7 +130,7 @@ class JNDPairRule:
         ([False, False, False], [True, True, True])
         """
         alike, different = self.label(abs(snrs[0] - snrs[1]))
-        if families is None:
+        if families is None or not self.degradations:  # every view has noise only
             return alike, different
         same = families[0] == families[1]
         steps = self._steps
