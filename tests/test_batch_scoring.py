@@ -12,7 +12,7 @@ import jsqa_sb.serving.batch_scoring
 from jsqa_sb.serving.batch_scoring import (
     ScoringInputError,
     ScoringSummary,
-    collect_inputs,
+    list_inputs,
     score_collection,
 )
 
@@ -101,12 +101,12 @@ def _blank(value):
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-# --- collect_inputs ---------------------------------------------------------------------
+# --- list_inputs ------------------------------------------------------------------------
 
 
 def test_collect_folder_csv_and_file(corpus):
     inputs, files, _ = corpus
-    got = collect_inputs(inputs)
+    got = list_inputs(inputs).paths
     folder = sorted(files[k] for k in ("short", "mid", "upper", "stereo", "corrupt", "empty"))
     # Folder (recursive, sorted, case-insensitive extensions, .txt left out), then the CSV's
     # relative path resolved against its folder, then the explicit file; repeats dropped.
@@ -117,25 +117,25 @@ def test_collect_folder_csv_and_file(corpus):
 def test_collect_keeps_explicit_other_extension(tmp_path):
     odd = tmp_path / "clip.raw"
     odd.write_bytes(b"\0" * 10)
-    assert collect_inputs([odd]) == [str(odd)]
+    assert list_inputs([odd]).paths == [str(odd)]
 
 
 def test_collect_missing_path(tmp_path):
     with pytest.raises(ScoringInputError, match="nowhere.wav"):
-        collect_inputs([tmp_path / "nowhere.wav"])
+        list_inputs([tmp_path / "nowhere.wav"])
 
 
 def test_collect_csv_without_column(tmp_path):
     pd.DataFrame({"file": ["a.wav"], "mos": [3.0]}).to_csv(tmp_path / "l.csv", index=False)
     with pytest.raises(ScoringInputError, match=r"'path'.*file, mos"):
-        collect_inputs([tmp_path / "l.csv"])
-    assert collect_inputs([tmp_path / "l.csv"], column="file") == [str(tmp_path / "a.wav")]
+        list_inputs([tmp_path / "l.csv"])
+    assert list_inputs([tmp_path / "l.csv"], column="file").paths == [str(tmp_path / "a.wav")]
 
 
 def test_collect_no_audio(tmp_path):
     (tmp_path / "readme.txt").write_text("x")
     with pytest.raises(ScoringInputError, match="no audio found"):
-        collect_inputs([tmp_path])
+        list_inputs([tmp_path])
 
 
 # --- score_collection -------------------------------------------------------------------

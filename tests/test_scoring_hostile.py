@@ -25,7 +25,6 @@ from jsqa_sb.errors import JSQAError
 from jsqa_sb.serving.batch_scoring import (
     META_SUFFIX,
     ScoringInputError,
-    collect_inputs,
     list_inputs,
     model_fingerprint,
     score_collection,
@@ -89,9 +88,9 @@ def test_symlink_loops_and_links_list_each_real_file_once(tmp_path):
     os.symlink("a.wav", root / "z_link.wav")  # the same file by another name
     os.symlink("sub/b.wav", root / "a_link.wav")  # listed first, but b.wav is the real name
     os.symlink("sub", root / "linked_sub")  # the same folder by another name
-    assert collect_inputs([root]) == [a, b]
+    assert list_inputs([root]).paths == [a, b]
     # Across inputs too: the link given explicitly adds nothing.
-    assert collect_inputs([root, root / "z_link.wav"]) == [a, b]
+    assert list_inputs([root, root / "z_link.wav"]).paths == [a, b]
 
 
 def test_linked_folder_outside_is_searched_once_and_its_loop_cut(tmp_path):
@@ -100,7 +99,7 @@ def test_linked_folder_outside_is_searched_once_and_its_loop_cut(tmp_path):
     _write(outside / "c.wav")
     os.symlink(outside, root / "ext")
     os.symlink(root, outside / "back")  # d/ext/back/ext/back/...
-    assert collect_inputs([root]) == [a, str(root / "ext" / "c.wav")]
+    assert list_inputs([root]).paths == [a, str(root / "ext" / "c.wav")]
 
 
 def test_symlink_loops_do_not_hang_the_cli(model_folder, speech, tmp_path):

@@ -104,11 +104,6 @@ class ScoringSummary:
         return "\n".join(lines)
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike], column: str = "path") -> list[str]:
-    """The paths of :func:`list_inputs` (a folder that cannot be searched is logged)."""
-    return list_inputs(inputs, column).paths
-
-
 def default_scoring_threads() -> int:
     """The torch threads ``jsqa score`` uses: the CPUs that other processes leave free (>= 1)."""
     try:
