@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from jsqa_sb.common import PathLike
+from jsqa_sb.data.prepare_utils import write_json
 from jsqa_sb.errors import JSQAError
 
 # The check and its rules, re-exported: this module is where users import them from.
@@ -173,9 +174,7 @@ def record_save_folder(
     if savedir is None or _is_source_folder(savedir, source):
         return
     stamp = {"source": _source_key(source), "hparams_file": hparams_file, "files": list(files)}
-    path = Path(savedir) / SAVE_FOLDER_STAMP
-    path.with_suffix(".partial").write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-    os.replace(path.with_suffix(".partial"), path)
+    write_json(Path(savedir) / SAVE_FOLDER_STAMP, stamp)
 
 
 def check_loadable_names(names: Iterable[Any], label: str) -> None:
