@@ -80,10 +80,6 @@ class UploadPlan:
         """Bytes to send."""
         return sum(file.size for file in self.files)
 
-    def allow_patterns(self) -> list[str]:
-        """``huggingface_hub`` patterns that match exactly the files of this plan."""
-        return [glob.escape(file.path) for file in self.files]
-
     def format(self, repo_id: str) -> str:
         """The listing shown before uploading: every file with its size."""
         width = max(len(file.path) for file in self.files)
@@ -206,7 +202,7 @@ def upload_model(
             repo_id=repo_id,
             repo_type="model",
             commit_message=commit_message or "Upload JSQA model",
-            allow_patterns=plan.allow_patterns(),
+            allow_patterns=[glob.escape(file.path) for file in plan.files],  # exactly these
             delete_patterns=STALE_PATTERNS,
         )
     except _CAUGHT as err:
