@@ -35,26 +35,20 @@ def load_model_hparams(
     from speechbrain.utils.fetching import FetchConfig, fetch
 
     from jsqa_sb.networks import load_checkpoint
-    from jsqa_sb.serving.yaml_security import (
-        check_hparams_size,
-        check_hparams_yaml,
-        check_loadable_names,
-        model_source,
-        prepare_save_folder,
-        record_save_folder,
-    )
+    from jsqa_sb.serving import yaml_security as security
 
-    source = model_source(source)  # a mistyped folder fails here, not on the hub
+    source = security.model_source(source)  # a mistyped folder fails here, not on the hub
     # Files of another model in savedir are fetched afresh, never reused.
-    fetch_config = FetchConfig(overwrite=prepare_save_folder(savedir, source, hparams_file))
+    refetch = security.prepare_save_folder(savedir, source, hparams_file)
+    fetch_config = FetchConfig(overwrite=refetch)
     with _fetch_errors(source, hparams_file):
         hparams_path = fetch(
             filename=hparams_file, source=source, savedir=savedir, fetch_config=fetch_config
         )
     # Check and load the same text (no window for the file to change in between).
-    check_hparams_size(hparams_path)
+    security.check_hparams_size(hparams_path)
     text = _read_hparams(hparams_path) + "\n"
-    check_hparams_yaml(text, name=str(hparams_path), trust_remote_code=trust_remote_code)
+    security.check_hparams_yaml(text, name=str(hparams_path), trust_remote_code=trust_remote_code)
     # HyperPyYAML's own errors about the file: bad references, arguments, names.
     try:
         if trust_remote_code:  # the file itself, so that !include: paths resolve
@@ -69,13 +63,13 @@ def load_model_hparams(
     pretrainer = hparams["pretrainer"]
     if savedir is not None:
         pretrainer.set_collect_in(savedir)
-    check_loadable_names(pretrainer.loadables, str(hparams_path))
+    security.check_loadable_names(pretrainer.loadables, str(hparams_path))
     with _fetch_errors(source, "checkpoints"):
         paths = pretrainer.collect_files(default_source=source, fetch_config=fetch_config)
     for name, module in pretrainer.loadables.items():
         load_checkpoint(module, paths[name], ModelError)
     collected = [hparams_file, *(f"{name}.ckpt" for name in pretrainer.loadables)]
-    record_save_folder(savedir, source, hparams_file, collected)
+    security.record_save_folder(savedir, source, hparams_file, collected)
     return hparams
 
 
