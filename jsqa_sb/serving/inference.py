@@ -295,7 +295,7 @@ class JSQA(Pretrained):
         """
         self._head()
         results: list = [None] * len(paths)
-        short_idx, short_wavs = [], []
+        short: dict[int, torch.Tensor] = {}  # index: waveform, scored as one batch
         for i, path in enumerate(paths):
             try:
                 info = self._info(path)
@@ -306,12 +306,11 @@ class JSQA(Pretrained):
                 self._check_length(path, wav.numel())
                 self._check_finite(path, wav)
                 self._warn_if_silent(path, float(wav.abs().max()))
-                short_idx.append(i)
-                short_wavs.append(wav)
+                short[i] = wav
             except (RecordingError, ValueError) as err:
                 results[i] = err
-        if short_wavs:
-            for i, row in zip(short_idx, self.score_batch(*batch_pad_right(short_wavs))):
+        if short:
+            for i, row in zip(short, self.score_batch(*batch_pad_right(list(short.values())))):
                 results[i] = self._named(row)
         return results
 
