@@ -88,11 +88,10 @@ def prepare_jnd(
     except JNDSettingsError as err:
         raise DataPreparationError(str(err)) from err
     jnd_db, neg_margin_db = rule.jnd_db, rule.neg_margin_db  # recorded in the options
-    libri_root = _librispeech_root(Path(librispeech_folder), [*train_subsets, *valid_subsets])
+    subsets = [*train_subsets, *valid_subsets]
+    libri_root = _librispeech_root(Path(librispeech_folder), subsets)
     noise_dir = _backgrounds_dir(Path(chime3_folder))
-    clean_files = {
-        s: list_files(libri_root / s, (".flac",)) for s in (*train_subsets, *valid_subsets)
-    }
+    clean_files = {s: list_files(libri_root / s, (".flac",)) for s in subsets}
     noise_files = sorted(noise_dir.glob(f"BGD_*.CH{channel}.wav"))
     save_folder = make_save_folder(save_folder)
     if not noise_files:
@@ -207,11 +206,7 @@ def _backgrounds_dir(folder: Path) -> Path:
     """The CHiME-3 backgrounds folder under ``folder``."""
     path = folder / BACKGROUNDS
     if not path.is_dir():
-        deepest = folder
-        for part in BACKGROUNDS.parts:
-            if not (deepest / part).is_dir():
-                break
-            deepest = deepest / part
+        deepest = next((p for p in path.parents if p.is_dir() and p.is_relative_to(folder)), folder)
         raise DataPreparationError(
             f"{folder} is not a CHiME-3 folder: expected {CHIME3_LAYOUT}; "
             + describe_folder(deepest)
