@@ -117,12 +117,10 @@ class JNDBatch:
 
     def to(self, device, non_blocking: bool = False) -> JNDBatch:
         """The batch on ``device``: itself if it is there, else a copy that makes its own views."""
-        if self.excerpts.device == _device(device):
-            return self
-        return JNDBatch(
-            self.ids,
-            *(_map(t, lambda t: t.to(device, non_blocking=non_blocking)) for t in self._tensors()),
-        )
+        moved = [
+            _map(t, lambda t: t.to(device, non_blocking=non_blocking)) for t in self._tensors()
+        ]
+        return self if moved[0] is self.excerpts else JNDBatch(self.ids, *moved)
 
     def pin_memory(self) -> JNDBatch:
         """Pin the tensors (called by ``DataLoader(pin_memory=True)``)."""
@@ -149,14 +147,6 @@ class JNDBatch:
 
 def _rebuild_batch(ids, excerpts, *small) -> JNDBatch:
     return JNDBatch(ids, excerpts, *(_map(t, torch.as_tensor) for t in small))
-
-
-def _device(device) -> torch.device:
-    """``device`` as torch names a tensor's (``cuda`` -> ``cuda:0``)."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 def _map(tensor, function):

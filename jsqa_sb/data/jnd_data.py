@@ -231,9 +231,7 @@ def _read_looped(
         got += piece.size
         pos = 0
     noise = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-    if sample_rate != target_sr:
-        noise = resample(noise, sample_rate, target_sr)
-    return noise[:length]
+    return resample(noise, sample_rate, target_sr)[:length]
 
 
 #: What the view maker's dynamic items provide per group.

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import signal
+from scipy.special import expit
 
 from jsqa_sb.data.minicorpus_signals import (  # noqa: F401  (NOISE_DBFS: re-exported)
     ENVIRONMENTS,
@@ -158,10 +159,6 @@ def build_chime3(
 
 
 # ----------------------------------------------------------------------------- NISQA
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def _condition(rng: np.random.Generator) -> dict:
     """Draw a degradation condition; ~10 % are clean, the rest have at least one effect."""
     if rng.random() < 0.1:
@@ -216,8 +213,8 @@ def _labels(cond: dict, rng: np.random.Generator) -> dict[str, float]:
     level = cond.get("level", 0.0)
     penalty = 0.6 * lp34 + 0.3 * lp7 + 0.5 * clipped + 0.3 * ("level" in cond)
     raw = {
-        "mos": 1 + 3.6 * _sigmoid((snr - 12) / 5) - penalty + rng.normal(0, 0.1),
-        "noi": 1 + 3.6 * _sigmoid((snr - 10) / 5) + rng.normal(0, 0.15),
+        "mos": 1 + 3.6 * expit((snr - 12) / 5) - penalty + rng.normal(0, 0.1),
+        "noi": 1 + 3.6 * expit((snr - 10) / 5) + rng.normal(0, 0.15),
         "col": 4.6 - 2.0 * lp34 - 1.0 * lp7 - 0.4 * clipped + rng.normal(0, 0.15),
         "dis": 4.6 - (1 + clip_db / 6) * clipped + rng.normal(0, 0.15),
         "loud": 4.6 + 3 * level / 25 + rng.normal(0, 0.15),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any, Optional, TypeVar
 
 import numpy as np
@@ -42,10 +43,7 @@ def finite_number(name: str, value: Any, unit: str = "dB") -> float:
     >>> finite_number("snr_min", 3)
     3.0
     """
-    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
-    if not number or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise JNDSettingsError(f"{name} must be a finite number of {unit}, got {value}")
     return float(value)
 

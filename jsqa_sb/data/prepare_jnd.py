@@ -82,17 +82,17 @@ def prepare_jnd(
     ``noise_valid``) and of the ``report``; raises :class:`DataPreparationError` for a
     folder of the wrong layout or (``strict``) an unusable file.
     """
+    options = {k: v for k, v in locals().items() if k not in _NOT_OPTIONS}
     try:
         rule = JNDPairRule(jnd_db, neg_margin_db) if pair_rule is None else pair_rule
         check_jnd_settings(segment_seconds, views_per_group, snr_min, snr_max, rule)
     except JNDSettingsError as err:
         raise DataPreparationError(str(err)) from err
-    jnd_db, neg_margin_db = rule.jnd_db, rule.neg_margin_db  # recorded in the options
-    libri_root = _librispeech_root(Path(librispeech_folder), [*train_subsets, *valid_subsets])
+    options.update(jnd_db=rule.jnd_db, neg_margin_db=rule.neg_margin_db)  # the rule's steps
+    subsets = [*train_subsets, *valid_subsets]
+    libri_root = _librispeech_root(Path(librispeech_folder), subsets)
     noise_dir = _backgrounds_dir(Path(chime3_folder))
-    clean_files = {
-        s: list_files(libri_root / s, (".flac",)) for s in (*train_subsets, *valid_subsets)
-    }
+    clean_files = {s: list_files(libri_root / s, (".flac",)) for s in subsets}
     noise_files = sorted(noise_dir.glob(f"BGD_*.CH{channel}.wav"))
     save_folder = make_save_folder(save_folder)
     if not noise_files:
@@ -106,7 +106,6 @@ def prepare_jnd(
                 f"LibriSpeech subset '{subset}' has no FLAC file; expected {LIBRISPEECH_LAYOUT}"
             )
 
-    options = {k: v for k, v in locals().items() if k in _OPTION_NAMES}
     all_clean = [f for files in clean_files.values() for f in files]
     record = PrepareRecord(
         save_folder,
@@ -178,12 +177,9 @@ def prepare_jnd(
     return {k: str(v) for k, v in outputs.items()}
 
 
-# The folders are not options: manifests use placeholders, so a moved corpus stays valid.
-_OPTION_NAMES = set(
-    "train_subsets valid_subsets channel valid_noise_fraction valid_noise_sessions "
-    "segment_seconds views_per_group snr_min snr_max jnd_db neg_margin_db min_clean_seconds "
-    "min_noise_seconds check_silence seed strict".split()
-)
+# The arguments recorded as options are all but these: the folders (manifests use placeholders,
+# so a moved corpus stays valid), the thread count and the rule (its steps are recorded).
+_NOT_OPTIONS = {"librispeech_folder", "chime3_folder", "save_folder", "num_workers", "pair_rule"}
 
 
 def _librispeech_root(folder: Path, subsets: Sequence[str]) -> Path:
@@ -207,11 +203,7 @@ def _backgrounds_dir(folder: Path) -> Path:
     """The CHiME-3 backgrounds folder under ``folder``."""
     path = folder / BACKGROUNDS
     if not path.is_dir():
-        deepest = folder
-        for part in BACKGROUNDS.parts:
-            if not (deepest / part).is_dir():
-                break
-            deepest = deepest / part
+        deepest = next((p for p in path.parents if p.is_dir() and p.is_relative_to(folder)), folder)
         raise DataPreparationError(
             f"{folder} is not a CHiME-3 folder: expected {CHIME3_LAYOUT}; "
             + describe_folder(deepest)

@@ -109,11 +109,9 @@ def prepare_nisqa(
             logger.warning("NISQA database %s has no usable row (see %s)", db, report_path)
 
     splits = _resolve_splits(splits_cfg, sorted(manifests))
+    rates = {entry["sample_rate"] for m in manifests.values() for entry in m.values()}
     counts = {db: len(entries) for db, entries in sorted(manifests.items())}
-    counts["skipped"] = len(report.skipped)
-    counts["sample_rates"] = sorted(
-        {e["sample_rate"] for m in manifests.values() for e in m.values()}
-    )
+    counts.update(skipped=len(report.skipped), sample_rates=sorted(rates))
     report.write(report_path, counts, strict)  # raises in strict mode: no manifest written
     for db, entries in manifests.items():
         write_json(save_folder / f"{db}.json", entries)
