@@ -152,9 +152,7 @@ def step_for(curve: np.ndarray, severities: np.ndarray, target: float) -> float:
     crossing = np.flatnonzero(rise >= target)
     if target <= 0 or not crossing.size:
         return float("nan")  # the measure does not change that much over the range
-    i = crossing[0]
-    if i == 0:
-        return 0.0
+    i = crossing[0]  # at least 1: rise[0] is 0, below the positive target
     return float(np.interp(target, rise[i - 1 : i + 1], widths[i - 1 : i + 1]))
 
 
