@@ -132,13 +132,12 @@ def one_utterance(job) -> dict:
            for m in args.measures}  # fmt: skip
     mix = torch.as_tensor(mixtures[:1])
     for family in args.families:
-        values = {m: [] for m in args.measures}
+        degraded = []
         for severity in grid(family, args.grid_points):
             gen = torch.Generator().manual_seed(args.seed * 100003 + index)
-            deg = degrade(mix, family, [float(severity)], SR, gen)[0].numpy()
-            for m in args.measures:
-                values[m].append(measure(m, refs[0], deg, args))
-        out.update({(family, m): v for m, v in values.items()})
+            degraded.append(degrade(mix, family, [float(severity)], SR, gen)[0].numpy())
+        for m in args.measures:
+            out[family, m] = [measure(m, refs[0], deg, args) for deg in degraded]
     return out
 
 
