@@ -30,15 +30,11 @@ _JOBS = {
 }
 #: Old flat module name -> its module now (the same module object is imported).
 MOVED = {
-    f"{__name__}.{m}": f"{__name__}.{job}.{m}" for job, ms in _JOBS.items() for m in ms.split()
+    **{f"jsqa_sb.{m}": f"jsqa_sb.{job}.{m}" for job, ms in _JOBS.items() for m in ms.split()},
+    "jsqa_sb.models": "jsqa_sb.networks",
+    "jsqa_sb.demo_processes": "jsqa_sb.demo.processes",
+    "jsqa_sb.demo_summary": "jsqa_sb.demo.summary",
 }
-MOVED.update(
-    {
-        f"{__name__}.models": f"{__name__}.networks",
-        f"{__name__}.demo_processes": f"{__name__}.demo.processes",
-        f"{__name__}.demo_summary": f"{__name__}.demo.summary",
-    }
-)
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -93,8 +93,6 @@ def check_device(device: str) -> None:
         raise DeviceError(
             f"--device {device!r} is not a device: use cpu, cuda or cuda:N ({err})"
         ) from err
-    if dev.type == "cpu":
-        return
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(
@@ -107,11 +105,11 @@ def check_device(device: str) -> None:
             raise DeviceError(
                 f"--device {device}: there are {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
             )
-        return
-    backend = getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None)
-    available = getattr(backend, "is_available", None)
-    if available is None or not available():
-        raise DeviceError(f"--device {device}: no {dev.type} device is available here")
+    elif dev.type != "cpu":
+        backend = getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise DeviceError(f"--device {device}: no {dev.type} device is available here")
 
 
 def _score(args: argparse.Namespace) -> int:

@@ -195,12 +195,11 @@ def _steps(out: Path, recipe: Path, pretrain: list[str], mos: list[str]) -> list
         if not summary.complete:
             raise _StepFailed(f"{len(summary.errors)} file(s) could not be scored: see {scores}")
 
-    pre_outputs = (pre_run / "encoder.ckpt", pre_run / "pretrain_summary.json")
     return [
         Step("corpora", "building the miniature corpora", build_corpora,
              (corpora / "corpora.json",), corpora),
         Step("pretrain", "JND contrastive pretraining of the encoder", run_pretraining,
-             pre_outputs, pre_run),
+             (pre_run / "encoder.ckpt", pre_run / "pretrain_summary.json"), pre_run),
         Step("finetune", "fine-tuning from the pretrained encoder", run_finetuning,
              (ft_run / "results.json",), ft_run),
         Step("scratch", "training the same network from scratch, the baseline", run_scratch,
@@ -240,11 +239,10 @@ def _run_step(step: Step, number: str, log: Path, stream: TextIO, since: float) 
         )
         raise
     except Exception as err:
-        seconds = time.monotonic() - start
         if not isinstance(err, _StepFailed):
             with open(log, "a", encoding="utf-8") as f:
                 traceback.print_exc(file=f)
-        print(f" FAILED after {_duration(seconds)}", file=stream)
+        print(f" FAILED after {_duration(time.monotonic() - start)}", file=stream)
         print(f"--- last lines of {_show(log)} ---", file=stream)
         print(_tail(log), file=stream)
         print(f"--- (full log: {_show(log)}) ---", file=stream, flush=True)

@@ -132,13 +132,12 @@ def one_utterance(job) -> dict:
            for m in args.measures}  # fmt: skip
     mix = torch.as_tensor(mixtures[:1])
     for family in args.families:
-        values = {m: [] for m in args.measures}
+        degraded = []
         for severity in grid(family, args.grid_points):
             gen = torch.Generator().manual_seed(args.seed * 100003 + index)
-            deg = degrade(mix, family, [float(severity)], SR, gen)[0].numpy()
-            for m in args.measures:
-                values[m].append(measure(m, refs[0], deg, args))
-        out.update({(family, m): v for m, v in values.items()})
+            degraded.append(degrade(mix, family, [float(severity)], SR, gen)[0].numpy())
+        for m in args.measures:
+            out[family, m] = [measure(m, refs[0], deg, args) for deg in degraded]
     return out
 
 
@@ -152,9 +151,7 @@ def step_for(curve: np.ndarray, severities: np.ndarray, target: float) -> float:
     crossing = np.flatnonzero(rise >= target)
     if target <= 0 or not crossing.size:
         return float("nan")  # the measure does not change that much over the range
-    i = crossing[0]
-    if i == 0:
-        return 0.0
+    i = crossing[0]  # at least 1: rise[0] is 0, below the positive target
     return float(np.interp(target, rise[i - 1 : i + 1], widths[i - 1 : i + 1]))
 
 
