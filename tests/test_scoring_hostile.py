@@ -484,3 +484,15 @@ def test_nan_and_inf_audio_get_error_rows(model_folder, speech, tmp_path, capsys
 
 def test_errors_about_inputs_are_jsqa_errors():
     assert issubclass(ScoringInputError, JSQAError)
+
+
+@pytest.mark.parametrize("fingerprint", [5, ["x"], {"a": 1}])
+def test_resume_refuses_a_model_record_with_a_fingerprint_that_is_not_text(
+    fingerprint, two, tmp_path
+):
+    out = tmp_path / "s.csv"
+    score_collection(FakeScorer("model-A"), two, out, progress=False, model_name="A")
+    meta = tmp_path / f"s.csv{META_SUFFIX}"
+    meta.write_text(json.dumps({"model": "A", "fingerprint": fingerprint}))
+    with pytest.raises(ScoringInputError, match="another model"):
+        score_collection(FakeScorer("model-A"), two, out, resume=True, progress=False)

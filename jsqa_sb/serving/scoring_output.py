@@ -190,7 +190,9 @@ def check_same_model(
 
         def name(record: dict[str, Any]) -> str:
             fp = record.get("fingerprint")
-            return f"{record.get('model') or 'unnamed'} ({fp[:12] if fp else 'no fingerprint'})"
+            return (
+                f"{record.get('model') or 'unnamed'} ({str(fp)[:12] if fp else 'no fingerprint'})"
+            )
 
         raise ScoringInputError(
             f"cannot resume from {out}: it holds the scores of another model, "
