@@ -129,6 +129,18 @@ def test_skips_when_done_and_redoes_on_change(copies, tmp_path, caplog):
     assert new.stem in _load(out["train"])
 
 
+@pytest.mark.parametrize("record", ["[]", "null", '"done"'])
+def test_a_damaged_record_is_redone_not_a_crash(record, copies, tmp_path, caplog):
+    libri, chime = copies
+    save = tmp_path / "m"
+    out = prepare_jnd(libri, chime, save)
+    (save / "prepare_jnd.record.json").write_text(record)
+    with caplog.at_level(logging.INFO):
+        assert prepare_jnd(libri, chime, save) == out
+    assert "up to date" not in caplog.text
+    assert isinstance(_load(save / "prepare_jnd.record.json"), dict)
+
+
 def test_wrong_layouts_say_what_was_expected(corpora, tmp_path):
     with pytest.raises(DataPreparationError) as err:
         prepare_jnd(tmp_path / "nowhere", corpora / "chime", tmp_path / "m")

@@ -95,6 +95,8 @@ class PrepareRecord:
             record = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError):
             return False
+        if not isinstance(record, dict):  # a damaged record: redo
+            return False
         same = (
             record.get("options") == self.options
             and record.get("input_fingerprint") == self.input_fingerprint
