@@ -194,6 +194,12 @@ def test_budget_all_in_any_case_is_the_whole_training_set():
     assert label_budget.resolve_budgets(["ALL", "6", "all"], 16) == [6, 16]
 
 
+@pytest.mark.parametrize("budget", ["\u00b2", "6.5", "-3", "six"])
+def test_a_budget_that_is_not_a_whole_number_is_a_budget_error(budget):
+    with pytest.raises(label_budget.BudgetError, match="whole number"):
+        label_budget.resolve_budgets([budget], 16)
+
+
 def test_training_files_are_grouped_by_their_clean_reference(nisqa, tmp_path):
     # nisqa_mini-like corpora degrade each reference several times: a budget must take
     # whole references, through the corpus CSV's filename_ref column.

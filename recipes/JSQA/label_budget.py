@@ -180,7 +180,7 @@ def resolve_budgets(budgets: list[str], available: int) -> list[int]:
     for budget in budgets:
         if budget.strip().lower() == "all":
             n = available
-        elif budget.strip().isdigit():
+        elif budget.strip().isdecimal():  # int() reads these (not '²')
             n = int(budget)
         else:
             raise BudgetError(f"a budget is a whole number of files or 'all', got {budget!r}")
