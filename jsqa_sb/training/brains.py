@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import chain
 from pathlib import Path
 from typing import Optional
 
@@ -289,15 +290,14 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         """The collected predictions as a DataFrame: file, con, db, true_<d>, pred_<d>."""
         import pandas as pd
 
-        rows = []
-        for ids, cons, dbs, targets, preds in self.collected:
-            for i, uid in enumerate(ids):
-                row = {"file": uid, "con": cons[i], "db": dbs[i]}
-                for j, dim in enumerate(self.hparams.dims):
-                    row[f"true_{dim}"] = float(targets[i, j])
-                    row[f"pred_{dim}"] = float(preds[i, j])
-                rows.append(row)
-        return pd.DataFrame(rows)
+        if not self.collected:
+            return pd.DataFrame()
+        files, cons, dbs, targets, preds = zip(*self.collected)
+        targets, preds = (torch.cat(t).double().numpy() for t in (targets, preds))
+        columns = {"file": [*chain(*files)], "con": [*chain(*cons)], "db": [*chain(*dbs)]}
+        for j, dim in enumerate(self.hparams.dims):
+            columns.update({f"true_{dim}": targets[:, j], f"pred_{dim}": preds[:, j]})
+        return pd.DataFrame(columns)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log; keep the checkpoint with the best validation PCC of the MOS."""
