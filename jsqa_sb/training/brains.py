@@ -68,8 +68,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         return batch.to(self.device).degrade(getattr(self.hparams, "degrader", None))
 
     def compute_forward(self, batch, stage):
-        """Embed every view; project for the loss."""
-        batch = batch.to(self.device)
+        """Embed every view (already on the device: :meth:`_on_device`); project for the loss."""
         embeddings = self.modules.encoder(batch.wavs, batch.wav_lens)
         projections = self.modules.projector(embeddings)
         return embeddings, projections
@@ -77,7 +76,6 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
     def compute_objectives(self, predictions, batch, stage):
         """JND-masked contrastive loss; collect validation embeddings."""
         embeddings, projections = predictions
-        batch = batch.to(self.device)
         conditions = {"noises": batch.noises, "environments": batch.environments}
         degradations = {"families": batch.families, "severities": batch.severities}
         loss = self.hparams.loss(
