@@ -18,6 +18,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from jsqa_sb.data.pairs import JNDSettingsError
+from jsqa_sb.data.prepare_utils import write_json
 from jsqa_sb.evaluation.jnd_metrics import JNDMetricTracker, linear_probe_spearman
 from jsqa_sb.training.brain_utils import (
     SELECTION_RULES,
@@ -25,7 +26,6 @@ from jsqa_sb.training.brain_utils import (
     NonFiniteBatchMixin,
     NoTrainedCheckpointError,
     anneal_learning_rates,
-    jsonable,
     record_learning_rate_ratios,
 )
 
@@ -222,11 +222,13 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             "skipped_batches": self.skipped_batches,
         }
         if if_main_process():
+            from jsqa_sb.evaluation.reports import _to_json  # NaN as null
+
             encoder = self.hparams.encoder  # the bare module, also under DDP
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             torch.save(encoder.state_dict(), path)
             if summary_path is not None:
-                Path(summary_path).write_text(json.dumps(jsonable(summary), indent=2) + "\n")
+                write_json(Path(summary_path), _to_json(summary))
         return summary
 
 
