@@ -163,7 +163,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         """
         names = self.tracker.family_names()
         keys = ["probe_snr_spearman", *(f"probe_{name}_spearman" for name in names)]
-        train = []
+        stats, train = dict.fromkeys(keys, float("nan")), []
         if self.probe_loader is not None and self.tracker.embeddings:
             with torch.no_grad():
                 for batch in self.probe_loader:
@@ -174,13 +174,12 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
                         emb = self.modules.encoder(batch.wavs, batch.wav_lens)
                     train.append(_probe_rows(emb, batch.snrs, batch.families, batch.severities))
         if not train:
-            return dict.fromkeys(keys, float("nan"))
+            return stats
         train = torch.cat(train)
         valid_emb, valid_snr = self.tracker.tensors()[:2]
         degradations = self.tracker.degradations  # the families and severities, if any
         sides = torch.cat(degradations).T if degradations else (None, None)
         valid = _probe_rows(valid_emb, valid_snr, *sides)
-        stats = dict.fromkeys(keys, float("nan"))
         for key, family in zip(keys, [-1, *range(len(names))]):
             target = 1 if family == -1 else 2  # the SNR, or the family's severity
             tr, va = (rows[rows[:, 0] == family] for rows in (train, valid))
@@ -369,6 +368,5 @@ def _probe_rows(emb, snrs, families=None, severities=None) -> torch.Tensor:
     n = emb.shape[0]
     families = torch.full((n,), -1.0) if families is None else families
     severities = torch.zeros(n) if severities is None else severities
-    columns = [families, snrs, severities]
-    columns = [c.detach().to("cpu", torch.float64).reshape(n, 1) for c in columns]
-    return torch.cat([*columns, emb.detach().to("cpu", torch.float64)], dim=1)
+    columns = [c.reshape(n, 1) for c in (families, snrs, severities)] + [emb]
+    return torch.cat([c.detach().to("cpu", torch.float64) for c in columns], dim=1)
