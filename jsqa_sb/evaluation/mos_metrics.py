@@ -258,7 +258,6 @@ def _fit_mapping_scaled(
 
 
 def _mapped_errors(y_true: ArrayLike, y_pred: ArrayLike, order: int, min_items: int):
-    order = _check_order(order)
     t, p = _check_pair(y_true, y_pred, min_items, f"order-{order} mapped RMSE")
     coefs_z, center, scale = _fit_mapping_scaled(t, p, order)
     mapped = np.polynomial.polynomial.polyval((p - center) / scale, coefs_z)
