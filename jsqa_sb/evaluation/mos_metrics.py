@@ -245,9 +245,7 @@ def _fit_mapping_scaled(
     """
     lo, hi = float(np.min(y_pred)), float(np.max(y_pred))
     if hi == lo:
-        coefs = np.zeros(order + 1)
-        coefs[0] = float(np.mean(y_true))
-        return coefs, lo, 1.0
+        return np.array([float(np.mean(y_true))] + [0.0] * order), lo, 1.0
     center, scale = 0.5 * (lo + hi), 0.5 * (hi - lo)
     z = (y_pred - center) / scale
     if order == 1:
@@ -258,7 +256,6 @@ def _fit_mapping_scaled(
 
 
 def _mapped_errors(y_true: ArrayLike, y_pred: ArrayLike, order: int, min_items: int):
-    order = _check_order(order)
     t, p = _check_pair(y_true, y_pred, min_items, f"order-{order} mapped RMSE")
     coefs_z, center, scale = _fit_mapping_scaled(t, p, order)
     mapped = np.polynomial.polynomial.polyval((p - center) / scale, coefs_z)

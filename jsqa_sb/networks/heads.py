@@ -77,11 +77,6 @@ class MOSHead(nn.Module):
             nn.Linear(hidden_size, len(names)),
         )
 
-    @property
-    def num_outputs(self) -> int:
-        """Number of outputs."""
-        return len(self.output_names)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (B, input_size) embeddings to (B, n_outputs) scores in [1, 5]."""
         return 1.0 + 4.0 * torch.sigmoid(self.mlp(x).float())

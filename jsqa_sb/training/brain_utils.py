@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 
 from jsqa_sb.errors import JSQAError
@@ -104,12 +103,3 @@ class GlooDDPMixin:
                 self.modules[name] = torch.nn.parallel.DistributedDataParallel(
                     module, device_ids=None, find_unused_parameters=self.find_unused_parameters
                 )
-
-
-def jsonable(value):
-    """``value`` with non-finite floats as None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import chain
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +18,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from jsqa_sb.data.pairs import JNDSettingsError
+from jsqa_sb.data.prepare_utils import write_json
 from jsqa_sb.evaluation.jnd_metrics import JNDMetricTracker, linear_probe_spearman
 from jsqa_sb.training.brain_utils import (
     SELECTION_RULES,
@@ -24,7 +26,6 @@ from jsqa_sb.training.brain_utils import (
     NonFiniteBatchMixin,
     NoTrainedCheckpointError,
     anneal_learning_rates,
-    jsonable,
     record_learning_rate_ratios,
 )
 
@@ -67,8 +68,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         return batch.to(self.device).degrade(getattr(self.hparams, "degrader", None))
 
     def compute_forward(self, batch, stage):
-        """Embed every view; project for the loss."""
-        batch = batch.to(self.device)
+        """Embed every view (already on the device: :meth:`_on_device`); project for the loss."""
         embeddings = self.modules.encoder(batch.wavs, batch.wav_lens)
         projections = self.modules.projector(embeddings)
         return embeddings, projections
@@ -76,7 +76,6 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
     def compute_objectives(self, predictions, batch, stage):
         """JND-masked contrastive loss; collect validation embeddings."""
         embeddings, projections = predictions
-        batch = batch.to(self.device)
         conditions = {"noises": batch.noises, "environments": batch.environments}
         degradations = {"families": batch.families, "severities": batch.severities}
         loss = self.hparams.loss(
@@ -164,7 +163,7 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         """
         names = self.tracker.family_names()
         keys = ["probe_snr_spearman", *(f"probe_{name}_spearman" for name in names)]
-        train = []
+        stats, train = dict.fromkeys(keys, float("nan")), []
         if self.probe_loader is not None and self.tracker.embeddings:
             with torch.no_grad():
                 for batch in self.probe_loader:
@@ -175,13 +174,12 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
                         emb = self.modules.encoder(batch.wavs, batch.wav_lens)
                     train.append(_probe_rows(emb, batch.snrs, batch.families, batch.severities))
         if not train:
-            return dict.fromkeys(keys, float("nan"))
+            return stats
         train = torch.cat(train)
         valid_emb, valid_snr = self.tracker.tensors()[:2]
         degradations = self.tracker.degradations  # the families and severities, if any
         sides = torch.cat(degradations).T if degradations else (None, None)
         valid = _probe_rows(valid_emb, valid_snr, *sides)
-        stats = dict.fromkeys(keys, float("nan"))
         for key, family in zip(keys, [-1, *range(len(names))]):
             target = 1 if family == -1 else 2  # the SNR, or the family's severity
             tr, va = (rows[rows[:, 0] == family] for rows in (train, valid))
@@ -223,11 +221,13 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             "skipped_batches": self.skipped_batches,
         }
         if if_main_process():
+            from jsqa_sb.evaluation.reports import _to_json  # NaN as null
+
             encoder = self.hparams.encoder  # the bare module, also under DDP
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             torch.save(encoder.state_dict(), path)
             if summary_path is not None:
-                Path(summary_path).write_text(json.dumps(jsonable(summary), indent=2) + "\n")
+                write_json(Path(summary_path), _to_json(summary))
         return summary
 
 
@@ -289,15 +289,14 @@ class MOSBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
         """The collected predictions as a DataFrame: file, con, db, true_<d>, pred_<d>."""
         import pandas as pd
 
-        rows = []
-        for ids, cons, dbs, targets, preds in self.collected:
-            for i, uid in enumerate(ids):
-                row = {"file": uid, "con": cons[i], "db": dbs[i]}
-                for j, dim in enumerate(self.hparams.dims):
-                    row[f"true_{dim}"] = float(targets[i, j])
-                    row[f"pred_{dim}"] = float(preds[i, j])
-                rows.append(row)
-        return pd.DataFrame(rows)
+        if not self.collected:
+            return pd.DataFrame()
+        files, cons, dbs, targets, preds = zip(*self.collected)
+        targets, preds = (torch.cat(t).double().numpy() for t in (targets, preds))
+        columns = {"file": [*chain(*files)], "con": [*chain(*cons)], "db": [*chain(*dbs)]}
+        for j, dim in enumerate(self.hparams.dims):
+            columns.update({f"true_{dim}": targets[:, j], f"pred_{dim}": preds[:, j]})
+        return pd.DataFrame(columns)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log; keep the checkpoint with the best validation PCC of the MOS."""
@@ -369,6 +368,5 @@ def _probe_rows(emb, snrs, families=None, severities=None) -> torch.Tensor:
     n = emb.shape[0]
     families = torch.full((n,), -1.0) if families is None else families
     severities = torch.zeros(n) if severities is None else severities
-    columns = [families, snrs, severities]
-    columns = [c.detach().to("cpu", torch.float64).reshape(n, 1) for c in columns]
-    return torch.cat([*columns, emb.detach().to("cpu", torch.float64)], dim=1)
+    columns = [c.reshape(n, 1) for c in (families, snrs, severities)] + [emb]
+    return torch.cat([c.detach().to("cpu", torch.float64) for c in columns], dim=1)
