@@ -9,14 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from tqdm import tqdm
 
 from jsqa_sb.audio import AudioReadError, audio_info
@@ -186,6 +188,30 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
+
+
+def to_json(obj: Any) -> Any:
+    """``obj`` as strict JSON: non-finite floats None, numpy as Python, other objects str.
+
+    Example
+    -------
+    >>> to_json({"a": float("nan"), "b": [np.float32(0.5), np.int64(3)], 1: Path("x")})
+    {'a': None, 'b': [0.5, 3], '1': 'x'}
+    """
+    if isinstance(obj, (np.generic, np.ndarray)):
+        obj = obj.tolist()  # Python scalars and lists
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(key): to_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = sorted(obj, key=str) if isinstance(obj, (set, frozenset)) else obj
+        return [to_json(value) for value in items]
+    return str(obj)
 
 
 def describe_folder(folder: Path, limit: int = 10) -> str:

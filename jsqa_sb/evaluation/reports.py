@@ -7,7 +7,6 @@ importable from here too.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -15,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from jsqa_sb.data.prepare_utils import write_json
+from jsqa_sb.data.prepare_utils import to_json, write_json
 from jsqa_sb.evaluation.compare import (  # noqa: F401 (re-exported)
     COMPARE_METRICS,
     DIMENSIONS,
@@ -40,30 +39,6 @@ REPORT_COLUMNS = (
 
 #: Axis range of the scatter plots (the MOS scale), widened only to show outliers.
 _MOS_RANGE = (1.0, 5.0)
-
-
-def _to_json(obj: Any) -> Any:
-    """``obj`` as strict JSON: non-finite floats None, numpy as Python, other objects str.
-
-    Example
-    -------
-    >>> _to_json({"a": float("nan"), "b": [np.float32(0.5), np.int64(3)], 1: Path("x")})
-    {'a': None, 'b': [0.5, 3], '1': 'x'}
-    """
-    if isinstance(obj, (np.generic, np.ndarray)):
-        obj = obj.tolist()  # Python scalars and lists
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(key): _to_json(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = sorted(obj, key=str) if isinstance(obj, (set, frozenset)) else obj
-        return [_to_json(value) for value in items]
-    return str(obj)
 
 
 def _check_db_name(name: Any) -> None:
@@ -263,7 +238,7 @@ def write_test_reports(
         databases[db], skipped[db], notes[db] = _evaluate_database(db, frame, truth)
 
     test_sets = sorted(databases)
-    results: dict[str, Any] = _to_json(
+    results: dict[str, Any] = to_json(
         {
             "databases": {db: databases[db] for db in test_sets},
             "config": config,

@@ -18,7 +18,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from jsqa_sb.data.pairs import JNDSettingsError
-from jsqa_sb.data.prepare_utils import write_json
+from jsqa_sb.data.prepare_utils import to_json, write_json
 from jsqa_sb.evaluation.jnd_metrics import JNDMetricTracker, linear_probe_spearman
 from jsqa_sb.training.brain_utils import (
     SELECTION_RULES,
@@ -221,13 +221,11 @@ class JNDContrastiveBrain(GlooDDPMixin, NonFiniteBatchMixin, sb.Brain):
             "skipped_batches": self.skipped_batches,
         }
         if if_main_process():
-            from jsqa_sb.evaluation.reports import _to_json  # NaN as null
-
             encoder = self.hparams.encoder  # the bare module, also under DDP
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             torch.save(encoder.state_dict(), path)
             if summary_path is not None:
-                write_json(Path(summary_path), _to_json(summary))
+                write_json(Path(summary_path), to_json(summary))  # NaN as null
         return summary
 
 
