@@ -366,3 +366,43 @@ def test_export_of_a_run_with_an_unreadable_yaml_is_one_line(finetune_run, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("jsqa: error: ") and "hyperparams.yaml" in err[0]
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("results.json", "not json"),
+        ("results.json", "[1]"),
+        ("results.json", '{"databases": {"NISQA_TEST_SIM": {"mos": {"pcc": "high"}}}}'),
+        ("pretrain_summary.json", "null"),
+        ("pretrain_summary.json", '{"best_valid": {"cross_auc": "x"}}'),
+    ],
+)
+def test_export_of_a_run_with_a_damaged_record_is_one_line(
+    finetune_run, pretrain_run, tmp_path, name, text, capsys
+):
+    import shutil
+
+    from jsqa_sb.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(finetune_run if name == "results.json" else pretrain_run, run)
+    (run / name).write_text(text)
+    assert main(["export", str(run), str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jsqa: error: ") and name in err[0]
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_damaged_config_in_results_still_exports_a_card(finetune_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finetune_run, run)
+    results = json.loads((run / "results.json").read_text())
+    results["config"].update(manifest_folder=5, train_dbs=3, pretrained_encoder=7)
+    (run / "results.json").write_text(json.dumps(results))
+    (run / "manifests").mkdir(exist_ok=True)
+    (run / "manifests" / "nisqa_splits.json").write_text('{"train": 1}')
+    card = (export_model(run, tmp_path / "model") / "README.md").read_text()
+    assert "pretrained encoder `7`" in card and "NISQA databases (not recorded) (training)" in card

@@ -110,24 +110,33 @@ def _used_splits(run: Path, cfg: dict) -> dict:
     """The databases the run trained and validated on (its nisqa_splits.json)."""
     for folder in (cfg.get("manifest_folder", run / "manifests"), run / "manifests"):
         path = Path(str(folder)) / "nisqa_splits.json"
-        if path.is_file():
-            return json.loads(path.read_text())
+        try:
+            splits = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+            return {split: [str(db) for db in splits[split]] for split in ("train", "valid")}
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # missing or damaged: the next folder, then the configuration
     return {  # the configuration's lists, some of which may have been absent
-        split: [f"{db} (if present)" for db in cfg.get(f"{split}_dbs", [])]
+        split: [f"{db} (if present)" for db in _as_list(cfg.get(f"{split}_dbs"))]
         for split in ("train", "valid")
     }
+
+
+def _as_list(value) -> list:
+    """A list setting of the run's configuration (anything else: none)."""
+    return value if isinstance(value, list) else []
 
 
 def finetune_card(
     run: Path, results: dict, outputs: list, ckpt: Path, inputs: str, license: str
 ) -> str:
     """The card of a fine-tuned scoring model, with its test figures."""
-    cfg = results.get("config", {})
+    cfg = results.get("config")
+    cfg = cfg if isinstance(cfg, dict) else {}
     yaml_name = Path(str(cfg.get("yaml", "?"))).name
     splits = _used_splits(run, cfg)
     pretrained = cfg.get("pretrained_encoder")
     init = (
-        f"the JND-contrastively pretrained encoder `{Path(pretrained).name}`"
+        f"the JND-contrastively pretrained encoder `{Path(str(pretrained)).name}`"
         if pretrained
         else "a randomly initialised encoder (the from-scratch baseline)"
     )
@@ -143,8 +152,8 @@ just-noticeable-difference (JND) audio pairs, then fine-tuned for MOS.
 
 - Run: `{run.name}`, stage `{cfg.get("stage", "finetune")}` with `{yaml_name}`,
   {cfg.get("number_of_epochs", "?")} epochs, seed {cfg.get("seed", "?")}, from {init}.
-- Data: NISQA databases {", ".join(splits["train"])} (training) and
-  {", ".join(splits["valid"])} (checkpoint selection by validation PCC),
+- Data: NISQA databases {", ".join(splits["train"]) or "(not recorded)"} (training) and
+  {", ".join(splits["valid"]) or "(not recorded)"} (checkpoint selection by validation PCC),
   from `{cfg.get("nisqa_folder", "?")}`.
 - Checkpoint: `{ckpt.name}`.
 
