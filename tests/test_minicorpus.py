@@ -1,6 +1,7 @@
 """Tests of the miniature LibriSpeech / CHiME-3 / NISQA builders."""
 
 import csv
+import json
 import re
 
 import numpy as np
@@ -227,6 +228,15 @@ def test_skip_when_done_and_rebuild_when_args_change(tmp_path):
     build_librispeech(tmp_path, {"test-clean": (1, 1, 1)})
     assert not (ls / "dev-clean").exists(), "stale subsets are removed on rebuild"
     assert len(list((ls / "test-clean").rglob("*.flac"))) == 1
+
+
+@pytest.mark.parametrize("marker", ["[]", "null", "not json"])
+def test_a_damaged_build_marker_means_rebuild(marker, tmp_path):
+    out = build_chime3(tmp_path, n_sessions_per_env=1, seconds=1.0)
+    (done,) = tmp_path.rglob(".minicorpus_done")
+    done.write_text(marker)
+    assert build_chime3(tmp_path, n_sessions_per_env=1, seconds=1.0) == out
+    assert len(list(out.glob("*.wav"))) == 4 and json.loads(done.read_text())["complete"]
 
 
 def test_refuses_to_overwrite_foreign_folder(tmp_path):

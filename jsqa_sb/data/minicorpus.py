@@ -57,7 +57,7 @@ def _prepare(out: Path, args: dict) -> bool:
             done = json.loads(marker.read_text())
         except ValueError:
             done = {}
-        if done.get("complete") and done.get("args") == wanted:
+        if isinstance(done, dict) and done.get("complete") and done.get("args") == wanted:
             return True
         shutil.rmtree(out)
     elif out.exists() and any(out.iterdir()):
