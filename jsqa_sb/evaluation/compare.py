@@ -1,4 +1,4 @@
-"""Read a run's ``results.json`` back and compare two runs: ``jsqa compare``.
+"""Read a run's ``results.json`` (or ``pretrain_summary.json``) back; compare two runs.
 
 The shared pieces of :mod:`jsqa_sb.evaluation.reports` (:class:`ReportError`, the number format)
 live here, so that :mod:`jsqa_sb.evaluation.reports` can re-export :func:`compare_runs`.
@@ -84,6 +84,28 @@ def load_results(run_folder: PathLike) -> dict[str, Any]:
                     raise ReportError(f"{path}: {db}/{dim}/{key} is not a number: {value!r}")
     results.setdefault("test_sets", sorted(results["databases"]))
     return results
+
+
+def load_pretrain_summary(run_folder: PathLike) -> dict[str, Any]:
+    """Read a pretraining run's ``pretrain_summary.json`` (its validation figures).
+
+    :class:`ReportError`, naming the path, when it cannot be read, is not a mapping, or
+    its ``best_valid`` or ``random_init_valid`` is not a mapping of numbers.
+    """
+    path = Path(run_folder) / "pretrain_summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(summary, dict):
+        raise ReportError(f"{path} is not a JSQA pretraining summary (a JSON object)")
+    for key in ("best_valid", "random_init_valid"):
+        figures = summary.get(key, {})
+        if not isinstance(figures, dict) or not all(
+            v is None or _is_number(v) for v in figures.values()
+        ):
+            raise ReportError(f"{path}: {key} is not a mapping of numbers")
+    return summary
 
 
 def _nisqa_first(dims: Iterable[str]) -> list[str]:

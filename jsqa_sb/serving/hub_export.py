@@ -31,7 +31,7 @@ from hyperpyyaml import resolve_references
 import jsqa_sb
 from jsqa_sb.common import PathLike
 from jsqa_sb.errors import JSQAError
-from jsqa_sb.evaluation.compare import ReportError, load_results
+from jsqa_sb.evaluation.compare import ReportError, load_pretrain_summary, load_results
 from jsqa_sb.serving.model_card import CITATION, finetune_card, input_section, pretrain_card  # noqa: F401
 
 logger = logging.getLogger(__name__)
@@ -189,11 +189,11 @@ def _write_model(run: Path, hub: Path, kind: str, window_seconds: float, license
     run_yaml = _resolved_run_yaml(run / "hyperparams.yaml")
     # The card describes the input the exported YAML sets, not the defaults.
     inputs = input_section(int(run_yaml.get("sample_rate", 16000)), window_seconds)
+    try:  # figures that are numbers, or ExportError
+        results = (load_results if kind == "finetune" else load_pretrain_summary)(run)
+    except ReportError as err:
+        raise ExportError(str(err)) from err
     if kind == "finetune":
-        try:
-            results = load_results(run)  # its figures are numbers, per database and output
-        except ReportError as err:
-            raise ExportError(str(err)) from err
         ckpt = _selected_checkpoint(run, results)
         outputs = _trained_outputs(results, run_yaml["head"].get("outputs"))
         for name in ("encoder", "head"):
@@ -201,7 +201,7 @@ def _write_model(run: Path, hub: Path, kind: str, window_seconds: float, license
         shutil.copyfile(run / "results.json", hub / "training_results.json")
         card = finetune_card(run, results, outputs, ckpt, inputs, license)
     else:
-        outputs, results = [], _pretrain_summary(run / "pretrain_summary.json")
+        outputs = []
         shutil.copyfile(run / "encoder.ckpt", hub / "encoder.ckpt")
         shutil.copyfile(run / "pretrain_summary.json", hub / "pretrain_summary.json")
         card = pretrain_card(run, results, inputs, license)
@@ -225,23 +225,6 @@ def _resolved_run_yaml(path: Path) -> dict:
     if not isinstance(run_yaml, dict):
         raise ExportError(f"{path} is not a run YAML (a mapping of settings)")
     return run_yaml
-
-
-def _pretrain_summary(path: Path) -> dict:
-    """``pretrain_summary.json``: a mapping whose validation figures are numbers."""
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ExportError(f"cannot read {path}: {err}") from err
-    if not isinstance(summary, dict):
-        raise ExportError(f"{path} is not a JSQA pretraining summary (a JSON object)")
-    for key in ("best_valid", "random_init_valid"):
-        figures = summary.get(key, {})
-        if not isinstance(figures, dict) or not all(
-            isinstance(v, (int, float, type(None))) for v in figures.values()
-        ):
-            raise ExportError(f"{path}: {key} is not a mapping of numbers")
-    return summary
 
 
 def _selected_checkpoint(run: Path, results: dict) -> Path:
