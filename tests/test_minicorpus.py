@@ -230,7 +230,7 @@ def test_skip_when_done_and_rebuild_when_args_change(tmp_path):
     assert len(list((ls / "test-clean").rglob("*.flac"))) == 1
 
 
-@pytest.mark.parametrize("marker", ["[]", "null", "not json"])
+@pytest.mark.parametrize("marker", ["[]", "null", "not json", "[" * 100_000])
 def test_a_damaged_build_marker_means_rebuild(marker, tmp_path):
     out = build_chime3(tmp_path, n_sessions_per_env=1, seconds=1.0)
     (done,) = tmp_path.rglob(".minicorpus_done")

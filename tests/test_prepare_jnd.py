@@ -129,7 +129,7 @@ def test_skips_when_done_and_redoes_on_change(copies, tmp_path, caplog):
     assert new.stem in _load(out["train"])
 
 
-@pytest.mark.parametrize("record", ["[]", "null", '"done"'])
+@pytest.mark.parametrize("record", ["[]", "null", '"done"', "[" * 100_000])
 def test_a_damaged_record_is_redone_not_a_crash(record, copies, tmp_path, caplog):
     libri, chime = copies
     save = tmp_path / "m"

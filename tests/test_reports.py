@@ -217,8 +217,9 @@ def test_load_results_missing(tmp_path):
     assert issubclass(ReportError, ValueError)
 
 
-def test_load_results_invalid_json(tmp_path):
-    (tmp_path / "results.json").write_text("{not json")
+@pytest.mark.parametrize("text", ["{not json", "[" * 100_000, '{"a": ' * 100_000])
+def test_load_results_invalid_json(tmp_path, text):
+    (tmp_path / "results.json").write_text(text)
     with pytest.raises(ReportError, match="cannot read"):
         load_results(tmp_path)
 

@@ -457,6 +457,16 @@ def test_resume_json_drops_entries_that_are_not_rows(tmp_path):
     assert [r["path"] for r in rows] == [a, b] and rows[1]["duration"] == 1.0
 
 
+@pytest.mark.parametrize("damaged", ["meta", "output"])
+def test_resume_from_json_nested_too_deep_is_refused_in_one_line(damaged, two, tmp_path):
+    out = tmp_path / "s.json"
+    score_collection(FakeScorer("model-A"), two, out, progress=False)
+    path = tmp_path / f"s.json{META_SUFFIX}" if damaged == "meta" else out
+    path.write_text("[" * 100_000)
+    with pytest.raises(ScoringInputError, match="nested too deeply"):
+        score_collection(FakeScorer("model-A"), two, out, resume=True, progress=False)
+
+
 # --- 17: NaN and infinite audio ----------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ from jsqa_sb.data.minicorpus_signals import (  # noqa: F401  (NOISE_DBFS: re-exp
     _write,
     synth_noise,
 )
+from jsqa_sb.data.prepare_utils import read_json
 
 SPEECH_DBFS = -26.0
 NISQA_COLUMNS = (
@@ -54,7 +55,7 @@ def _prepare(out: Path, args: dict) -> bool:
     wanted = json.loads(json.dumps(dict(args, version=_VERSION)))  # tuples -> lists
     if marker.is_file():
         try:
-            done = json.loads(marker.read_text())
+            done = read_json(marker)
         except ValueError:
             done = {}
         if isinstance(done, dict) and done.get("complete") and done.get("args") == wanted:

@@ -94,8 +94,8 @@ class PrepareRecord:
     def is_done(self) -> bool:
         """Whether the same preparation finished before and its outputs are intact."""
         try:
-            record = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
+            record = read_json(self.path)
+        except (OSError, ValueError):
             return False
         if not isinstance(record, dict):  # a damaged record: redo
             return False
@@ -188,6 +188,15 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
+
+
+def read_json(path: PathLike, errors: str = "strict") -> Any:
+    """The JSON value in ``path`` (UTF-8); ValueError also when it nests too deep to read."""
+    text = Path(path).read_text(encoding="utf-8", errors=errors)
+    try:
+        return json.loads(text)
+    except RecursionError as err:  # "[[[[..." : Python's parser recurses
+        raise ValueError("JSON nested too deeply to read") from err
 
 
 def to_json(obj: Any) -> Any:

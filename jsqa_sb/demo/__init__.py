@@ -36,6 +36,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, TextIO
 
+from jsqa_sb.data.prepare_utils import read_json
 from jsqa_sb.demo.processes import (  # noqa: F401 (re-exported)
     STOP_GRACE_SECONDS,
     STOP_SIGNALS,
@@ -129,7 +130,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     path = out / "demo.json"
     if path.is_file():
         try:
-            before = json.loads(path.read_text(encoding="utf-8"))
+            before = read_json(path)
         except ValueError:
             before = None
         if before != settings:

@@ -6,7 +6,6 @@ live here, so that :mod:`jsqa_sb.evaluation.reports` can re-export :func:`compar
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from jsqa_sb.common import NISQA_DIMENSIONS, PathLike
+from jsqa_sb.data.prepare_utils import read_json
 from jsqa_sb.errors import JSQAError
 
 #: Quality dimensions of the NISQA corpus, in the order in which reports list them.
@@ -68,7 +68,7 @@ def load_results(run_folder: PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ReportError(f"no {RESULTS_FILE} in {run_folder}: run the test stage first")
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
+        results = read_json(path)
     except (OSError, ValueError) as exc:
         raise ReportError(f"cannot read {path}: {exc}") from exc
     if not isinstance(results, dict) or not isinstance(results.get("databases"), dict):
@@ -94,7 +94,7 @@ def load_pretrain_summary(run_folder: PathLike) -> dict[str, Any]:
     """
     path = Path(run_folder) / "pretrain_summary.json"
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        summary = read_json(path)
     except (OSError, ValueError) as exc:
         raise ReportError(f"cannot read {path}: {exc}") from exc
     if not isinstance(summary, dict):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from jsqa_sb.data.prepare_utils import read_json
 
 CITATION = """@inproceedings{fan2025jsqa,
   title     = {{JSQA}: Speech Quality Assessment with Perceptually-Inspired Contrastive
@@ -111,7 +112,7 @@ def _used_splits(run: Path, cfg: dict) -> dict:
     for folder in (cfg.get("manifest_folder", run / "manifests"), run / "manifests"):
         path = Path(str(folder)) / "nisqa_splits.json"
         try:
-            splits = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+            splits = read_json(path) if path.is_file() else None
             return {split: [str(db) for db in splits[split]] for split in ("train", "valid")}
         except (OSError, ValueError, TypeError, KeyError):
             continue  # missing or damaged: the next folder, then the configuration

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jsqa_sb.audio import AudioReadError
-from jsqa_sb.data.prepare_utils import write_json
+from jsqa_sb.data.prepare_utils import read_json, write_json
 from jsqa_sb.serving.scoring_inputs import ScoringInputError, printable
 
 #: Columns every output row has before and after the scores.
@@ -167,7 +167,7 @@ def check_same_model(
     if not rows:
         return
     try:
-        found = json.loads(meta_path.read_text(encoding="utf-8"))
+        found = read_json(meta_path)
         if not isinstance(found, dict):
             raise ValueError("not a JSON object")
     except FileNotFoundError:
@@ -267,7 +267,7 @@ class _JsonSink:
     def read(self) -> tuple[list[dict[str, Any]], int]:
         """The rows of the existing file, and how many entries were not rows."""
         try:
-            rows = json.loads(self.path.read_text(encoding="utf-8", errors="replace"))
+            rows = read_json(self.path, errors="replace")
         except (OSError, ValueError) as err:
             raise ScoringInputError(f"cannot resume from {self.path}: {err}") from err
         if not isinstance(rows, list):

@@ -31,7 +31,6 @@ loads its YAML with HyperPyYAML directly: loading a model that way means trustin
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from jsqa_sb.common import PathLike
-from jsqa_sb.data.prepare_utils import write_json
+from jsqa_sb.data.prepare_utils import read_json, write_json
 from jsqa_sb.errors import JSQAError
 
 # The check and its rules, re-exported: this module is where users import them from.
@@ -150,7 +149,7 @@ def prepare_save_folder(savedir: Optional[PathLike], source: Any, hparams_file: 
     stamp = Path(savedir) / SAVE_FOLDER_STAMP
     wanted = {"source": _source_key(source), "hparams_file": hparams_file}
     try:
-        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+        recorded = read_json(stamp)
     except (OSError, ValueError):
         recorded = None
     if isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in wanted.items()):
