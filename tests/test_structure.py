@@ -1,6 +1,7 @@
 """The package's shape: its modules import each other without a cycle."""
 
 import ast
+import re
 from pathlib import Path
 
 import jsqa_sb
@@ -106,3 +107,12 @@ def test_the_old_flat_module_names_import_the_moved_modules():
     assert models.__spec__.name == "jsqa_sb.networks"  # the alias leaves the module's own spec
     flat = {p.stem for p in PACKAGE.glob("*.py")}
     assert flat == {"__init__", "common", "errors", "audio", "cli", "cli_parser"}
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = {n.removesuffix(".py") for n in re.findall(r"`([\w.]+)/?`", layout)}
+    stems = {p.stem for p in PACKAGE.rglob("*.py") if p.stem != "__init__"}
+    jobs = {p.parent.name for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
+    assert sorted((stems | jobs) - named) == []
