@@ -73,7 +73,12 @@ def pretrain_run(tmp_path_factory) -> Path:
     torch.save(_encoder().state_dict(), run / "encoder.ckpt")
     summary = {
         "best_epoch": 3,
-        "best_valid": {"cross_auc": 0.7, "within_auc": 0.99, "probe_snr_spearman": 0.8},
+        "best_valid": {
+            "cross_auc": 0.7,
+            "within_auc": 0.99,
+            "probe_snr_spearman": 0.8,
+            "end-of-epoch": True,  # as SpeechBrain's checkpoint meta holds it
+        },
         "random_init_valid": {"cross_auc": 0.5, "within_auc": 0.99, "probe_snr_spearman": 0.6},
     }
     (run / "pretrain_summary.json").write_text(json.dumps(summary))

@@ -90,7 +90,7 @@ def load_pretrain_summary(run_folder: PathLike) -> dict[str, Any]:
     """Read a pretraining run's ``pretrain_summary.json`` (its validation figures).
 
     :class:`ReportError`, naming the path, when it cannot be read, is not a mapping, or
-    its ``best_valid`` or ``random_init_valid`` is not a mapping of numbers.
+    its ``best_valid`` or ``random_init_valid`` is not a mapping of numbers (or booleans).
     """
     path = Path(run_folder) / "pretrain_summary.json"
     try:
@@ -101,8 +101,9 @@ def load_pretrain_summary(run_folder: PathLike) -> dict[str, Any]:
         raise ReportError(f"{path} is not a JSQA pretraining summary (a JSON object)")
     for key in ("best_valid", "random_init_valid"):
         figures = summary.get(key, {})
+        # Numbers, and the flags SpeechBrain keeps in a checkpoint's meta ("end-of-epoch")
         if not isinstance(figures, dict) or not all(
-            v is None or _is_number(v) for v in figures.values()
+            v is None or isinstance(v, (int, float)) for v in figures.values()
         ):
             raise ReportError(f"{path}: {key} is not a mapping of numbers")
     return summary
