@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from jsqa_sb.networks import JSQAEncoder, MOSHead
+from jsqa_sb.networks import JSQAEncoder, MOSHead, ProjectionHead
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"cnn_channels": 4, "d_model": 16, "att_layers": 1, "att_heads": 2, "emb_dim": 16}
@@ -33,6 +33,33 @@ def _run_yaml(name: str, values: dict) -> str:
 def _encoder() -> JSQAEncoder:
     torch.manual_seed(0)
     return JSQAEncoder(**TINY).eval()
+
+
+@pytest.fixture
+def tiny_jnd_brain(tmp_path):
+    """``make(**hparams)``: a JNDContrastiveBrain of a tiny encoder, on the CPU, for 1 epoch.
+
+    Its hparams hold ``encoder``, ``epoch_counter`` and ``train_logger`` besides the given ones.
+    """
+    from speechbrain.utils.epoch_loop import EpochCounter
+    from speechbrain.utils.train_logger import FileTrainLogger
+
+    from jsqa_sb.training.brains import JNDContrastiveBrain
+    from jsqa_sb.training.checkpoints import Checkpointer
+
+    def make(**hparams):
+        encoder = JSQAEncoder(**TINY)
+        counter = EpochCounter(1)
+        log = FileTrainLogger(tmp_path / "train_log.txt")
+        return JNDContrastiveBrain(
+            modules={"encoder": encoder, "projector": ProjectionHead(16, 16, 8)},
+            opt_class=lambda p: torch.optim.Adam(p, 1e-3),
+            hparams={"encoder": encoder, "epoch_counter": counter, "train_logger": log, **hparams},
+            run_opts={"device": "cpu", "noprogressbar": True},
+            checkpointer=Checkpointer(tmp_path / "save", {"encoder": encoder, "counter": counter}),
+        )
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -3,19 +3,14 @@ import logging
 import shutil
 
 import torch
-from speechbrain.utils.checkpoints import Checkpointer
-from speechbrain.utils.epoch_loop import EpochCounter
-from speechbrain.utils.train_logger import FileTrainLogger
 
 from jsqa_sb.data.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
 from jsqa_sb.data.minicorpus import build_chime3, build_librispeech
 from jsqa_sb.data.prepare_jnd import prepare_jnd
-from jsqa_sb.networks import JSQAEncoder, ProjectionHead
 from jsqa_sb.networks.losses import JNDContrastiveLoss
-from jsqa_sb.training.brains import JNDContrastiveBrain
 
 
-def test_nonfinite_batch_is_named_skipped_and_counted(tmp_path, caplog):
+def test_nonfinite_batch_is_named_skipped_and_counted(tmp_path, caplog, tiny_jnd_brain):
     build_librispeech(tmp_path / "libri")
     build_chime3(tmp_path / "chime")
     out = prepare_jnd(tmp_path / "libri", tmp_path / "chime", tmp_path / "m", segment_seconds=1.0)
@@ -36,25 +31,10 @@ def test_nonfinite_batch_is_named_skipped_and_counted(tmp_path, caplog):
     train = make_jnd_dataset(path, folders, views, fixed=False)
     valid = make_jnd_dataset(out["valid"], folders, JNDViewMaker(segment_seconds=1.0), fixed=True)
 
-    encoder = JSQAEncoder(cnn_channels=4, d_model=16, att_layers=1, att_heads=2, emb_dim=16)
-    projector = ProjectionHead(16, 16, 8)
-    counter = EpochCounter(1)
-    hparams = {
-        "loss": JNDContrastiveLoss(),
-        "jnd_db": 3.0,
-        "neg_margin_db": 6.0,
-        "train_view_maker": views,
-        "epoch_counter": counter,
-        "encoder": encoder,
-        "train_logger": FileTrainLogger(tmp_path / "train_log.txt"),
-    }
-    brain = JNDContrastiveBrain(
-        modules={"encoder": encoder, "projector": projector},
-        opt_class=lambda p: torch.optim.Adam(p, 1e-3),
-        hparams=hparams,
-        run_opts={"device": "cpu", "noprogressbar": True},
-        checkpointer=Checkpointer(tmp_path / "save", {"encoder": encoder, "counter": counter}),
+    brain = tiny_jnd_brain(
+        loss=JNDContrastiveLoss(), jnd_db=3.0, neg_margin_db=6.0, train_view_maker=views
     )
+    encoder, counter = brain.hparams.encoder, brain.hparams.epoch_counter
     loader_opts = {"batch_size": 4, "collate_fn": jnd_collate}
     with caplog.at_level(logging.WARNING):
         brain.fit(

@@ -5,8 +5,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from speechbrain.utils.epoch_loop import EpochCounter
-from speechbrain.utils.train_logger import FileTrainLogger
 from torch.utils.data import DataLoader
 
 from jsqa_sb.data import degradations
@@ -15,10 +13,7 @@ from jsqa_sb.data.jnd_data import JNDViewMaker, jnd_collate, make_jnd_dataset
 from jsqa_sb.data.minicorpus import build_chime3, build_librispeech
 from jsqa_sb.data.pairs import JNDPairRule, JNDSettingsError
 from jsqa_sb.data.prepare_jnd import prepare_jnd
-from jsqa_sb.networks import JSQAEncoder, ProjectionHead
 from jsqa_sb.networks.losses import JNDContrastiveLoss
-from jsqa_sb.training.brains import JNDContrastiveBrain
-from jsqa_sb.training.checkpoints import Checkpointer
 
 FAMILIES = [{"family": "clipping"}, {"family": "band_limit"}]
 
@@ -99,28 +94,16 @@ def _silencing_clipping(degrade):
 
 
 def test_a_batch_whose_degraded_views_are_silent_is_skipped_and_counted(
-    prepared, tmp_path, caplog, monkeypatch
+    prepared, caplog, monkeypatch, tiny_jnd_brain
 ):
     out, folders = prepared
     monkeypatch.setattr(degradations, "degrade", _silencing_clipping(degradations.degrade))
     degrader = Degrader(FAMILIES, p_none=0.0)
     maker = _maker(out, folders, degrader)
-    encoder = JSQAEncoder(cnn_channels=4, d_model=16, att_layers=1, att_heads=2, emb_dim=16)
-    projector = ProjectionHead(16, 16, 8)
-    counter = EpochCounter(1)
-    hparams = {
-        "loss": JNDContrastiveLoss(pair_rule=maker.pair_rule),
-        "train_view_maker": maker,
-        "degrader": degrader,
-        "epoch_counter": counter,
-        "train_logger": FileTrainLogger(tmp_path / "log.txt"),
-    }
-    brain = JNDContrastiveBrain(
-        modules={"encoder": encoder, "projector": projector},
-        opt_class=lambda p: torch.optim.Adam(p, 1e-3),
-        hparams=hparams,
-        run_opts={"device": "cpu", "noprogressbar": True},
-        checkpointer=Checkpointer(tmp_path / "save", {"encoder": encoder, "counter": counter}),
+    brain = tiny_jnd_brain(
+        loss=JNDContrastiveLoss(pair_rule=maker.pair_rule),
+        train_view_maker=maker,
+        degrader=degrader,
     )
     batches = _batches(out, folders, maker, n=1)
     silent = [b for b in batches if (b.families == 0).any()]
