@@ -406,3 +406,21 @@ def test_a_damaged_config_in_results_still_exports_a_card(finetune_run, tmp_path
     (run / "manifests" / "nisqa_splits.json").write_text('{"train": 1}')
     card = (export_model(run, tmp_path / "model") / "README.md").read_text()
     assert "pretrained encoder `7`" in card and "NISQA databases (not recorded) (training)" in card
+
+
+@pytest.mark.parametrize("what", ["missing", "fifo"])
+def test_export_of_a_pretraining_run_without_a_summary_file_is_one_line(
+    pretrain_run, tmp_path, what, capsys
+):
+    import shutil
+
+    from jsqa_sb.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrain_run, run)
+    (run / "pretrain_summary.json").unlink()
+    if what == "fifo":
+        os.mkfifo(run / "pretrain_summary.json")  # reading it would wait for a writer
+    assert main(["export", str(run), str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no pretrain_summary.json in" in err[0]

@@ -21,6 +21,8 @@ from jsqa_sb.errors import JSQAError
 DIMENSIONS = NISQA_DIMENSIONS
 #: The file of all metrics that :func:`jsqa_sb.evaluation.reports.write_test_reports` writes.
 RESULTS_FILE = "results.json"
+#: The validation figures of a pretraining run (the YAML's ``summary_file``).
+SUMMARY_FILE = "pretrain_summary.json"
 #: Metrics that :func:`compare_runs` shows: (key, label, whether higher is better).
 COMPARE_METRICS = (
     ("pcc", "PCC", True), ("srcc", "SRCC", True), ("rmse", "RMSE", False),
@@ -67,10 +69,7 @@ def load_results(run_folder: PathLike) -> dict[str, Any]:
         path = path / RESULTS_FILE
     if not path.is_file():
         raise ReportError(f"no {RESULTS_FILE} in {run_folder}: run the test stage first")
-    try:
-        results = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from exc
+    results = _read_record(path)
     if not isinstance(results, dict) or not isinstance(results.get("databases"), dict):
         raise ReportError(f"{path} is not a JSQA results file (no 'databases' mapping)")
     for db, dims in results["databases"].items():
@@ -89,14 +88,14 @@ def load_results(run_folder: PathLike) -> dict[str, Any]:
 def load_pretrain_summary(run_folder: PathLike) -> dict[str, Any]:
     """Read a pretraining run's ``pretrain_summary.json`` (its validation figures).
 
-    :class:`ReportError`, naming the path, when it cannot be read, is not a mapping, or
-    its ``best_valid`` or ``random_init_valid`` is not a mapping of numbers (or booleans).
+    :class:`ReportError`, naming the path, when there is none (as a file), it cannot be
+    read, is not a mapping, or its ``best_valid`` or ``random_init_valid`` is not a
+    mapping of numbers (or booleans).
     """
-    path = Path(run_folder) / "pretrain_summary.json"
-    try:
-        summary = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from exc
+    path = Path(run_folder) / SUMMARY_FILE
+    if not path.is_file():
+        raise ReportError(f"no {SUMMARY_FILE} in {run_folder}: the pretraining has not finished")
+    summary = _read_record(path)
     if not isinstance(summary, dict):
         raise ReportError(f"{path} is not a JSQA pretraining summary (a JSON object)")
     for key in ("best_valid", "random_init_valid"):
@@ -107,6 +106,14 @@ def load_pretrain_summary(run_folder: PathLike) -> dict[str, Any]:
         ):
             raise ReportError(f"{path}: {key} is not a mapping of numbers")
     return summary
+
+
+def _read_record(path: Path) -> Any:
+    """The JSON in a run's record ``path``; ReportError naming it if it cannot be read."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"cannot read {path}: {exc}") from exc
 
 
 def _nisqa_first(dims: Iterable[str]) -> list[str]:

@@ -31,7 +31,12 @@ from hyperpyyaml import resolve_references
 import jsqa_sb
 from jsqa_sb.common import PathLike
 from jsqa_sb.errors import JSQAError
-from jsqa_sb.evaluation.compare import ReportError, load_pretrain_summary, load_results
+from jsqa_sb.evaluation.compare import (
+    SUMMARY_FILE,
+    ReportError,
+    load_pretrain_summary,
+    load_results,
+)
 from jsqa_sb.serving.model_card import CITATION, finetune_card, input_section, pretrain_card  # noqa: F401
 
 logger = logging.getLogger(__name__)
@@ -203,7 +208,7 @@ def _write_model(run: Path, hub: Path, kind: str, window_seconds: float, license
     else:
         outputs = []
         shutil.copyfile(run / "encoder.ckpt", hub / "encoder.ckpt")
-        shutil.copyfile(run / "pretrain_summary.json", hub / "pretrain_summary.json")
+        shutil.copyfile(run / SUMMARY_FILE, hub / SUMMARY_FILE)
         card = pretrain_card(run, results, inputs, license)
 
     (hub / "hyperparams.yaml").write_text(

@@ -111,11 +111,13 @@ def _used_splits(run: Path, cfg: dict) -> dict:
     """The databases the run trained and validated on (its nisqa_splits.json)."""
     for folder in (cfg.get("manifest_folder", run / "manifests"), run / "manifests"):
         path = Path(str(folder)) / "nisqa_splits.json"
+        if not path.is_file():
+            continue
         try:
-            splits = read_json(path) if path.is_file() else None
+            splits = read_json(path)
             return {split: [str(db) for db in splits[split]] for split in ("train", "valid")}
         except (OSError, ValueError, TypeError, KeyError):
-            continue  # missing or damaged: the next folder, then the configuration
+            continue  # damaged: the next folder, then the configuration
     return {  # the configuration's lists, some of which may have been absent
         split: [f"{db} (if present)" for db in _as_list(cfg.get(f"{split}_dbs"))]
         for split in ("train", "valid")
